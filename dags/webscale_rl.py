@@ -1,0 +1,143 @@
+"""
+### webscale_rl — pretraining documents to verifiable RL question–answer data
+
+Runs the Webscale-RL method stage by stage. Every stage writes its own table to the
+DuckDB warehouse (`WEBSCALE_RL_DB`, default `$WEBSCALE_RL_DATA_DIR/warehouse.duckdb`) and
+is followed by a Great Expectations gate; a failed gate stops the run before bad data
+reaches the next stage, and its log lists each violated expectation with examples and
+the link to its Data Docs page (`$WEBSCALE_RL_DATA_DIR/data_docs/index.html`).
+
+Stages so far: **ingest** (JSONL / Parquet; bad records land in `ingest_errors`) →
+**heuristic filter** (minimum length, Gopher / FineWeb / C4 rules, exact duplicates),
+mapped over doc_id-range shards. `doc_outcomes` gives one row per document.
+
+Trigger with the form: `corpus` is a file, directory or glob resolved under the data dir.
+Re-running is safe: documents already in the warehouse are skipped, and every write
+replaces its own rows.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+default_args = {
+    "owner": "data-platform",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+}
+
+
+def _fail_fast(exc: Exception):
+    """Errors that a retry cannot fix (bad params, unusable files, a failed gate) fail the task at once."""
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(str(exc))
+
+
+@dag(
+    dag_id="webscale_rl",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["webscale-rl", "data-engine", "llm"],
+    doc_md=__doc__,
+    default_args=default_args,
+    render_template_as_native_obj=True,
+    params={
+        "corpus": Param("sample", type="string", minLength=1, title="Corpus",
+                        description="File, directory or glob of .jsonl / .jsonl.gz / .parquet files, "
+                                    "relative to the data dir (WEBSCALE_RL_DATA_DIR)."),
+        "max_docs": Param(0, type="integer", minimum=0, title="Max new documents",
+                          description="Cap on NEW documents ingested by this run (0 = no limit)."),
+        "run_label": Param("", type="string", title="Run label",
+                           description="Free text stored with the run in the `runs` table."),
+        "shard_size": Param(500, type="integer", minimum=1, title="Shard size",
+                            description="Documents per mapped shard task."),
+        "max_doc_chars": Param(200_000, type="integer", minimum=1, title="Max document characters",
+                               description="Longer documents are rejected or truncated (see oversize policy)."),
+        "oversize_policy": Param("reject", type="string", enum=["reject", "truncate"],
+                                 title="Oversize policy"),
+        "max_ingest_error_rate": Param(0.5, type="number", minimum=0, maximum=1,
+                                       title="Gate: max ingest error rate",
+                                       description="Share of records allowed to fail ingestion."),
+        "min_heuristic_kept_rate": Param(0.05, type="number", minimum=0, maximum=1,
+                                         title="Gate: min heuristic kept rate"),
+        "max_heuristic_kept_rate": Param(1.0, type="number", minimum=0, maximum=1,
+                                         title="Gate: max heuristic kept rate"),
+        "heuristic_rule_overrides": Param({}, type="object", title="Heuristic rule overrides",
+                                          description='{"rule_name": threshold}; null disables a rule.'),
+    },
+)
+def webscale_rl():
+    @task
+    def start_run() -> dict:
+        from webscale_rl import pipeline
+        from webscale_rl.config import ConfigError
+
+        context = get_current_context()
+        try:
+            return pipeline.start_run(dict(context["params"]), context["run_id"],
+                                      context["dag_run"].start_date)
+        except ConfigError as exc:
+            raise _fail_fast(exc) from exc
+
+    @task
+    def ingest(run: dict) -> dict:
+        from webscale_rl import pipeline
+        from webscale_rl.stages.ingest import IngestError
+
+        try:
+            return pipeline.run_ingest(run)
+        except IngestError as exc:
+            raise _fail_fast(exc) from exc
+
+    @task
+    def gate_ingest(run: dict, _ingested: dict) -> dict:
+        from webscale_rl import gates, pipeline
+
+        try:
+            return pipeline.gate_ingest(run)
+        except gates.GateFailed as exc:
+            raise _fail_fast(exc) from exc
+
+    @task
+    def plan_shards(run: dict, _gate: dict) -> list[dict]:
+        from webscale_rl import pipeline
+
+        return pipeline.plan_shards(run)
+
+    @task(max_active_tis_per_dagrun=4)
+    def heuristic_filter(run: dict, shard: dict) -> dict:
+        from webscale_rl import pipeline
+
+        return pipeline.run_heuristic_filter(run, shard)
+
+    @task
+    def gate_heuristic_filter(run: dict, shard_results: list[dict]) -> dict:
+        from webscale_rl import gates, pipeline
+
+        try:
+            return pipeline.gate_heuristic_filter(run)
+        except gates.GateFailed as exc:
+            raise _fail_fast(exc) from exc
+
+    @task
+    def finalize_run(run: dict, ingested: dict, _gate: dict) -> dict:
+        from webscale_rl import pipeline
+
+        return pipeline.finalize_run(run, ingested)
+
+    run = start_run()
+    ingested = ingest(run)
+    ingest_ok = gate_ingest(run, ingested)
+    shards = plan_shards(run, ingest_ok)
+    filtered = heuristic_filter.partial(run=run).expand(shard=shards)
+    filter_ok = gate_heuristic_filter(run, filtered)
+    finalize_run(run, ingested, filter_ok)
+
+
+webscale_rl()

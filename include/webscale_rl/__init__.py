@@ -1,0 +1,1 @@
+"""Webscale-RL data engine: stages, warehouse and gates, importable without Airflow."""

@@ -1,0 +1,104 @@
+"""Settings read from the environment, and safe resolution of user-supplied corpus paths."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+CORPUS_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+class ConfigError(ValueError):
+    """A setting or parameter is wrong; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path
+    db_path: Path
+    allowed_roots: tuple[Path, ...]
+
+    @property
+    def data_docs_dir(self) -> Path:
+        return self.data_dir / "data_docs"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.data_dir / "exports"
+
+
+def load_settings() -> Settings:
+    """Read WEBSCALE_RL_DATA_DIR (default ./data), WEBSCALE_RL_DB and WEBSCALE_RL_ALLOWED_ROOTS.
+
+    Extra allowed roots (os.pathsep-separated) let a deployment read corpora from a
+    mounted volume outside the data dir; nothing else outside them is ever read.
+    """
+    data_dir = Path(os.environ.get("WEBSCALE_RL_DATA_DIR", "./data")).expanduser().resolve()
+    db_env = os.environ.get("WEBSCALE_RL_DB")
+    db_path = Path(db_env).expanduser().resolve() if db_env else data_dir / "warehouse.duckdb"
+    extra = [
+        Path(p).expanduser().resolve()
+        for p in os.environ.get("WEBSCALE_RL_ALLOWED_ROOTS", "").split(os.pathsep)
+        if p.strip()
+    ]
+    return Settings(data_dir=data_dir, db_path=db_path, allowed_roots=(data_dir, *extra))
+
+
+def _is_corpus_file(path: Path) -> bool:
+    return path.is_file() and path.name.endswith(CORPUS_SUFFIXES)
+
+
+def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
+    return any(path == root or root in path.parents for root in roots)
+
+
+def resolve_corpus(corpus: str, settings: Settings) -> list[Path]:
+    """Turn the `corpus` param (file, directory or glob) into a sorted list of files.
+
+    Relative paths resolve under the data dir. Every match is resolved through symlinks
+    and must lie inside an allowed root; anything else is refused, never read.
+    """
+    corpus = (corpus or "").strip()
+    if not corpus:
+        raise ConfigError("param 'corpus' is empty: give a file, directory or glob under the data dir")
+    if "\x00" in corpus:
+        raise ConfigError("param 'corpus' contains a NUL byte")
+    raw = Path(corpus).expanduser()
+    pattern = raw if raw.is_absolute() else settings.data_dir / raw
+    roots = settings.allowed_roots
+    roots_text = ", ".join(str(r) for r in roots)
+
+    if glob.has_magic(str(pattern)):
+        candidates = [Path(p) for p in sorted(glob.glob(str(pattern), recursive=True))]
+    else:
+        resolved = pattern.resolve()
+        if not _inside(resolved, roots):
+            raise ConfigError(
+                f"corpus '{corpus}' resolves to {resolved}, outside the allowed roots ({roots_text}); "
+                "put the files under WEBSCALE_RL_DATA_DIR or add their folder to WEBSCALE_RL_ALLOWED_ROOTS"
+            )
+        if not resolved.exists():
+            raise ConfigError(
+                f"corpus '{corpus}' not found (looked for {resolved}); relative paths resolve under "
+                f"the data dir {settings.data_dir}"
+            )
+        candidates = sorted(p for p in resolved.rglob("*")) if resolved.is_dir() else [resolved]
+
+    files: list[Path] = []
+    for candidate in candidates:
+        real = candidate.resolve()
+        if not _inside(real, roots):
+            raise ConfigError(
+                f"corpus '{corpus}' matches {candidate}, which resolves to {real}, outside the "
+                f"allowed roots ({roots_text})"
+            )
+        if _is_corpus_file(real):
+            files.append(real)
+    if not files:
+        raise ConfigError(
+            f"corpus '{corpus}' matched no corpus files (expected {', '.join(CORPUS_SUFFIXES)}) "
+            f"under {pattern}"
+        )
+    return sorted(set(files))

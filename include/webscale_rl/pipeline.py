@@ -1,0 +1,226 @@
+"""What each task of the `webscale_rl` DAG does, as plain functions (no Airflow imports).
+
+Tasks pass a small `run` dict (run id, resolved files, validated params) and counts
+through XCom; every piece of data lives in the warehouse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from webscale_rl import gates, warehouse
+from webscale_rl.config import ConfigError, Settings, load_settings, resolve_corpus
+from webscale_rl.stages import heuristic_filter, ingest
+
+log = logging.getLogger(__name__)
+MAX_SHARDS = 256  # well under Airflow's max_map_length (1024)
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """The DAG's params, validated. Field names match the Airflow Params."""
+
+    corpus: str = "sample"
+    max_docs: int = 0
+    run_label: str = ""
+    shard_size: int = 500
+    max_doc_chars: int = 200_000
+    oversize_policy: str = "reject"
+    max_ingest_error_rate: float = 0.5
+    min_heuristic_kept_rate: float = 0.05
+    max_heuristic_kept_rate: float = 1.0
+    heuristic_rule_overrides: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_params(cls, params: dict) -> RunParams:
+        known = {f for f in cls.__dataclass_fields__}
+        values = {k: v for k, v in dict(params).items() if k in known and v is not None}
+        p = cls(**values)
+        p.validate()
+        return p
+
+    def validate(self) -> None:
+        def bad(name: str, why: str) -> ConfigError:
+            return ConfigError(f"param '{name}' {why}")
+
+        for name in ("max_docs", "shard_size", "max_doc_chars"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise bad(name, f"must be an integer, got {value!r}")
+        if self.max_docs < 0:
+            raise bad("max_docs", f"must be >= 0 (0 = no limit), got {self.max_docs}")
+        if self.shard_size < 1:
+            raise bad("shard_size", f"must be >= 1, got {self.shard_size}")
+        if self.max_doc_chars < 1:
+            raise bad("max_doc_chars", f"must be >= 1, got {self.max_doc_chars}")
+        if self.oversize_policy not in ingest.OVERSIZE_POLICIES:
+            raise bad("oversize_policy", f"must be one of {list(ingest.OVERSIZE_POLICIES)}, got {self.oversize_policy!r}")
+        for name in ("max_ingest_error_rate", "min_heuristic_kept_rate", "max_heuristic_kept_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise bad(name, f"must be a number between 0 and 1, got {value!r}")
+        if self.min_heuristic_kept_rate > self.max_heuristic_kept_rate:
+            raise bad("min_heuristic_kept_rate", "must not exceed max_heuristic_kept_rate")
+        if not isinstance(self.heuristic_rule_overrides, dict):
+            raise bad("heuristic_rule_overrides", "must be an object {rule_name: threshold}")
+        try:
+            heuristic_filter.rules_with_overrides(self.heuristic_rule_overrides)
+        except ValueError as exc:
+            raise bad("heuristic_rule_overrides", str(exc)) from None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextlib.contextmanager
+def recording_failure(settings: Settings, run_id: str, stage: str):
+    """Mark the run failed at `stage` with the error's message before re-raising it."""
+    try:
+        yield
+    except Exception as exc:
+        with contextlib.suppress(Exception), warehouse.write(settings.db_path) as con:
+            con.execute(
+                "UPDATE runs SET status = 'failed', failed_stage = ?, message = ?, ended_at = ? WHERE run_id = ?",
+                [stage, str(exc)[:4000], _now(), run_id],
+            )
+        raise
+
+
+def start_run(params: dict, run_id: str, started_at: datetime | None = None) -> dict:
+    """Validate params, resolve the corpus, and register the run. Refuses bad input clearly."""
+    settings = load_settings()
+    p = RunParams.from_params(params)
+    files = resolve_corpus(p.corpus, settings)
+    started_at = started_at or _now()
+    with warehouse.write(settings.db_path) as con:
+        con.execute(
+            """
+            INSERT OR REPLACE INTO runs (run_id, run_label, corpus, params, files, started_at, status)
+            VALUES (?, ?, ?, ?, ?, ?, 'running')
+            """,
+            [run_id, p.run_label, p.corpus, json.dumps(asdict(p)), json.dumps([str(f) for f in files]), started_at],
+        )
+    log.info("run %s: %d corpus file(s) from %r under %s; warehouse %s",
+             run_id, len(files), p.corpus, settings.data_dir, settings.db_path)
+    return {"run_id": run_id, "files": [str(f) for f in files], "params": asdict(p),
+            "started_at": started_at.isoformat()}
+
+
+def run_ingest(run: dict) -> dict:
+    settings = load_settings()
+    p = RunParams.from_params(run["params"])
+    with recording_failure(settings, run["run_id"], "ingest"):
+        report = ingest.ingest_files(
+            [Path(f) for f in run["files"]],
+            db_path=settings.db_path,
+            run_id=run["run_id"],
+            ingested_at=datetime.fromisoformat(run["started_at"]),
+            max_docs=p.max_docs,
+            limits=ingest.IngestLimits(p.max_doc_chars, p.oversize_policy),
+        )
+    log.info("ingest: %s", json.dumps(report))
+    return report
+
+
+def _gate(run: dict, stage: str, frame_fn, expectations_fn) -> dict:
+    settings = load_settings()
+    with recording_failure(settings, run["run_id"], f"gate_{stage}"):
+        with warehouse.read(settings.db_path) as con:
+            frame = frame_fn(con)
+        result = gates.run_gate(stage, frame, expectations_fn(len(frame)),
+                                data_dir=settings.data_dir, run_name=run["run_id"])
+        gates.enforce(result)
+    return {"stage": stage, "rows": result.rows, "expectations": result.evaluated,
+            "data_docs": result.docs_url}
+
+
+def gate_ingest(run: dict) -> dict:
+    p = RunParams.from_params(run["params"])
+    return _gate(run, "ingest", lambda con: ingest.gate_frame(con, run["files"]),
+                 lambda rows: ingest.gate_expectations(p.max_ingest_error_rate))
+
+
+def plan_shards(run: dict) -> list[dict]:
+    """Split the run's work set into doc_id ranges of about `shard_size` documents.
+
+    doc_ids are sha256 hex, uniformly spread, so equal-width ranges of the first 8 hex
+    digits give balanced shards. Always at least one shard, so an empty run still flows
+    through every stage and gate.
+    """
+    settings = load_settings()
+    p = RunParams.from_params(run["params"])
+    with warehouse.read(settings.db_path) as con:
+        n = warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]])[0]
+    return shard_ranges(n, p.shard_size)
+
+
+def shard_ranges(n_docs: int, shard_size: int) -> list[dict]:
+    count = min(MAX_SHARDS, max(1, math.ceil(n_docs / shard_size)))
+    bounds = [f"{(i * 16**8) // count:08x}" for i in range(count)]
+    return [{"lo": lo, "hi": bounds[i + 1] if i + 1 < count else None} for i, lo in enumerate(bounds)]
+
+
+def run_heuristic_filter(run: dict, shard: dict) -> dict:
+    settings = load_settings()
+    p = RunParams.from_params(run["params"])
+    with recording_failure(settings, run["run_id"], "heuristic_filter"):
+        result = heuristic_filter.filter_shard(
+            settings.db_path, run["run_id"], shard["lo"], shard["hi"], p.heuristic_rule_overrides
+        )
+    log.info("heuristic_filter shard %s: %s", shard, json.dumps(result))
+    return result
+
+
+def gate_heuristic_filter(run: dict) -> dict:
+    p = RunParams.from_params(run["params"])
+    return _gate(
+        run, "heuristic_filter",
+        lambda con: heuristic_filter.gate_frame(con, run["run_id"]),
+        lambda rows: heuristic_filter.gate_expectations(p.min_heuristic_kept_rate, p.max_heuristic_kept_rate, rows),
+    )
+
+
+def run_counts(con, run_id: str) -> dict:
+    """Per-stage counts for the run's work set, and the outcome of each of its documents."""
+    counts: dict = {"work_set": warehouse.one(
+        con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[0]}
+    for stage in warehouse.DOC_STAGES:
+        rows = con.execute(
+            f"""SELECT s.status, s.reason, count(*) FROM run_docs r JOIN {stage} s USING (doc_id)
+                WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""",
+            [run_id],
+        ).fetchall()
+        by_status: dict = {}
+        by_reason: dict = {}
+        for status, reason, n in rows:
+            by_status[status] = by_status.get(status, 0) + n
+            if reason:
+                by_reason[reason] = by_reason.get(reason, 0) + n
+        counts[stage] = {"by_status": by_status, "by_reason": by_reason}
+    counts["outcomes"] = dict(con.execute(
+        """SELECT o.outcome, count(*) FROM run_docs r JOIN doc_outcomes o USING (doc_id)
+           WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""",
+        [run_id],
+    ).fetchall())
+    return counts
+
+
+def finalize_run(run: dict, ingest_report: dict) -> dict:
+    """Record the run's counts and mark it succeeded; returns the counts."""
+    settings = load_settings()
+    with warehouse.write(settings.db_path) as con:
+        counts = run_counts(con, run["run_id"])
+        counts["ingest"] = ingest_report
+        con.execute(
+            "UPDATE runs SET status = 'success', ended_at = ?, counts = ?, failed_stage = NULL, message = NULL WHERE run_id = ?",
+            [_now(), json.dumps(counts), run["run_id"]],
+        )
+    log.info("run %s finished: %s", run["run_id"], json.dumps(counts))
+    return counts

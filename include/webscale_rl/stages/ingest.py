@@ -1,0 +1,395 @@
+"""Ingest: read JSONL/Parquet corpus files into `documents`, recording every bad record.
+
+Every line or row read ends in exactly one place: a new row in `documents`, a skip
+because the same text is already in the warehouse (incremental ingestion), or a row in
+`ingest_errors` with the file, the line and a reason. A file that yields no usable
+record at all is reported as a whole and fails the task after the good files are saved.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from webscale_rl import warehouse
+from webscale_rl.text import content_hash, dedup_key, normalize_text, tokenize
+
+BATCH_ROWS = 5000
+OVERSIZE_POLICIES = ("reject", "truncate")
+
+# What to tell the user for each reason that can make a whole file unusable.
+FIXES = {
+    "malformed_json": "each line must be one JSON object, e.g. {\"id\": \"1\", \"text\": \"...\"}",
+    "not_an_object": "each line must be a JSON object, not a list or a bare value",
+    "invalid_utf8": "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+    "missing_text": "every record needs a non-empty string field 'text'",
+    "non_string_text": "the 'text' field must be a string",
+    "empty_text": "every record needs a non-empty string field 'text'",
+    "missing_text_column": "a Parquet corpus file needs a string column named 'text'",
+    "unreadable_file": "check that the file is a complete, readable JSONL or Parquet file",
+}
+
+
+class IngestError(RuntimeError):
+    """One or more corpus files were entirely unusable; the message names each and the fix."""
+
+
+@dataclass(frozen=True)
+class IngestLimits:
+    max_doc_chars: int = 200_000
+    oversize_policy: str = "reject"
+
+    def __post_init__(self) -> None:
+        if self.max_doc_chars < 1:
+            raise ValueError(f"max_doc_chars must be >= 1, got {self.max_doc_chars}")
+        if self.oversize_policy not in OVERSIZE_POLICIES:
+            raise ValueError(f"oversize_policy must be one of {OVERSIZE_POLICIES}, got {self.oversize_policy!r}")
+
+
+@dataclass
+class Record:
+    """One raw record from a file: either a candidate document or an error."""
+
+    line_no: int
+    fields: dict | None = None
+    error: str | None = None
+    detail: str | None = None
+
+
+@dataclass
+class FileTally:
+    records: int = 0
+    usable: int = 0
+    errors: Counter = field(default_factory=Counter)
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def read_jsonl(path: Path) -> Iterator[Record]:
+    opener = gzip.open if path.name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as handle:
+            saw_content = False
+            for line_no, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                saw_content = True
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    yield Record(line_no, error="invalid_utf8", detail=f"byte {exc.start}: {exc.reason}")
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield Record(line_no, error="malformed_json", detail=_short(f"{exc.msg} at column {exc.colno}"))
+                    continue
+                if not isinstance(obj, dict):
+                    yield Record(line_no, error="not_an_object", detail=f"got {type(obj).__name__}")
+                    continue
+                yield Record(line_no, fields=obj)
+            if not saw_content:
+                yield Record(0, error="empty_file", detail="file has no records")
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        yield Record(0, error="unreadable_file", detail=_short(f"{type(exc).__name__}: {exc}"))
+
+
+def read_parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as exc:  # pyarrow raises several unrelated types for a bad file
+        yield Record(0, error="unreadable_file", detail=_short(f"{type(exc).__name__}: {exc}"))
+        return
+    names = parquet.schema_arrow.names
+    if "text" not in names:
+        yield Record(0, error="missing_text_column", detail=f"columns found: {', '.join(names) or 'none'}")
+        return
+    if parquet.metadata.num_rows == 0:
+        yield Record(0, error="empty_file", detail="file has no rows")
+        return
+    row_no = 0
+    try:
+        for batch in parquet.iter_batches(batch_size=2048):
+            for row in batch.to_pylist():
+                row_no += 1
+                yield Record(row_no, fields=row)
+    except Exception as exc:
+        yield Record(row_no + 1, error="unreadable_file", detail=_short(f"{type(exc).__name__}: {exc}"))
+
+
+def read_records(path: Path) -> Iterator[Record]:
+    return read_parquet(path) if path.name.endswith(".parquet") else read_jsonl(path)
+
+
+def to_document(record: Record, limits: IngestLimits) -> tuple[dict | None, str | None, str | None]:
+    """Validate one record's fields. Returns (document fields, error reason, detail)."""
+    fields = record.fields or {}
+    text = fields.get("text")
+    if text is None:
+        return None, "missing_text", "no 'text' field" if "text" not in fields else "'text' is null"
+    if not isinstance(text, str):
+        return None, "non_string_text", f"'text' is {type(text).__name__}"
+    meta = {k: v for k, v in fields.items() if k not in ("text", "id", "url")}
+    if len(text) > limits.max_doc_chars:
+        if limits.oversize_policy == "reject":
+            return None, "oversized", f"{len(text)} chars > max_doc_chars {limits.max_doc_chars}"
+        meta["truncated_from_chars"] = len(text)
+        cut = text.rfind(" ", 0, limits.max_doc_chars)
+        text = text[: cut if cut > 0 else limits.max_doc_chars]
+    normalized = normalize_text(text)
+    if not normalized:
+        return None, "empty_text", "text is empty or whitespace only"
+    try:
+        normalized.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return None, "invalid_unicode", f"unpaired surrogate at char {exc.start}"
+    source_id = fields.get("id")
+    url = fields.get("url")
+    return (
+        {
+            "doc_id": content_hash(normalized),
+            "source_id": None if source_id is None else str(source_id),
+            "url": url if isinstance(url, str) else None,
+            "text": normalized,
+            "n_chars": len(normalized),
+            "n_tokens": len(tokenize(normalized)),
+            "dedup_key": dedup_key(normalized),
+            "meta": json.dumps(meta, ensure_ascii=False, default=str),
+        },
+        None,
+        None,
+    )
+
+
+class _Writer:
+    """Buffers new documents and errors, writing them in short locked transactions."""
+
+    def __init__(self, db_path: Path, run_id: str, ingested_at: datetime):
+        self.db_path, self.run_id, self.ingested_at = db_path, run_id, ingested_at
+        self.docs: list[dict] = []
+        self.errors: list[dict] = []
+        self.new_docs = 0
+        self.already_ingested = 0
+
+    def flush(self) -> None:
+        if not self.docs and not self.errors:
+            return
+        with warehouse.write(self.db_path) as con:
+            if self.docs:
+                frame = pd.DataFrame(self.docs)
+                con.register("_batch", frame)
+                existing = {
+                    row[0]
+                    for row in con.execute(
+                        "SELECT doc_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)"
+                    ).fetchall()
+                }
+                con.unregister("_batch")
+                fresh = frame[~frame["doc_id"].isin(existing)].copy()
+                self.already_ingested += len(frame) - len(fresh)
+                if len(fresh):
+                    start = warehouse.one(con, "SELECT coalesce(max(ingest_seq), 0) FROM documents")[0]
+                    fresh["ingest_seq"] = range(start + 1, start + 1 + len(fresh))
+                    fresh["ingest_run_id"] = self.run_id
+                    fresh["ingested_at"] = self.ingested_at
+                    con.register("_fresh", fresh)
+                    con.execute(
+                        "INSERT INTO documents BY NAME SELECT * FROM _fresh"
+                    )
+                    con.execute(
+                        "INSERT OR IGNORE INTO run_docs SELECT ?, doc_id FROM _fresh", [self.run_id]
+                    )
+                    con.unregister("_fresh")
+                    self.new_docs += len(fresh)
+            if self.errors:
+                frame = pd.DataFrame(self.errors)
+                frame["run_id"] = self.run_id
+                con.register("_errors", frame)
+                con.execute("INSERT OR REPLACE INTO ingest_errors BY NAME SELECT * FROM _errors")
+                con.unregister("_errors")
+        self.docs, self.errors = [], []
+
+
+def ingest_files(
+    files: list[Path],
+    *,
+    db_path: Path,
+    run_id: str,
+    ingested_at: datetime,
+    max_docs: int = 0,
+    limits: IngestLimits = IngestLimits(),
+) -> dict:
+    """Ingest `files` in order; returns counts (XCom-safe). Raises IngestError after saving
+    everything usable if any file was entirely unusable.
+
+    `max_docs` (0 = no limit) caps the NEW documents this run takes on, so successive runs
+    over a large corpus walk through it in batches.
+    """
+    writer = _Writer(db_path, run_id, ingested_at)
+    seen_in_run: dict[str, str] = {}
+    tallies: dict[str, FileTally] = {}
+    errors_by_reason: Counter = Counter()
+    records_read = 0
+    stopped_early = False
+
+    def record_error(path: Path, tally: FileTally, record: Record, reason: str, detail: str | None, source_id=None):
+        tally.errors[reason] += 1
+        errors_by_reason[reason] += 1
+        writer.errors.append(
+            {"source_file": str(path), "line_no": record.line_no, "reason": reason,
+             "detail": detail, "source_id": source_id}
+        )
+
+    for path in files:
+        if stopped_early:
+            break
+        tally = tallies.setdefault(str(path), FileTally())
+        source_ids: dict[str, int] = {}
+        for record in read_records(path):
+            if record.error:
+                record_error(path, tally, record, record.error, record.detail)
+                continue
+            records_read += 1
+            tally.records += 1
+            doc, reason, detail = to_document(record, limits)
+            source_id = None if record.fields.get("id") is None else str(record.fields.get("id"))
+            if doc is None:
+                record_error(path, tally, record, reason, detail, source_id)
+                continue
+            if source_id is not None:
+                if source_id in source_ids:
+                    record_error(path, tally, record, "duplicate_source_id",
+                                 f"id {source_id!r} first seen at line {source_ids[source_id]}", source_id)
+                    continue
+                source_ids[source_id] = record.line_no
+            where = f"{path}:{record.line_no}"
+            if doc["doc_id"] in seen_in_run:
+                record_error(path, tally, record, "duplicate_content",
+                             f"same text as {seen_in_run[doc['doc_id']]} (doc_id {doc['doc_id'][:12]})", source_id)
+                continue
+            seen_in_run[doc["doc_id"]] = where
+            tally.usable += 1
+            doc.update(source_file=str(path), source_line=record.line_no)
+            writer.docs.append(doc)
+            # With max_docs set, never buffer more than the documents still wanted: only a
+            # flush tells which buffered ones are new, so the cap is exact.
+            room = BATCH_ROWS if not max_docs else min(BATCH_ROWS, max_docs - writer.new_docs)
+            if len(writer.docs) >= room or len(writer.errors) >= BATCH_ROWS:
+                writer.flush()
+            if max_docs and writer.new_docs >= max_docs:
+                stopped_early = True
+                break
+        writer.flush()
+    writer.flush()
+
+    resumed = _claim_pending(db_path, run_id, files)
+    unusable = {
+        name: tally for name, tally in tallies.items()
+        if tally.usable == 0 and sum(tally.errors.values()) > 0 and set(tally.errors) != {"empty_file"}
+    }
+    report = {
+        "files": len(files),
+        "files_read": len(tallies),
+        "records_read": records_read,
+        "new_docs": writer.new_docs,
+        "already_ingested": writer.already_ingested,
+        "resumed_pending": resumed,
+        "errors": sum(errors_by_reason.values()),
+        "errors_by_reason": dict(sorted(errors_by_reason.items())),
+        "stopped_at_max_docs": stopped_early,
+        "unusable_files": sorted(unusable),
+    }
+    if unusable:
+        lines = []
+        for name, tally in sorted(unusable.items()):
+            reason, count = tally.errors.most_common(1)[0]
+            lines.append(f"  {name}: {count} x {reason} -> fix: {FIXES.get(reason, 'see ingest_errors')}")
+        raise IngestError(
+            f"{len(unusable)} corpus file(s) had no usable record (details in table ingest_errors; "
+            f"the other files were ingested):\n" + "\n".join(lines)
+        )
+    return report
+
+
+def _claim_pending(db_path: Path, run_id: str, files: list[Path]) -> int:
+    """Resume: documents from these files that an earlier run ingested but never finished
+    join this run's work set. Returns how many were added."""
+    if not files:
+        return 0
+    with warehouse.write(db_path) as con:
+        names = pd.DataFrame({"source_file": [str(p) for p in files]})
+        con.register("_files", names)
+        added = warehouse.one(
+            con,
+            """
+            INSERT OR IGNORE INTO run_docs
+            SELECT ?, o.doc_id FROM doc_outcomes o JOIN documents d USING (doc_id)
+            WHERE o.outcome = 'pending' AND d.source_file IN (SELECT source_file FROM _files)
+              AND o.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
+            """,
+            [run_id, run_id],
+        )
+        con.unregister("_files")
+    return int(added[0]) if added else 0
+
+
+# --- gate -------------------------------------------------------------------------------
+
+ERROR_REASONS = (
+    "malformed_json", "not_an_object", "invalid_utf8", "invalid_unicode", "missing_text",
+    "non_string_text", "empty_text", "oversized", "duplicate_source_id", "duplicate_content",
+    "empty_file", "unreadable_file", "missing_text_column",
+)
+GATE_COLUMNS = ["status", "doc_id", "source_file", "line_no", "n_chars", "n_tokens", "reason"]
+
+
+def gate_frame(con, files: list[str]) -> pd.DataFrame:
+    """The ingest ledger of the run's files: one row per record read, ingested or not."""
+    con.register("_files", pd.DataFrame({"source_file": files}))
+    try:
+        return con.execute(
+            """
+            SELECT 'ingested' AS status, doc_id, source_file, source_line AS line_no,
+                   n_chars, n_tokens, NULL::VARCHAR AS reason
+            FROM documents WHERE source_file IN (SELECT source_file FROM _files)
+            UNION ALL
+            SELECT 'error', NULL, source_file, line_no, NULL, NULL, reason
+            FROM ingest_errors WHERE source_file IN (SELECT source_file FROM _files)
+            ORDER BY source_file, line_no
+            """
+        ).df()
+    finally:
+        con.unregister("_files")
+
+
+def gate_expectations(max_error_rate: float) -> list:
+    import great_expectations.expectations as gxe
+
+    ingested = {"row_condition": 'status=="ingested"', "condition_parser": "pandas"}
+    errored = {"row_condition": 'status=="error"', "condition_parser": "pandas"}
+    return [
+        gxe.ExpectTableColumnsToMatchSet(column_set=GATE_COLUMNS, exact_match=True),
+        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=["ingested", "error"]),
+        gxe.ExpectColumnValuesToNotBeNull(column="doc_id", **ingested),
+        gxe.ExpectColumnValuesToBeUnique(column="doc_id", **ingested),
+        gxe.ExpectColumnValueLengthsToEqual(column="doc_id", value=64, **ingested),
+        gxe.ExpectColumnValuesToBeBetween(column="n_chars", min_value=1, **ingested),
+        gxe.ExpectColumnValuesToBeBetween(column="n_tokens", min_value=1, **ingested),
+        gxe.ExpectColumnValuesToNotBeNull(column="reason", **errored),
+        gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=list(ERROR_REASONS), **errored),
+        # The share of records that failed to ingest stays within the configured bound.
+        gxe.ExpectColumnValuesToBeInSet(
+            column="status", value_set=["ingested"], mostly=max(1e-9, 1.0 - max_error_rate)
+        ),
+    ]
