@@ -45,6 +45,12 @@ class GateResult:
         return "\n".join(lines)
 
 
+def _plain(value):
+    """numpy scalars print as np.float64(...); log the plain number."""
+    value = value.item() if hasattr(value, "item") else value
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def _describe_failure(result) -> str:
     """One plain-words line for a failed expectation: what, on how many rows, examples."""
     config = result.expectation_config
@@ -58,13 +64,13 @@ def _describe_failure(result) -> str:
         text += f" where {filt}"
     res = result.result or {}
     if res.get("unexpected_count") is not None:
-        examples = list(res.get("partial_unexpected_list") or [])[:5]
+        examples = [_plain(v) for v in list(res.get("partial_unexpected_list") or [])[:5]]
         text += (
             f": {res['unexpected_count']} of {res.get('element_count')} rows violate it"
             f"; examples: {examples!r}"
         )
     elif "observed_value" in res:
-        text += f": observed {res['observed_value']!r}"
+        text += f": observed {_plain(res['observed_value'])!r}"
     if result.exception_info and result.exception_info.get("raised_exception"):
         text += f" (error: {result.exception_info.get('exception_message')})"
     return text
@@ -74,6 +80,8 @@ def _context(gx_root: Path, docs_dir: Path):
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
+    # GX logs every config save at INFO; keep task logs to the gate's own summary.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     context = gx.get_context(mode="file", project_root_dir=str(gx_root))
     context.variables.progress_bars = ProgressBarsConfig(globally=False)
     sites = context.get_site_names()

@@ -1,0 +1,56 @@
+"""Test set-up: a project-local Airflow home and an isolated data dir per test.
+
+Airflow reads its configuration at import, so the environment is set here, before any
+test module imports it. `make test` migrates the metadata DB; running pytest directly
+migrates it here when missing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = ROOT / "data" / "sample"
+HOSTILE_DIR = ROOT / "tests" / "fixtures" / "hostile"
+
+os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
+os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
+os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
+os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
+
+_migrated = Path(os.environ["AIRFLOW_HOME"]) / ".migrated"
+if not _migrated.exists():
+    _migrated.parent.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+                   check=True, capture_output=True)
+    _migrated.touch()
+
+
+@pytest.fixture
+def data_dir(tmp_path, monkeypatch) -> Path:
+    """An empty data dir with its own warehouse, set through the product's env variables."""
+    data = tmp_path / "data"
+    data.mkdir()
+    monkeypatch.setenv("WEBSCALE_RL_DATA_DIR", str(data))
+    monkeypatch.delenv("WEBSCALE_RL_DB", raising=False)
+    monkeypatch.delenv("WEBSCALE_RL_ALLOWED_ROOTS", raising=False)
+    return data
+
+
+@pytest.fixture
+def sample_data_dir(data_dir) -> Path:
+    """The data dir with the bundled sample corpus copied to `sample/`."""
+    shutil.copytree(SAMPLE_DIR, data_dir / "sample")
+    return data_dir
+
+
+@pytest.fixture
+def hostile_data_dir(data_dir) -> Path:
+    shutil.copytree(HOSTILE_DIR, data_dir / "hostile")
+    return data_dir
