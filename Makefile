@@ -49,8 +49,9 @@ test: airflow-db
 up: airflow-db
 	$(BIN)/airflow standalone
 
-bench:
-	@echo "make bench: no benchmark yet (LLM client benchmark lands with issue 3)"; exit 1
+## make bench: every benchmark in bench/ (figures printed, nothing asserted).
+bench: $(STAMP)
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 train-smoke:
 	@echo "make train-smoke: not built yet (training lands with issue 6)"; exit 1
