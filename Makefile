@@ -15,6 +15,7 @@ export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
 export AIRFLOW__CORE__PARALLELISM ?= 4
 export WEBSCALE_RL_DATA_DIR ?= $(ROOT)/data
 
+LLM_POOL_SLOTS ?= 4
 DEMO_CONF ?= {"corpus": "sample", "run_label": "make demo"}
 
 .PHONY: bootstrap airflow-db demo test up bench train-smoke clean
@@ -32,14 +33,15 @@ airflow-db: $(AIRFLOW_HOME)/.migrated
 $(AIRFLOW_HOME)/.migrated: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -30 $(AIRFLOW_HOME)/migrate.log; exit 1)
+	$(BIN)/airflow pools set llm $(LLM_POOL_SLOTS) "LLM shard tasks: caps concurrent shards per server" >> $(AIRFLOW_HOME)/migrate.log 2>&1
 	touch $@
 
 ## make demo: run the webscale_rl DAG under real Airflow on the bundled sample corpus.
+## LLM_URL=http://host:8000/v1 MODEL=name uses your OpenAI-compatible server instead of the
+## scripted test server (see scripts/run_demo.py).
 demo: airflow-db
-	$(BIN)/airflow dags test webscale_rl -c '$(DEMO_CONF)' > $(AIRFLOW_HOME)/demo.log 2>&1 \
-	  || (tail -60 $(AIRFLOW_HOME)/demo.log; echo "demo run failed; full log: $(AIRFLOW_HOME)/demo.log"; exit 1)
-	$(BIN)/python -m webscale_rl.cli summary
-	@echo "airflow log of the run: $(AIRFLOW_HOME)/demo.log"
+	$(BIN)/python scripts/run_demo.py $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(MODEL),--model $(MODEL)) \
+	  --conf '$(DEMO_CONF)'
 
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
 test: airflow-db

@@ -7,9 +7,14 @@ is followed by a Great Expectations gate; a failed gate stops the run before bad
 reaches the next stage, and its log lists each violated expectation with examples and
 the link to its Data Docs page (`$WEBSCALE_RL_DATA_DIR/data_docs/index.html`).
 
-Stages so far: **ingest** (JSONL / Parquet; bad records land in `ingest_errors`) →
-**heuristic filter** (minimum length, Gopher / FineWeb / C4 rules, exact duplicates),
-mapped over doc_id-range shards. `doc_outcomes` gives one row per document.
+Stages: **ingest** (JSONL / Parquet; bad records land in `ingest_errors`) →
+**heuristic filter** (minimum length, Gopher / FineWeb / C4 rules, exact duplicates) →
+**LLM filter** → **classify** (domain + personas) → **generate** (one QA pair per persona)
+→ **verify** (rule checks, then context / correctness / leakage) → **export** (verl
+Parquet + JSONL, published as the `webscale_rl_export` Asset). Stages are mapped over
+doc_id-range shards; LLM shard tasks run in the `llm` pool and call the server named by
+the `llm_default` connection. `doc_outcomes` gives one row per document, `llm_calls` is
+the call ledger (a successful call is never paid twice).
 
 Trigger with the form: `corpus` is a file, directory or glob resolved under the data dir.
 Re-running is safe: documents already in the warehouse are skipped, and every write
@@ -21,6 +26,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
+
+from webscale_rl.assets import EXPORT_ASSET
+
+LLM_STAGES = ("llm_filter", "classify", "generate", "verify")
 
 default_args = {
     "owner": "data-platform",
@@ -70,6 +79,24 @@ def _fail_fast(exc: Exception):
                                          title="Gate: max heuristic kept rate"),
         "heuristic_rule_overrides": Param({}, type="object", title="Heuristic rule overrides",
                                           description='{"rule_name": threshold}; null disables a rule.'),
+        "max_personas": Param(3, type="integer", minimum=1, maximum=10, title="Personas per document"),
+        "few_shot": Param(2, type="integer", minimum=0, maximum=4, title="Few-shot demonstrations"),
+        "generate_mode": Param("per_persona", type="string", enum=["per_persona", "batched"],
+                               title="Generation mode",
+                               description="per_persona: one call per persona (the method); batched: "
+                                           "one call per document for all personas."),
+        "max_answer_words": Param(8, type="integer", minimum=1, title="Max answer words",
+                                  description="Verify rejects longer answers before any LLM call."),
+        "models": Param({}, type="object", title="Per-stage models",
+                        description='e.g. {"llm_filter": "big", "generate": "big", "classify": "small", '
+                                    '"verify": "small"}; others use the llm_default model.'),
+        "max_llm_failed_rate": Param(0.2, type="number", minimum=0, maximum=1,
+                                     title="Gate: max share of failed LLM items per stage"),
+        "min_llm_filter_kept_rate": Param(0.0, type="number", minimum=0, maximum=1,
+                                          title="Gate: min LLM-filter kept rate"),
+        "min_accepted_rate": Param(0.0, type="number", minimum=0, maximum=1,
+                                   title="Gate: min share of generated pairs accepted by verify"),
+        "val_fraction": Param(0.1, type="number", minimum=0, maximum=1, title="Validation share of the export"),
     },
 )
 def webscale_rl():
@@ -125,19 +152,48 @@ def webscale_rl():
         except gates.GateFailed as exc:
             raise _fail_fast(exc) from exc
 
+    @task(pool="llm", max_active_tis_per_dagrun=4)
+    def llm_stage(run: dict, stage: str, shard: dict, _previous_gate: dict) -> dict:
+        from webscale_rl import pipeline
+        from webscale_rl.llm import LLMUnavailable
+
+        try:
+            return pipeline.run_llm_stage(run, shard, stage)
+        except LLMUnavailable as exc:
+            raise _fail_fast(exc) from exc
+
     @task
-    def finalize_run(run: dict, ingested: dict, _gate: dict) -> dict:
+    def gate_llm_stage(run: dict, stage: str, shard_results: list[dict]) -> dict:
+        from webscale_rl import gates, pipeline
+
+        try:
+            return pipeline.gate_llm_stage(run, stage)
+        except gates.GateFailed as exc:
+            raise _fail_fast(exc) from exc
+
+    @task(outlets=[EXPORT_ASSET])
+    def export(run: dict, _gate: dict) -> dict:
         from webscale_rl import pipeline
 
-        return pipeline.finalize_run(run, ingested)
+        return pipeline.run_export(run)
+
+    @task
+    def finalize_run(run: dict, ingested: dict, exported: dict) -> dict:
+        from webscale_rl import pipeline
+
+        return pipeline.finalize_run(run, ingested, exported)
 
     run = start_run()
     ingested = ingest(run)
     ingest_ok = gate_ingest(run, ingested)
     shards = plan_shards(run, ingest_ok)
     filtered = heuristic_filter.partial(run=run).expand(shard=shards)
-    filter_ok = gate_heuristic_filter(run, filtered)
-    finalize_run(run, ingested, filter_ok)
+    gate_ok = gate_heuristic_filter(run, filtered)
+    for stage in LLM_STAGES:
+        results = llm_stage.override(task_id=stage).partial(
+            run=run, stage=stage, _previous_gate=gate_ok).expand(shard=shards)
+        gate_ok = gate_llm_stage.override(task_id=f"gate_{stage}")(run, stage, results)
+    finalize_run(run, ingested, export(run, gate_ok))
 
 
 webscale_rl()

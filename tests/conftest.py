@@ -7,6 +7,7 @@ migrates it here when missing.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
 SAMPLE_DIR = ROOT / "data" / "sample"
 HOSTILE_DIR = ROOT / "tests" / "fixtures" / "hostile"
 
@@ -26,9 +28,10 @@ os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")
 
 _migrated = Path(os.environ["AIRFLOW_HOME"]) / ".migrated"
 if not _migrated.exists():
+    _airflow = str(Path(sys.executable).with_name("airflow"))
     _migrated.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-                   check=True, capture_output=True)
+    subprocess.run([_airflow, "db", "migrate"], check=True, capture_output=True)
+    subprocess.run([_airflow, "pools", "set", "llm", "4", "LLM shard tasks"], check=True, capture_output=True)
     _migrated.touch()
 
 
@@ -54,3 +57,20 @@ def sample_data_dir(data_dir) -> Path:
 def hostile_data_dir(data_dir) -> Path:
     shutil.copytree(HOSTILE_DIR, data_dir / "hostile")
     return data_dir
+
+
+@pytest.fixture
+def fake_llm(monkeypatch):
+    """The deterministic OpenAI-compatible test server, wired in as `llm_default` the
+    standard way (AIRFLOW_CONN_LLM_DEFAULT), with fast retries for tests."""
+    from support.fake_llm import FakeLLM
+
+    server = FakeLLM(model="fake-model").start()
+    conn = {
+        "conn_type": "openai", "host": server.base_url, "password": "sk-test-secret",
+        "extra": {"model": "fake-model", "structured_output": "json_schema", "max_concurrency": 16,
+                  "backoff_base_s": 0.01, "backoff_cap_s": 0.2, "timeout_s": 2},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(conn))
+    yield server
+    server.stop()

@@ -1,5 +1,7 @@
-"""Every Airflow Asset URI of the project, in one place (producers and consumers import it)."""
+"""Every Airflow Asset of the project, in one place (producers and consumers import it)."""
 
-# The accepted-QA export of a run; published by `webscale_rl`, consumed by `webscale_rl_train`
-# once the export stage exists.
-EXPORT_ASSET_URI = "file://webscale_rl/exports"
+from airflow.sdk import Asset
+
+# The accepted-QA export of a `webscale_rl` run (files under $WEBSCALE_RL_DATA_DIR/exports/);
+# `webscale_rl_train` is scheduled on it.
+EXPORT_ASSET = Asset(name="webscale_rl_export", uri="file:///webscale_rl/exports")

@@ -34,12 +34,23 @@ def summary(run_id: str | None) -> int:
               f"{ing['new_docs']} new, {ing['already_ingested']} already in the warehouse, "
               f"{ing['errors']} errors {ing['errors_by_reason']}")
     print(f"  work set: {counts.get('work_set', 0)} documents")
-    for stage in warehouse.DOC_STAGES:
+    for stage in warehouse.DOC_STAGES + warehouse.QA_STAGES:
         s = counts.get(stage, {})
-        print(f"  {stage}: {s.get('by_status', {})}")
+        unit = "pairs" if stage in warehouse.QA_STAGES else "docs"
+        print(f"  {stage} ({unit}): {s.get('by_status', {})}")
         for reason, n in sorted(s.get("by_reason", {}).items(), key=lambda kv: -kv[1]):
             print(f"      {reason}: {n}")
     print(f"  outcomes of this run's documents: {counts.get('outcomes', {})}")
+    calls = counts.get("llm_calls", {})
+    for stage, c in calls.items():
+        print(f"  llm {stage}: {c['calls']} calls ({c['failed']} failed, {c['attempts']} attempts), "
+              f"{c['prompt_tokens']:,} prompt + {c['completion_tokens']:,} completion tokens")
+    export = counts.get("export")
+    if export:
+        total = sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls.values())
+        per_pair = f", {total / export['pairs']:,.0f} LLM tokens per accepted pair" if export["pairs"] else ""
+        print(f"  accepted pairs: {export['pairs']} ({export['train']} train / {export['val']} val){per_pair}")
+        print(f"  export: {export['path']}")
     print(f"warehouse {settings.db_path}: {totals[0]} documents, {totals[1]} ingest errors; "
           f"all outcomes {dict(outcomes_all)}")
     print(f"data docs: {settings.data_docs_dir / 'index.html'}")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 from webscale_rl import gates, warehouse
 from webscale_rl.config import ConfigError, Settings, load_settings, resolve_corpus
-from webscale_rl.stages import heuristic_filter, ingest
+from webscale_rl.llm import LLMSettings
+from webscale_rl.stages import classify, export, generate, heuristic_filter, ingest, llm_filter, verify
 
 log = logging.getLogger(__name__)
 MAX_SHARDS = 256  # well under Airflow's max_map_length (1024)
@@ -36,6 +37,15 @@ class RunParams:
     min_heuristic_kept_rate: float = 0.05
     max_heuristic_kept_rate: float = 1.0
     heuristic_rule_overrides: dict = field(default_factory=dict)
+    max_personas: int = 3
+    few_shot: int = 2
+    generate_mode: str = "per_persona"
+    max_answer_words: int = 8
+    models: dict = field(default_factory=dict)
+    max_llm_failed_rate: float = 0.2
+    min_llm_filter_kept_rate: float = 0.0
+    min_accepted_rate: float = 0.0
+    val_fraction: float = 0.1
 
     @classmethod
     def from_params(cls, params: dict) -> RunParams:
@@ -49,7 +59,7 @@ class RunParams:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"param '{name}' {why}")
 
-        for name in ("max_docs", "shard_size", "max_doc_chars"):
+        for name in ("max_docs", "shard_size", "max_doc_chars", "max_personas", "few_shot", "max_answer_words"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise bad(name, f"must be an integer, got {value!r}")
@@ -61,7 +71,20 @@ class RunParams:
             raise bad("max_doc_chars", f"must be >= 1, got {self.max_doc_chars}")
         if self.oversize_policy not in ingest.OVERSIZE_POLICIES:
             raise bad("oversize_policy", f"must be one of {list(ingest.OVERSIZE_POLICIES)}, got {self.oversize_policy!r}")
-        for name in ("max_ingest_error_rate", "min_heuristic_kept_rate", "max_heuristic_kept_rate"):
+        if not 1 <= self.max_personas <= 10:
+            raise bad("max_personas", f"must be between 1 and 10, got {self.max_personas}")
+        if not 0 <= self.few_shot <= 4:
+            raise bad("few_shot", f"must be between 0 and 4 (the library has 4 per domain), got {self.few_shot}")
+        if self.max_answer_words < 1:
+            raise bad("max_answer_words", f"must be >= 1, got {self.max_answer_words}")
+        if self.generate_mode not in generate.MODES:
+            raise bad("generate_mode", f"must be one of {list(generate.MODES)}, got {self.generate_mode!r}")
+        llm_stages = ("llm_filter", "classify", "generate", "verify")
+        if not isinstance(self.models, dict) or set(self.models) - set(llm_stages):
+            raise bad("models", f"must be an object mapping stages {list(llm_stages)} to model names, "
+                                f"got {self.models!r}")
+        for name in ("max_ingest_error_rate", "min_heuristic_kept_rate", "max_heuristic_kept_rate",
+                     "max_llm_failed_rate", "min_llm_filter_kept_rate", "min_accepted_rate", "val_fraction"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise bad(name, f"must be a number between 0 and 1, got {value!r}")
@@ -187,23 +210,32 @@ def gate_heuristic_filter(run: dict) -> dict:
     )
 
 
+def _status_counts(con, sql: str, run_id: str) -> dict:
+    by_status: dict = {}
+    by_reason: dict = {}
+    for status, reason, n in con.execute(sql, [run_id]).fetchall():
+        by_status[status] = by_status.get(status, 0) + n
+        if reason:
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    return {"by_status": by_status, "by_reason": by_reason}
+
+
 def run_counts(con, run_id: str) -> dict:
-    """Per-stage counts for the run's work set, and the outcome of each of its documents."""
+    """Per-stage counts for the run's work set, its LLM ledger, and its documents' outcomes."""
     counts: dict = {"work_set": warehouse.one(
         con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[0]}
-    for stage in warehouse.DOC_STAGES:
-        rows = con.execute(
-            f"""SELECT s.status, s.reason, count(*) FROM run_docs r JOIN {stage} s USING (doc_id)
-                WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""",
-            [run_id],
-        ).fetchall()
-        by_status: dict = {}
-        by_reason: dict = {}
-        for status, reason, n in rows:
-            by_status[status] = by_status.get(status, 0) + n
-            if reason:
-                by_reason[reason] = by_reason.get(reason, 0) + n
-        counts[stage] = {"by_status": by_status, "by_reason": by_reason}
+    for stage in warehouse.DOC_STAGES + warehouse.QA_STAGES:
+        counts[stage] = _status_counts(
+            con, f"""SELECT s.status, s.reason, count(*) FROM run_docs r JOIN {stage} s USING (doc_id)
+                     WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""", run_id)
+    counts["llm_calls"] = {
+        stage: {"calls": calls, "failed": failed, "attempts": attempts, "prompt_tokens": pt,
+                "completion_tokens": ct}
+        for stage, calls, failed, attempts, pt, ct in con.execute(
+            """SELECT stage, count(*), count(*) FILTER (WHERE status <> 'success'), sum(attempts),
+                      sum(prompt_tokens), sum(completion_tokens)
+               FROM llm_calls WHERE run_id = ? GROUP BY ALL ORDER BY ALL""", [run_id]).fetchall()
+    }
     counts["outcomes"] = dict(con.execute(
         """SELECT o.outcome, count(*) FROM run_docs r JOIN doc_outcomes o USING (doc_id)
            WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""",
@@ -212,12 +244,72 @@ def run_counts(con, run_id: str) -> dict:
     return counts
 
 
-def finalize_run(run: dict, ingest_report: dict) -> dict:
+def llm_settings(params: RunParams, settings: LLMSettings | None = None) -> LLMSettings:
+    """The `llm_default` connection (read through Airflow unless given), with the run's
+    per-stage model overrides."""
+    if settings is None:
+        from webscale_rl.llm.settings import from_airflow
+
+        settings = from_airflow()
+    return settings.with_overrides(stage_models=params.models)
+
+
+def run_llm_stage(run: dict, shard: dict, stage: str, settings: LLMSettings | None = None) -> dict:
+    """One shard of an LLM stage. Every LLM stage goes through here and the one client."""
+    data = load_settings()
+    p = RunParams.from_params(run["params"])
+    llm = llm_settings(p, settings)
+    args = (data.db_path, run["run_id"], shard["lo"], shard["hi"], llm)
+    with recording_failure(data, run["run_id"], stage):
+        if stage == "llm_filter":
+            result = llm_filter.run_shard(*args)
+        elif stage == "classify":
+            result = classify.run_shard(*args, max_personas=p.max_personas)
+        elif stage == "generate":
+            result = generate.run_shard(*args, few_shot=p.few_shot, mode=p.generate_mode)
+        elif stage == "verify":
+            result = verify.run_shard(*args, max_answer_words=p.max_answer_words)
+        else:
+            raise ValueError(f"unknown LLM stage {stage!r}")
+    log.info("%s shard %s: %s", stage, shard, json.dumps(result))
+    return result
+
+
+def gate_llm_stage(run: dict, stage: str) -> dict:
+    p = RunParams.from_params(run["params"])
+    if stage == "llm_filter":
+        return _gate(run, stage, lambda con: llm_filter.gate_frame(con, run["run_id"]),
+                     lambda rows: llm_filter.gate_expectations(rows, p.max_llm_failed_rate, p.min_llm_filter_kept_rate))
+    if stage == "classify":
+        return _gate(run, stage, lambda con: classify.gate_frame(con, run["run_id"]),
+                     lambda rows: classify.gate_expectations(rows, p.max_llm_failed_rate, p.max_personas))
+    if stage == "generate":
+        return _gate(run, stage, lambda con: generate.gate_frame(con, run["run_id"]),
+                     lambda rows: generate.gate_expectations(rows, p.max_llm_failed_rate))
+    if stage == "verify":
+        return _gate(run, stage, lambda con: verify.gate_frame(con, run["run_id"]),
+                     lambda rows: verify.gate_expectations(rows, p.max_llm_failed_rate, p.min_accepted_rate))
+    raise ValueError(f"unknown LLM stage {stage!r}")
+
+
+def run_export(run: dict) -> dict:
+    data = load_settings()
+    p = RunParams.from_params(run["params"])
+    with recording_failure(data, run["run_id"], "export"):
+        result = export.export_run(data.db_path, data.exports_dir, run["run_id"], p.val_fraction)
+    log.info("export: %d accepted pairs (%d train / %d val) in %s",
+             result["pairs"], result["train"], result["val"], result["path"])
+    return result
+
+
+def finalize_run(run: dict, ingest_report: dict, export_result: dict | None = None) -> dict:
     """Record the run's counts and mark it succeeded; returns the counts."""
     settings = load_settings()
     with warehouse.write(settings.db_path) as con:
         counts = run_counts(con, run["run_id"])
         counts["ingest"] = ingest_report
+        if export_result:
+            counts["export"] = {k: export_result[k] for k in ("pairs", "train", "val", "path")}
         con.execute(
             "UPDATE runs SET status = 'success', ended_at = ?, counts = ?, failed_stage = NULL, message = NULL WHERE run_id = ?",
             [_now(), json.dumps(counts), run["run_id"]],

@@ -19,10 +19,11 @@ import duckdb
 
 LOCK_TIMEOUT_S = 600.0
 
-# Document-level stages in pipeline order. Each has a table keyed by doc_id with
-# status in (kept, rejected, failed) and a reason. Later stages append here; the
-# doc_outcomes view is generated from this list.
-DOC_STAGES: tuple[str, ...] = ("heuristic_filter",)
+# Document-level stages in pipeline order. Each has a table keyed by doc_id with status
+# in (kept, rejected, failed) and a reason. After them come the pair-level stages
+# (`generate`, `verify`, keyed by qa_id); the doc_outcomes view is generated from both.
+DOC_STAGES: tuple[str, ...] = ("heuristic_filter", "llm_filter", "classify")
+QA_STAGES: tuple[str, ...] = ("generate", "verify")
 STATUSES = ("kept", "rejected", "failed")
 OUTCOMES = ("accepted", "rejected", "failed", "pending")
 
@@ -65,6 +66,65 @@ CREATE TABLE IF NOT EXISTS heuristic_filter (
     threshold    DOUBLE,
     duplicate_of VARCHAR,                -- doc_id kept in place of an exact duplicate
     failed_rules JSON                    -- every failing rule with value and threshold
+);
+CREATE TABLE IF NOT EXISTS llm_filter (
+    doc_id       VARCHAR PRIMARY KEY,
+    run_id       VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    reason       VARCHAR,
+    qualified    VARCHAR,                -- Y / N as the model said
+    rationale    VARCHAR,
+    request_hash VARCHAR
+);
+CREATE TABLE IF NOT EXISTS classify (
+    doc_id       VARCHAR PRIMARY KEY,
+    run_id       VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    reason       VARCHAR,
+    domain       VARCHAR,
+    personas     JSON,
+    request_hash VARCHAR
+);
+CREATE TABLE IF NOT EXISTS generate (
+    qa_id        VARCHAR PRIMARY KEY,    -- sha256 of doc_id + persona
+    doc_id       VARCHAR NOT NULL,
+    run_id       VARCHAR NOT NULL,
+    persona_idx  INTEGER NOT NULL,
+    persona      VARCHAR NOT NULL,
+    question     VARCHAR,
+    answer       VARCHAR,
+    status       VARCHAR NOT NULL,       -- kept = generated, failed = no valid pair
+    reason       VARCHAR,
+    request_hash VARCHAR
+);
+CREATE TABLE IF NOT EXISTS verify (
+    qa_id        VARCHAR PRIMARY KEY,
+    doc_id       VARCHAR NOT NULL,
+    run_id       VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,       -- kept = accepted pair
+    reason       VARCHAR,
+    context_ok   VARCHAR,
+    correct      VARCHAR,
+    leakage      VARCHAR,
+    rationale    VARCHAR,
+    request_hash VARCHAR
+);
+CREATE TABLE IF NOT EXISTS llm_calls (
+    request_hash      VARCHAR PRIMARY KEY,  -- sha256 of model + messages + params + schema
+    stage             VARCHAR NOT NULL,
+    item_id           VARCHAR,              -- doc_id or qa_id of the first request with this hash
+    model             VARCHAR,
+    prompt_id         VARCHAR,              -- prompt template name.version
+    status            VARCHAR NOT NULL,     -- success | failed
+    error_kind        VARCHAR,
+    error             VARCHAR,
+    attempts          INTEGER,
+    prompt_tokens     BIGINT,               -- summed over every attempt, as the server reported
+    completion_tokens BIGINT,
+    latency_s         DOUBLE,
+    raw               VARCHAR,              -- the reply text, kept for failures too
+    result            JSON,                 -- the validated reply
+    run_id            VARCHAR
 );
 CREATE TABLE IF NOT EXISTS runs (
     run_id       VARCHAR PRIMARY KEY,
@@ -146,28 +206,52 @@ def read(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 def doc_outcomes_view_sql(stages: tuple[str, ...] = DOC_STAGES) -> str:
     """One row per document: the last stage it reached, its outcome and the reason.
 
-    A document is `pending` until a stage has a row for it, takes the status of the first
-    stage that did not keep it, and is `accepted` once every stage kept it.
+    A document takes the status of the first document-level stage that did not keep it,
+    or is `pending` where a stage has no row for it yet. Once every document-level stage
+    kept it, its pairs decide: `accepted` if verify kept at least one, `pending` while a
+    generated pair awaits verification (or none was generated yet), `failed` if a pair
+    failed and none was accepted, else `rejected`.
     """
     joins = "\n".join(f"LEFT JOIN {s} AS s{i} ON s{i}.doc_id = d.doc_id" for i, s in enumerate(stages))
     stage_cases, outcome_cases, reason_cases = [], [], []
     for i, stage in enumerate(stages):
         previous = stages[i - 1] if i else "ingest"
-        stage_cases.append(f"WHEN s{i}.status IS NULL THEN '{previous}'")
-        stage_cases.append(f"WHEN s{i}.status <> 'kept' THEN '{stage}'")
-        outcome_cases.append(f"WHEN s{i}.status IS NULL THEN 'pending'")
-        outcome_cases.append(f"WHEN s{i}.status <> 'kept' THEN s{i}.status")
-        reason_cases.append(f"WHEN s{i}.status IS NULL THEN NULL")
-        reason_cases.append(f"WHEN s{i}.status <> 'kept' THEN s{i}.reason")
+        stage_cases += [f"WHEN s{i}.status IS NULL THEN '{previous}'", f"WHEN s{i}.status <> 'kept' THEN '{stage}'"]
+        outcome_cases += [f"WHEN s{i}.status IS NULL THEN 'pending'", f"WHEN s{i}.status <> 'kept' THEN s{i}.status"]
+        reason_cases += [f"WHEN s{i}.status IS NULL THEN NULL", f"WHEN s{i}.status <> 'kept' THEN s{i}.reason"]
     return f"""
 CREATE OR REPLACE VIEW doc_outcomes AS
+WITH qa AS (
+    SELECT g.doc_id,
+           count(*) FILTER (WHERE v.status = 'kept') AS n_accepted,
+           count(*) FILTER (WHERE g.status = 'kept' AND v.status IS NULL) AS n_unverified,
+           count(*) FILTER (WHERE g.status = 'failed' OR v.status = 'failed') AS n_failed,
+           count(*) FILTER (WHERE g.status = 'failed') AS n_gen_failed,
+           arg_min(coalesce(v.reason, g.reason), g.persona_idx)
+               FILTER (WHERE coalesce(v.status, g.status) <> 'kept') AS first_reason
+    FROM generate g LEFT JOIN verify v ON v.qa_id = g.qa_id
+    GROUP BY g.doc_id
+)
 SELECT
     d.doc_id,
-    CASE {' '.join(stage_cases)} ELSE '{stages[-1]}' END AS last_stage,
-    CASE {' '.join(outcome_cases)} ELSE 'accepted' END AS outcome,
-    CASE {' '.join(reason_cases)} ELSE NULL END AS reason
+    CASE {' '.join(stage_cases)}
+         WHEN qa.doc_id IS NULL THEN '{stages[-1]}'
+         WHEN qa.n_accepted > 0 THEN 'verify'
+         WHEN qa.n_unverified > 0 THEN 'generate'
+         WHEN qa.n_failed > 0 AND qa.n_failed = qa.n_gen_failed THEN 'generate'
+         ELSE 'verify' END AS last_stage,
+    CASE {' '.join(outcome_cases)}
+         WHEN qa.doc_id IS NULL THEN 'pending'
+         WHEN qa.n_accepted > 0 THEN 'accepted'
+         WHEN qa.n_unverified > 0 THEN 'pending'
+         WHEN qa.n_failed > 0 THEN 'failed'
+         ELSE 'rejected' END AS outcome,
+    CASE {' '.join(reason_cases)}
+         WHEN qa.n_accepted > 0 OR qa.doc_id IS NULL OR qa.n_unverified > 0 THEN NULL
+         ELSE qa.first_reason END AS reason
 FROM documents AS d
 {joins}
+LEFT JOIN qa ON qa.doc_id = d.doc_id
 """
 
 

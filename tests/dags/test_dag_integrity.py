@@ -35,16 +35,26 @@ def test_webscale_rl_is_declared_as_agreed(dagbag):
         assert t.retries >= 1, f"{t.task_id} has no retries"
     ids = {t.task_id for t in dag.tasks}
     assert {"start_run", "ingest", "gate_ingest", "plan_shards", "heuristic_filter",
-            "gate_heuristic_filter", "finalize_run"} <= ids
+            "gate_heuristic_filter", "llm_filter", "gate_llm_filter", "classify", "gate_classify",
+            "generate", "gate_generate", "verify", "gate_verify", "export", "finalize_run"} <= ids
 
 
-def test_every_stage_is_followed_by_its_gate(dagbag):
+def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dagbag):
     dag = dagbag.dags["webscale_rl"]
-    assert "gate_ingest" in dag.get_task("ingest").downstream_task_ids
-    assert "gate_heuristic_filter" in dag.get_task("heuristic_filter").downstream_task_ids
-    # The next stage only starts after the gate of the previous one.
-    assert dag.get_task("gate_ingest").downstream_task_ids & {"plan_shards"}
-    assert "gate_heuristic_filter" in dag.get_task("finalize_run").upstream_task_ids
+    chain = ["ingest", "heuristic_filter", "llm_filter", "classify", "generate", "verify"]
+    for stage, next_stage in zip(chain, chain[1:] + ["export"]):
+        gate = f"gate_{stage}"
+        assert gate in dag.get_task(stage).downstream_task_ids, f"{stage} is not followed by {gate}"
+        assert gate in dag.get_task(next_stage).get_flat_relative_ids(upstream=True), (
+            f"{next_stage} may start before {gate}")
+    assert "export" in dag.get_task("finalize_run").upstream_task_ids
+    assert dag.get_task("export").outlets[0].name == "webscale_rl_export"
+
+
+def test_llm_tasks_run_in_the_llm_pool(dagbag):
+    dag = dagbag.dags["webscale_rl"]
+    for stage in ("llm_filter", "classify", "generate", "verify"):
+        assert dag.get_task(stage).pool == "llm"
 
 
 def test_parsing_does_no_heavy_imports():

@@ -28,28 +28,49 @@ def test_replace_rows_never_duplicates(tmp_path):
             ("a", "rejected", "y"), ("b", "rejected", "x")]
 
 
-def test_doc_outcomes_has_one_row_per_document_with_pending_kept_and_rejected(tmp_path):
+def _stage(con, table: str, rows: list[tuple]) -> None:
+    frame = pd.DataFrame(rows, columns=["doc_id", "status", "reason"]).assign(run_id="r")
+    frame["doc_id"] = frame["doc_id"].map(lambda i: f"{i:064x}")
+    warehouse.replace_rows(con, table, frame)
+
+
+def _pairs(con, rows: list[tuple]) -> None:
+    """rows: (doc, persona_idx, generate status, generate reason, verify status or None, verify reason)"""
+    gen = pd.DataFrame([{"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "persona_idx": i,
+                         "persona": f"p{i}", "status": gs, "reason": gr} for d, i, gs, gr, _, _ in rows])
+    ver = pd.DataFrame([{"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": vs, "reason": vr}
+                        for d, i, _, _, vs, vr in rows if vs])
+    warehouse.replace_rows(con, "generate", gen, key="qa_id")
+    warehouse.replace_rows(con, "verify", ver, key="qa_id")
+
+
+def test_doc_outcomes_has_one_row_per_document_through_every_stage(tmp_path):
     db = tmp_path / "w.duckdb"
     with warehouse.write(db) as con:
-        con.register("d", pd.DataFrame([_doc(i) for i in range(3)]))
+        con.register("d", pd.DataFrame([_doc(i) for i in range(8)]))
         con.execute("INSERT INTO documents BY NAME SELECT * FROM d")
         con.unregister("d")
-        warehouse.replace_rows(con, "heuristic_filter", pd.DataFrame(
-            {"doc_id": [f"{0:064x}", f"{1:064x}"], "run_id": "r", "status": ["kept", "rejected"],
-             "reason": [None, "min_tokens"]}))
+        _stage(con, "heuristic_filter", [(0, "rejected", "min_tokens")] + [(i, "kept", None) for i in range(2, 8)])
+        _stage(con, "llm_filter", [(2, "failed", "llm_timeout")] + [(i, "kept", None) for i in range(3, 8)])
+        _stage(con, "classify", [(i, "kept", None) for i in range(3, 8)])
+        _pairs(con, [
+            (4, 0, "kept", None, "rejected", "leakage"), (4, 1, "kept", None, "kept", None),
+            (5, 0, "kept", None, "rejected", "incorrect"), (5, 1, "kept", None, "rejected", "leakage"),
+            (6, 0, "kept", None, None, None),
+            (7, 0, "failed", "llm_timeout", None, None), (7, 1, "failed", "llm_refusal", None, None),
+        ])
     with warehouse.read(db) as con:
         rows = con.execute("SELECT right(doc_id, 1), last_stage, outcome, reason FROM doc_outcomes ORDER BY 1").fetchall()
     assert rows == [
-        ("0", "heuristic_filter", "accepted", None),
-        ("1", "heuristic_filter", "rejected", "min_tokens"),
-        ("2", "ingest", "pending", None),
+        ("0", "heuristic_filter", "rejected", "min_tokens"),
+        ("1", "ingest", "pending", None),
+        ("2", "llm_filter", "failed", "llm_timeout"),
+        ("3", "classify", "pending", None),
+        ("4", "verify", "accepted", None),
+        ("5", "verify", "rejected", "incorrect"),
+        ("6", "generate", "pending", None),
+        ("7", "generate", "failed", "llm_timeout"),
     ]
-
-
-def test_view_sql_chains_later_stages():
-    sql = warehouse.doc_outcomes_view_sql(("heuristic_filter", "llm_filter"))
-    assert "WHEN s1.status IS NULL THEN 'heuristic_filter'" in sql
-    assert "ELSE 'llm_filter' END AS last_stage" in sql
 
 
 def _writer(db, worker: int, n: int) -> None:

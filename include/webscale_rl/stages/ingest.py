@@ -323,7 +323,8 @@ def ingest_files(
 
 
 def _claim_pending(db_path: Path, run_id: str, files: list[Path]) -> int:
-    """Resume: documents from these files that an earlier run ingested but never finished
+    """Resume: documents from these files that an earlier run ingested but did not finish
+    (pending) or that failed (a transient fault, since fixed)
     join this run's work set. Returns how many were added."""
     if not files:
         return 0
@@ -335,7 +336,7 @@ def _claim_pending(db_path: Path, run_id: str, files: list[Path]) -> int:
             """
             INSERT OR IGNORE INTO run_docs
             SELECT ?, o.doc_id FROM doc_outcomes o JOIN documents d USING (doc_id)
-            WHERE o.outcome = 'pending' AND d.source_file IN (SELECT source_file FROM _files)
+            WHERE o.outcome IN ('pending', 'failed') AND d.source_file IN (SELECT source_file FROM _files)
               AND o.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
             """,
             [run_id, run_id],

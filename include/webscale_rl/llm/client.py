@@ -1,0 +1,316 @@
+"""Async, bounded, retrying, schema-validating, ledger-backed calls to an OpenAI-compatible
+server (vLLM, llama.cpp server, OpenAI...).
+
+`LLMClient.run(requests)` is what a stage calls from its (synchronous) shard task: it
+answers every request it can from the ledger, sends the rest at most `max_concurrency`
+at a time, retries transient failures with exponential backoff and full jitter (honouring
+Retry-After), retries invalid replies a bounded number of times with a new seed, records
+every finished call in `llm_calls` in small batches, and logs progress every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import random
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import jsonschema
+import openai
+
+from webscale_rl.llm import ledger
+from webscale_rl.llm.settings import LLMSettings
+
+log = logging.getLogger(__name__)
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+_FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+
+
+class LLMUnavailable(RuntimeError):
+    """The server did not answer the health check; the message names the URL and the fix."""
+
+
+@dataclass(frozen=True)
+class LLMRequest:
+    stage: str
+    item_id: str
+    model: str
+    messages: tuple  # tuple of {"role", "content"} dicts
+    schema: dict
+    schema_name: str
+    prompt_id: str
+    max_tokens: int = 512
+    temperature: float = 0.0
+    seed: int = 1234
+
+    @property
+    def request_hash(self) -> str:
+        """Identity of the call: model + messages + decoding params + output schema."""
+        body = json.dumps(
+            {"model": self.model, "messages": list(self.messages), "schema": self.schema,
+             "max_tokens": self.max_tokens, "temperature": self.temperature, "seed": self.seed},
+            sort_keys=True, ensure_ascii=False,
+        )
+        return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class LLMResult:
+    request: LLMRequest
+    status: str  # success | failed
+    parsed: dict | None = None
+    raw: str | None = None
+    error_kind: str | None = None  # connection, timeout, http_429, http_5xx, http_4xx, invalid_json, schema_mismatch, truncated, refusal
+    error: str | None = None
+    attempts: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    latency_s: float = 0.0
+    cached: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "success"
+
+
+class _InvalidReply(Exception):
+    def __init__(self, kind: str, message: str, raw: str | None):
+        super().__init__(message)
+        self.kind, self.raw = kind, raw
+
+
+@dataclass
+class _Progress:
+    stage: str
+    total: int
+    every_s: float
+    started: float = field(default_factory=time.monotonic)
+    last: float = field(default_factory=time.monotonic)
+    done: int = 0
+    failed: int = 0
+    retries: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def add(self, result: LLMResult) -> None:
+        self.done += 1
+        self.failed += not result.ok
+        self.prompt_tokens += result.prompt_tokens
+        self.completion_tokens += result.completion_tokens
+        now = time.monotonic()
+        if now - self.last >= self.every_s or self.done == self.total:
+            self.last = now
+            log.info("%s", self.line())
+
+    def line(self) -> str:
+        elapsed = max(time.monotonic() - self.started, 1e-9)
+        rate = self.done / elapsed
+        eta = (self.total - self.done) / rate if rate else float("inf")
+        return (f"{self.stage}: {self.done}/{self.total} calls ({self.done / max(self.total, 1):.0%}), "
+                f"{rate:.1f} calls/s, tokens {self.prompt_tokens:,} in / {self.completion_tokens:,} out, "
+                f"failed {self.failed}, retries {self.retries}, ETA {eta:.0f}s")
+
+
+def _response_format(dialect: str, name: str, schema: dict) -> dict | None:
+    if dialect == "json_schema":  # OpenAI, vLLM
+        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+    if dialect == "json_object":  # llama.cpp server: rejects json_schema, takes the schema here
+        return {"type": "json_object", "schema": schema}
+    return None
+
+
+def parse_reply(content: str | None, schema: dict) -> dict:
+    """Strict: the whole reply (optionally in one ```json fence) must be a JSON object that
+    validates against the schema."""
+    if content is None or not content.strip():
+        raise _InvalidReply("invalid_json", "empty reply", content)
+    text = content.strip()
+    fenced = _FENCED.match(text)
+    if fenced:
+        text = fenced.group(1)
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise _InvalidReply("invalid_json", f"reply is not JSON: {exc.msg} at char {exc.pos}", content) from None
+    try:
+        jsonschema.validate(value, schema, cls=jsonschema.Draft202012Validator)
+    except jsonschema.ValidationError as exc:
+        path = "/".join(str(p) for p in exc.absolute_path) or "(root)"
+        raise _InvalidReply("schema_mismatch", f"at {path}: {exc.message}"[:500], content) from None
+    return value
+
+
+class LLMClient:
+    def __init__(self, settings: LLMSettings, db_path: Path, run_id: str, progress_every_s: float = 5.0):
+        self.settings = settings
+        self.db_path = db_path
+        self.run_id = run_id
+        self.progress_every_s = progress_every_s
+
+    # -- health ----------------------------------------------------------------------
+    def health_check(self) -> list[str]:
+        """GET {base_url}/models; raises LLMUnavailable with the URL and the fix."""
+        url = f"{self.settings.base_url}/models"
+        try:
+            response = httpx.get(url, headers={"Authorization": f"Bearer {self.settings.api_key}"}, timeout=10)
+        except httpx.HTTPError as exc:
+            raise LLMUnavailable(
+                f"LLM server at {url} is not reachable ({type(exc).__name__}: {exc}). Start the server "
+                f"or point the Airflow connection 'llm_default' at a running one."
+            ) from None
+        if response.status_code != 200:
+            raise LLMUnavailable(
+                f"LLM server at {url} answered HTTP {response.status_code}: {response.text[:200]!r}. "
+                f"Check the URL and API key of the Airflow connection 'llm_default'."
+            )
+        return [m.get("id") for m in response.json().get("data", [])]
+
+    # -- one call --------------------------------------------------------------------
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        ceiling = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** attempt)
+        delay = random.uniform(0, ceiling)  # full jitter
+        return max(delay, retry_after) if retry_after is not None else delay
+
+    @staticmethod
+    def _retry_after(exc: openai.APIStatusError) -> float | None:
+        value = exc.response.headers.get("retry-after") if exc.response is not None else None
+        try:
+            return min(float(value), 120.0) if value is not None else None
+        except ValueError:
+            return None
+
+    async def _call(self, api: openai.AsyncOpenAI, req: LLMRequest, sem: asyncio.Semaphore,
+                    progress: _Progress) -> LLMResult:
+        result = LLMResult(request=req, status="failed")
+        transient_tries = invalid_tries = 0
+        started = time.monotonic()
+        fmt = _response_format(self.settings.structured_output, req.schema_name, req.schema)
+        while True:
+            result.attempts += 1
+            retry_after = None
+            try:
+                async with sem:
+                    response = await api.chat.completions.create(
+                        model=req.model,
+                        messages=list(req.messages),
+                        max_tokens=req.max_tokens,
+                        temperature=req.temperature,
+                        # A retried invalid reply gets a new seed, or a deterministic server
+                        # would repeat the same bad output.
+                        seed=req.seed + invalid_tries,
+                        **({"response_format": fmt} if fmt else {}),
+                    )
+                if response.usage:
+                    result.prompt_tokens += response.usage.prompt_tokens or 0
+                    result.completion_tokens += response.usage.completion_tokens or 0
+                choice = response.choices[0]
+                content = choice.message.content
+                result.raw = content
+                if getattr(choice.message, "refusal", None):
+                    raise _InvalidReply("refusal", f"model refused: {choice.message.refusal}"[:500], content)
+                if choice.finish_reason == "length":
+                    raise _InvalidReply("truncated", f"reply cut at max_tokens={req.max_tokens}", content)
+                result.parsed = parse_reply(content, req.schema)
+                result.status, result.error_kind, result.error = "success", None, None
+                break
+            except _InvalidReply as exc:
+                result.error_kind, result.error, result.raw = exc.kind, str(exc), exc.raw
+                if invalid_tries >= self.settings.max_invalid_retries:
+                    break
+                invalid_tries += 1
+                progress.retries += 1
+                log.debug("retrying %s for %s after invalid reply: %s", req.stage, req.item_id, exc)
+                continue
+            except openai.APITimeoutError as exc:
+                result.error_kind, result.error = "timeout", f"no reply within {self.settings.timeout_s}s: {exc}"
+            except openai.APIConnectionError as exc:
+                result.error_kind, result.error = "connection", f"{type(exc).__name__}: {exc}"
+            except openai.APIStatusError as exc:
+                code = exc.status_code
+                kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
+                result.error_kind, result.error = kind, f"HTTP {code}: {str(exc)[:300]}"
+                if code not in TRANSIENT_STATUS:
+                    break  # a client error will not fix itself: record it, do not retry
+                retry_after = self._retry_after(exc)
+            if transient_tries >= self.settings.max_retries:
+                result.error = f"gave up after {transient_tries + 1} tries: {result.error}"
+                break
+            progress.retries += 1
+            log.debug("retrying %s for %s after %s", req.stage, req.item_id, result.error)
+            await asyncio.sleep(self._delay(transient_tries, retry_after))
+            transient_tries += 1
+        result.latency_s = time.monotonic() - started
+        return result
+
+    # -- a batch -----------------------------------------------------------------------
+    def run(self, requests: list[LLMRequest]) -> dict[str, LLMResult]:
+        """Results keyed by request_hash, for every request (from the ledger or the server)."""
+        return asyncio.run(self.arun(requests))
+
+    async def arun(self, requests: list[LLMRequest]) -> dict[str, LLMResult]:
+        unique: dict[str, LLMRequest] = {}
+        for req in requests:
+            unique.setdefault(req.request_hash, req)
+        cached = await asyncio.to_thread(ledger.successes, self.db_path, list(unique))
+        results: dict[str, LLMResult] = {
+            h: LLMResult(request=unique[h], status="success", parsed=row["result"], raw=row["raw"],
+                         attempts=0, cached=True)
+            for h, row in cached.items()
+        }
+        todo = [req for h, req in unique.items() if h not in results]
+        stage = requests[0].stage if requests else "llm"
+        log.info("%s: %d calls: %d answered from the ledger, %d to send to %s (model %s, "
+                 "max concurrency %d, structured output %s)",
+                 stage, len(unique), len(results), len(todo), self.settings.base_url,
+                 todo[0].model if todo else "-", self.settings.max_concurrency, self.settings.structured_output)
+        if not todo:
+            return results
+        self.health_check()
+        progress = _Progress(stage, len(todo), self.progress_every_s)
+        sem = asyncio.Semaphore(self.settings.max_concurrency)
+        pending_rows: list[dict] = []
+        last_flush = time.monotonic()
+        api = openai.AsyncOpenAI(
+            base_url=self.settings.base_url, api_key=self.settings.api_key,
+            max_retries=0, timeout=self.settings.timeout_s,
+            http_client=httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=self.settings.max_concurrency,
+                                    max_keepalive_connections=self.settings.max_concurrency),
+                timeout=self.settings.timeout_s,
+            ),
+        )
+        try:
+            tasks = [asyncio.create_task(self._call(api, req, sem, progress)) for req in todo]
+            for next_done in asyncio.as_completed(tasks):
+                result = await next_done
+                results[result.request.request_hash] = result
+                pending_rows.append(self._ledger_row(result))
+                progress.add(result)
+                # Flush finished calls every couple of seconds: a crash loses only calls in flight.
+                if time.monotonic() - last_flush > 2.0 or len(pending_rows) >= 500:
+                    await asyncio.to_thread(ledger.record, self.db_path, pending_rows)
+                    pending_rows, last_flush = [], time.monotonic()
+        finally:
+            await asyncio.to_thread(ledger.record, self.db_path, pending_rows)
+            await api.close()
+        log.info("%s: done. %s", stage, progress.line())
+        return results
+
+    def _ledger_row(self, r: LLMResult) -> dict:
+        req = r.request
+        return {
+            "request_hash": req.request_hash, "stage": req.stage, "item_id": req.item_id,
+            "model": req.model, "prompt_id": req.prompt_id, "status": r.status,
+            "error_kind": r.error_kind, "error": r.error, "attempts": r.attempts,
+            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
+            "latency_s": round(r.latency_s, 4), "raw": r.raw,
+            "result": json.dumps(r.parsed, ensure_ascii=False) if r.parsed is not None else None,
+            "run_id": self.run_id,
+        }

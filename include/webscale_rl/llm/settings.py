@@ -1,0 +1,78 @@
+"""LLM endpoint settings, built from the Airflow connection `llm_default` (or its fields)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+DIALECTS = ("json_schema", "json_object", "none")
+CONN_ID = "llm_default"
+
+
+@dataclass(frozen=True)
+class LLMSettings:
+    base_url: str
+    api_key: str = field(default="EMPTY", repr=False)  # never printed, logged or stored
+    model: str = "default"
+    structured_output: str = "json_schema"
+    max_concurrency: int = 64
+    stage_models: dict = field(default_factory=dict)
+    timeout_s: float = 120.0
+    max_retries: int = 8          # transient failures: connection, timeout, 429, 5xx
+    max_invalid_retries: int = 3  # replies that are not valid JSON for the schema
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 20.0
+    max_tokens: int = 512
+    temperature: float = 0.0
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.structured_output not in DIALECTS:
+            raise ValueError(f"llm_default extra 'structured_output' must be one of {DIALECTS}, "
+                             f"got {self.structured_output!r}")
+        if self.max_concurrency < 1:
+            raise ValueError(f"llm_default extra 'max_concurrency' must be >= 1, got {self.max_concurrency}")
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"LLM base URL must start with http:// or https://, got {self.base_url!r}")
+
+    def model_for(self, stage: str) -> str:
+        return self.stage_models.get(stage) or self.model
+
+    def with_overrides(self, stage_models: dict | None = None, **changes) -> LLMSettings:
+        merged = {**self.stage_models, **{k: v for k, v in (stage_models or {}).items() if v}}
+        return replace(self, stage_models=merged, **changes)
+
+    @classmethod
+    def from_connection(cls, host: str | None, password: str | None = None, port: int | None = None,
+                        schema: str | None = None, extra: dict | str | None = None) -> LLMSettings:
+        """Fields of an `openai`-type connection: host = base URL (or a bare host with port and
+        schema as the path), password = API key, extras = model, structured_output,
+        max_concurrency, stage_models, timeout_s, max_retries, max_tokens."""
+        if not host:
+            raise ValueError(f"connection '{CONN_ID}' has no host: set it to the server's base URL, "
+                             "e.g. http://127.0.0.1:8000/v1")
+        extras = json.loads(extra) if isinstance(extra, str) and extra else dict(extra or {})
+        if host.startswith(("http://", "https://")):
+            base_url = host.rstrip("/")
+        else:
+            base_url = f"http://{host}{f':{port}' if port else ''}/{(schema or 'v1').strip('/')}"
+        known = {f for f in cls.__dataclass_fields__} - {"base_url", "api_key"}
+        unknown = sorted(set(extras) - known)
+        if unknown:
+            raise ValueError(f"connection '{CONN_ID}' has unknown extras {unknown}; known: {sorted(known)}")
+        values = dict(extras)
+        for name in ("max_concurrency", "max_retries", "max_invalid_retries", "max_tokens", "seed"):
+            if name in values:
+                values[name] = int(values[name])
+        for name in ("timeout_s", "backoff_base_s", "backoff_cap_s", "temperature"):
+            if name in values:
+                values[name] = float(values[name])
+        return cls(base_url=base_url, api_key=password or "EMPTY", **values)
+
+
+def from_airflow(conn_id: str = CONN_ID) -> LLMSettings:
+    """Read the connection through Airflow (metastore, secrets backend or AIRFLOW_CONN_*)."""
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    return LLMSettings.from_connection(conn.host, conn.password, conn.port, conn.schema, conn.extra)

@@ -1,0 +1,135 @@
+"""Versioned prompt templates beside their JSON output schemas, and the message builders.
+
+Layout favours server-side prefix caching: the fixed instructions come first (system),
+then the few-shot demonstrations (fixed per domain), then the document; the persona,
+which varies between calls on the same document, comes last so those calls share the
+document prefix. Untrusted text is fenced in tags, and closing tags inside it are
+neutralised so a document cannot end its own fence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from string import Template
+
+DOMAINS: tuple[str, ...] = (
+    "Math", "Technology & Engineering", "Coding", "Social Science", "Natural Science",
+    "Travel & Lifestyle", "Commerce & Economics", "Medicine & Health", "Education", "Other",
+)
+FENCE_TAGS = ("document", "persona", "question", "answer", "material", "example", "examples", "output")
+
+
+@dataclass(frozen=True)
+class Prompt:
+    name: str
+    version: str
+    template: str
+    schema_json: str
+
+    @property
+    def prompt_id(self) -> str:
+        return f"{self.name}.{self.version}"
+
+    @property
+    def schema(self) -> dict:
+        return json.loads(self.schema_json)
+
+    def system(self, **values) -> str:
+        return Template(self.template).substitute(values)
+
+
+@lru_cache(maxsize=None)
+def load(name: str, version: str = "v1") -> Prompt:
+    base = resources.files(__package__)
+    template = (base / f"{name}.{version}.txt").read_text(encoding="utf-8")
+    schema = (base / f"{name}.{version}.schema.json").read_text(encoding="utf-8")
+    json.loads(schema)  # fail at load, not at the first call, on a broken schema file
+    return Prompt(name, version, template, schema)
+
+
+def fence(tag: str, text: str) -> str:
+    """Wrap untrusted text in <tag>…</tag>, defusing any of our tags inside it."""
+    for t in FENCE_TAGS:
+        text = text.replace(f"</{t}>", f"</ {t}>").replace(f"<{t}>", f"< {t}>")
+    return f"<{tag}>\n{text}\n</{tag}>"
+
+
+@lru_cache(maxsize=1)
+def demo_library() -> tuple[dict, ...]:
+    text = (resources.files(__package__) / "demos.jsonl").read_text(encoding="utf-8")
+    return tuple(json.loads(line) for line in text.splitlines() if line.strip())
+
+
+def demos_for(domain: str, k: int) -> list[dict]:
+    """K demonstrations for a domain, drawn deterministically (the same for every document
+    of the domain, so the demonstration block is a shared, cacheable prefix)."""
+    pool = [d for d in demo_library() if d["domain"] == domain]
+    pool.sort(key=lambda d: hashlib.sha256(f"{domain}|{d['id']}".encode()).hexdigest())
+    return pool[:k]
+
+
+def _examples_block(demos: list[dict]) -> str:
+    if not demos:
+        return ""
+    parts = []
+    for d in demos:
+        output = json.dumps({"question": d["question"], "answer": d["answer"]}, ensure_ascii=False)
+        parts.append("<example>\n" + fence("material", d["material"]) + "\n"
+                     + fence("persona", d["persona"]) + f"\n<output>{output}</output>\n</example>")
+    return "<examples>\n" + "\n".join(parts) + "\n</examples>\n\n"
+
+
+def filter_messages(text: str) -> list[dict]:
+    return [
+        {"role": "system", "content": load("llm_filter").system()},
+        {"role": "user", "content": fence("document", text)},
+    ]
+
+
+def classify_messages(text: str, max_personas: int) -> list[dict]:
+    return [
+        {"role": "system", "content": load("classify").system(max_personas=max_personas)},
+        {"role": "user", "content": fence("document", text)},
+    ]
+
+
+def classify_schema(max_personas: int) -> dict:
+    schema = load("classify").schema
+    schema["properties"]["personas"]["maxItems"] = max_personas
+    return schema
+
+
+def generate_messages(text: str, persona: str, demos: list[dict]) -> list[dict]:
+    return [
+        {"role": "system", "content": load("generate").system()},
+        {"role": "user", "content": _examples_block(demos) + fence("document", text) + "\n\n"
+         + fence("persona", persona)},
+    ]
+
+
+def generate_batch_messages(text: str, personas: list[str], demos: list[dict]) -> list[dict]:
+    listed = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(personas))
+    return [
+        {"role": "system", "content": load("generate_batch").system()},
+        {"role": "user", "content": _examples_block(demos) + fence("document", text) + "\n\n"
+         + fence("persona", listed)},
+    ]
+
+
+def generate_batch_schema(n_personas: int) -> dict:
+    schema = load("generate_batch").schema
+    schema["properties"]["pairs"]["minItems"] = n_personas
+    schema["properties"]["pairs"]["maxItems"] = n_personas
+    return schema
+
+
+def verify_messages(text: str, question: str, answer: str) -> list[dict]:
+    return [
+        {"role": "system", "content": load("verify").system()},
+        {"role": "user", "content": fence("document", text) + "\n\n" + fence("question", question)
+         + "\n\n" + fence("answer", answer)},
+    ]

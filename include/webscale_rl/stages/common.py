@@ -1,0 +1,109 @@
+"""What every LLM stage shares: reading a shard's inputs, calling the one LLM client,
+writing the stage table idempotently, and the generic part of each stage's gate."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from webscale_rl import warehouse
+from webscale_rl.llm import LLMClient, LLMRequest, LLMResult, LLMSettings
+
+SHARD_FILTER = "d.doc_id >= $lo AND ($hi IS NULL OR d.doc_id < $hi)"
+
+
+def read_inputs(db_path: Path, sql: str, run_id: str, lo: str, hi: str | None) -> pd.DataFrame:
+    """Run a stage's input query; it may use $run_id, $lo, $hi and SHARD_FILTER (alias d)."""
+    with warehouse.read(db_path) as con:
+        return con.execute(sql, {"run_id": run_id, "lo": lo, "hi": hi}).df()
+
+
+def call_llm(settings: LLMSettings, db_path: Path, run_id: str, requests: list[LLMRequest]) -> dict[str, LLMResult]:
+    if not requests:
+        return {}
+    return LLMClient(settings, db_path, run_id).run(requests)
+
+
+def failure_reason(result: LLMResult) -> str:
+    return f"llm_{result.error_kind or 'error'}"
+
+
+def write_rows(db_path: Path, table: str, frame: pd.DataFrame, key: str) -> None:
+    with warehouse.write(db_path) as con:
+        warehouse.replace_rows(con, table, frame, key=key)
+
+
+def shard_counts(frame: pd.DataFrame, lo: str, hi: str | None) -> dict:
+    by_status = frame["status"].value_counts().to_dict() if len(frame) else {}
+    return {"shard": [lo, hi], "rows": len(frame), **{k: int(v) for k, v in by_status.items()}}
+
+
+# --- gates ------------------------------------------------------------------------------
+
+def doc_gate_frame(con, run_id: str, stage: str, previous: str | None, columns: str = "") -> pd.DataFrame:
+    """One row per document of the run that reached `stage` (kept by `previous`), with its
+    row in the stage table; a NULL status means the stage lost a document."""
+    extra = f", {columns}" if columns else ""
+    join_prev = f"JOIN {previous} p ON p.doc_id = r.doc_id AND p.status = 'kept'" if previous else ""
+    return con.execute(
+        f"""
+        SELECT r.doc_id, s.status, s.reason,
+               CASE WHEN s.status = 'kept' THEN 1 ELSE 0 END AS is_kept {extra}
+        FROM run_docs r {join_prev} LEFT JOIN {stage} s ON s.doc_id = r.doc_id
+        WHERE r.run_id = ? ORDER BY r.doc_id
+        """,
+        [run_id],
+    ).df()
+
+
+def status_expectations(rows: int, key: str = "doc_id", reasons: list[str] | None = None,
+                        max_failed_rate: float = 1.0, min_kept_rate: float = 0.0,
+                        max_kept_rate: float = 1.0) -> list:
+    """Keys present and unique, every input has a row, statuses and reasons valid, failure
+    share and kept share within bounds."""
+    import great_expectations.expectations as gxe
+
+    not_kept = {"row_condition": 'status!="kept"', "condition_parser": "pandas"}
+    suite = [
+        gxe.ExpectColumnValuesToNotBeNull(column=key),
+        gxe.ExpectColumnValuesToBeUnique(column=key),
+        gxe.ExpectColumnValuesToNotBeNull(column="status"),
+        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(warehouse.STATUSES)),
+        gxe.ExpectColumnValuesToNotBeNull(column="reason", **not_kept),
+    ]
+    if reasons is not None:
+        suite.append(gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=reasons, **not_kept))
+    if rows:
+        suite.append(gxe.ExpectColumnValuesToNotBeInSet(
+            column="status", value_set=["failed"], mostly=max(1e-9, 1.0 - max_failed_rate)))
+        suite.append(gxe.ExpectColumnMeanToBeBetween(column="is_kept", min_value=min_kept_rate,
+                                                     max_value=max_kept_rate))
+    return suite
+
+
+LLM_FAILURE_REASONS = [f"llm_{k}" for k in ("connection", "timeout", "http_429", "http_5xx", "http_4xx",
+                                             "invalid_json", "schema_mismatch", "truncated", "refusal", "error")]
+
+
+def doc_stage_runner(
+    stage: str, table: str, input_sql: str,
+    make_requests: Callable[[pd.DataFrame], list[tuple[str, LLMRequest]]],
+    make_row: Callable[[dict, LLMResult], dict],
+):
+    """Build a shard function for a stage with one LLM call per document."""
+
+    def run(db_path: Path, run_id: str, lo: str, hi: str | None, settings: LLMSettings) -> dict:
+        inputs = read_inputs(db_path, input_sql, run_id, lo, hi)
+        keyed = make_requests(inputs)
+        results = call_llm(settings, db_path, run_id, [req for _, req in keyed])
+        by_doc = {doc_id: results[req.request_hash] for doc_id, req in keyed}
+        rows = [dict(make_row(row, by_doc[row["doc_id"]]), doc_id=row["doc_id"], run_id=run_id,
+                     request_hash=by_doc[row["doc_id"]].request.request_hash)
+                for row in inputs.to_dict("records")]
+        frame = pd.DataFrame(rows)
+        write_rows(db_path, table, frame, key="doc_id")
+        return {"stage": stage, **shard_counts(frame, lo, hi)}
+
+    return run

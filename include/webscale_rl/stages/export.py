@@ -1,0 +1,92 @@
+"""Export: the run's accepted pairs as verl-style Parquet (train/val) and plain JSONL.
+
+Files go to $WEBSCALE_RL_DATA_DIR/exports/<run_id>/ and are replaced as a whole
+(written to a temporary folder, then renamed), so a re-run never leaves a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from webscale_rl import warehouse
+
+ANSWER_INSTRUCTION = "Think briefly, then give your final answer on the last line as \"Answer: <answer>\"."
+DATA_SOURCE = "webscale_rl"
+
+VERL_SCHEMA = pa.schema([
+    ("data_source", pa.string()),
+    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+    ("ability", pa.string()),
+    ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+    ("extra_info", pa.struct([("split", pa.string()), ("index", pa.int64()), ("qa_id", pa.string()),
+                              ("doc_id", pa.string()), ("persona", pa.string()), ("url", pa.string()),
+                              ("question", pa.string()), ("answer", pa.string())])),
+])
+
+ACCEPTED_SQL = """
+SELECT g.qa_id, g.doc_id, g.persona, g.question, g.answer, c.domain, d.url, d.source_id
+FROM run_docs r
+JOIN generate g ON g.doc_id = r.doc_id AND g.status = 'kept'
+JOIN verify v ON v.qa_id = g.qa_id AND v.status = 'kept'
+JOIN classify c ON c.doc_id = g.doc_id
+JOIN documents d ON d.doc_id = g.doc_id
+WHERE r.run_id = ?
+ORDER BY g.qa_id
+"""
+
+
+def export_dir_name(run_id: str) -> str:
+    """Airflow run ids hold ':' and '+'; keep a portable folder name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def split_of(qa_id: str, val_fraction: float) -> str:
+    return "val" if int(qa_id[:8], 16) / 16**8 < val_fraction else "train"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def export_run(db_path: Path, exports_dir: Path, run_id: str, val_fraction: float = 0.1) -> dict:
+    with warehouse.read(db_path) as con:
+        pairs = con.execute(ACCEPTED_SQL, [run_id]).df().to_dict("records")
+    target = exports_dir / export_dir_name(run_id)
+    tmp = exports_dir / f".{target.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    splits: dict[str, list[dict]] = {"train": [], "val": []}
+    with open(tmp / "qa.jsonl", "w", encoding="utf-8") as jsonl:
+        for p in pairs:
+            split = split_of(p["qa_id"], val_fraction)
+            index = len(splits[split])
+            splits[split].append({
+                "data_source": DATA_SOURCE,
+                "prompt": [{"role": "user", "content": f"{p['question']}\n\n{ANSWER_INSTRUCTION}"}],
+                "ability": p["domain"],
+                "reward_model": {"style": "rule", "ground_truth": p["answer"]},
+                "extra_info": {"split": split, "index": index, "qa_id": p["qa_id"], "doc_id": p["doc_id"],
+                               "persona": p["persona"], "url": p["url"], "question": p["question"],
+                               "answer": p["answer"]},
+            })
+            jsonl.write(json.dumps({"qa_id": p["qa_id"], "question": p["question"], "answer": p["answer"],
+                                    "domain": p["domain"], "persona": p["persona"], "doc_id": p["doc_id"],
+                                    "url": p["url"], "split": split}, ensure_ascii=False) + "\n")
+    for split, rows in splits.items():
+        pq.write_table(pa.Table.from_pylist(rows, schema=VERL_SCHEMA), tmp / f"{split}.parquet")
+    manifest = {
+        "run_id": run_id, "pairs": len(pairs), "train": len(splits["train"]), "val": len(splits["val"]),
+        "val_fraction": val_fraction, "format": "verl (data_source, prompt, ability, reward_model, extra_info)",
+        "files": {name: _sha256(tmp / name) for name in ("train.parquet", "val.parquet", "qa.jsonl")},
+    }
+    (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    return {**manifest, "path": str(target)}

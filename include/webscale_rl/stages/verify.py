@@ -1,0 +1,110 @@
+"""Verify: cheap rule checks first, then a (cheaper) model checks each pair for context,
+correctness against the document, and leakage. Only context=Y, correct=Y, leakage=N pairs
+are kept (accepted)."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+
+from webscale_rl import prompts
+from webscale_rl.llm import LLMRequest, LLMSettings
+from webscale_rl.stages import common
+from webscale_rl.text import words
+
+STAGE = "verify"
+PREVIOUS = "generate"
+RULE_REASONS = ["empty_question", "empty_answer", "answer_too_long", "answer_in_question", "refers_to_document"]
+MODEL_REASONS = ["no_context", "incorrect", "leakage"]
+REASONS = RULE_REASONS + MODEL_REASONS + common.LLM_FAILURE_REASONS
+_REFERS = re.compile(r"\b(according to|in|from|based on) (the|this|that) (text|passage|document|article|excerpt)\b", re.I)
+
+INPUT_SQL = f"""
+SELECT g.qa_id, g.doc_id, g.question, g.answer, d.text FROM run_docs r
+JOIN documents d USING (doc_id)
+JOIN {PREVIOUS} g ON g.doc_id = d.doc_id AND g.status = 'kept'
+WHERE r.run_id = $run_id AND {common.SHARD_FILTER}
+ORDER BY g.qa_id
+"""
+
+
+def _folded(text: str) -> str:
+    return " ".join(w.casefold() for w in words(text))
+
+
+def rule_check(question: str | None, answer: str | None, max_answer_words: int) -> str | None:
+    """The reason a pair fails the cheap checks, or None. Runs before any LLM call."""
+    if not question or not question.strip():
+        return "empty_question"
+    if not answer or not answer.strip() or not words(answer):
+        return "empty_answer"
+    if len(words(answer)) > max_answer_words:
+        return "answer_too_long"
+    folded_answer, folded_question = _folded(answer), _folded(question)
+    if re.search(rf"(?<!\S){re.escape(folded_answer)}(?!\S)", folded_question):
+        return "answer_in_question"
+    if _REFERS.search(question):
+        return "refers_to_document"
+    return None
+
+
+def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, max_answer_words: int = 8) -> dict:
+    inputs = common.read_inputs(db_path, INPUT_SQL, run_id, lo, hi)
+    prompt = prompts.load(STAGE)
+    rows, requests = [], {}
+    for row in inputs.itertuples(index=False):
+        out = {"qa_id": row.qa_id, "doc_id": row.doc_id, "run_id": run_id, "context_ok": None,
+               "correct": None, "leakage": None, "rationale": None, "request_hash": None}
+        reason = rule_check(row.question, row.answer, max_answer_words)
+        if reason:
+            out.update(status="rejected", reason=reason, rationale="rule check")
+        else:
+            req = LLMRequest(stage=STAGE, item_id=row.qa_id, model=settings.model_for(STAGE),
+                             messages=tuple(prompts.verify_messages(row.text, row.question, row.answer)),
+                             schema=prompt.schema, schema_name=STAGE, prompt_id=prompt.prompt_id,
+                             max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
+            requests[row.qa_id] = req
+            out["request_hash"] = req.request_hash
+        rows.append(out)
+    results = common.call_llm(settings, db_path, run_id, list(requests.values()))
+    for out in rows:
+        req = requests.get(out["qa_id"])
+        if req is None:
+            continue
+        result = results[req.request_hash]
+        if not result.ok:
+            out.update(status="failed", reason=common.failure_reason(result), rationale=result.error)
+            continue
+        v = result.parsed
+        reason = ("no_context" if v["context"] != "Y" else "incorrect" if v["correct"] != "Y"
+                  else "leakage" if v["leakage"] != "N" else None)
+        out.update(status="rejected" if reason else "kept", reason=reason, context_ok=v["context"],
+                   correct=v["correct"], leakage=v["leakage"], rationale=v["reason"])
+    frame = pd.DataFrame(rows, columns=["qa_id", "doc_id", "run_id", "status", "reason", "context_ok",
+                                        "correct", "leakage", "rationale", "request_hash"])
+    common.write_rows(db_path, STAGE, frame, key="qa_id")
+    return {"stage": STAGE, **common.shard_counts(frame, lo, hi)}
+
+
+def gate_frame(con, run_id: str) -> pd.DataFrame:
+    return con.execute(
+        f"""
+        SELECT g.qa_id, v.status, v.reason, g.answer,
+               CASE WHEN v.status = 'kept' THEN 1 ELSE 0 END AS is_kept
+        FROM run_docs r JOIN {PREVIOUS} g ON g.doc_id = r.doc_id AND g.status = 'kept'
+        LEFT JOIN {STAGE} v ON v.qa_id = g.qa_id
+        WHERE r.run_id = ? ORDER BY g.qa_id
+        """,
+        [run_id],
+    ).df()
+
+
+def gate_expectations(rows: int, max_failed_rate: float, min_accepted_rate: float) -> list:
+    import great_expectations.expectations as gxe
+
+    kept = {"row_condition": 'status=="kept"', "condition_parser": "pandas"}
+    return common.status_expectations(rows, key="qa_id", reasons=REASONS, max_failed_rate=max_failed_rate,
+                                      min_kept_rate=min_accepted_rate) + [
+        gxe.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1, max_value=200, **kept),
+    ]

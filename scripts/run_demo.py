@@ -1,0 +1,91 @@
+"""`make demo`: run the webscale_rl DAG under real Airflow on the sample corpus.
+
+LLM endpoint, in order of preference:
+  --llm-url URL (or WEBSCALE_RL_DEMO_LLM_URL): any OpenAI-compatible server (vLLM, llama.cpp...);
+  otherwise the project's scripted test server (tests/support/fake_llm.py), started here on a
+  free port and stopped by its PID whatever happens. It answers deterministically from each
+  prompt; it is NOT a language model. The embedded real model (SmolLM2 via llama.cpp) is
+  issue 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def wait_for(url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"LLM server at {url} did not answer /models within {timeout_s:.0f}s")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--llm-url", default=os.environ.get("WEBSCALE_RL_DEMO_LLM_URL"))
+    parser.add_argument("--model", default=os.environ.get("WEBSCALE_RL_DEMO_MODEL", "fake-model"))
+    parser.add_argument("--dialect", default=os.environ.get("WEBSCALE_RL_DEMO_DIALECT", "json_schema"))
+    parser.add_argument("--conf", default=json.dumps({"corpus": "sample", "run_label": "make demo"}))
+    args = parser.parse_args()
+
+    server = None
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    try:
+        if args.llm_url:
+            url, label = args.llm_url.rstrip("/"), f"OpenAI-compatible server at {args.llm_url}"
+        else:
+            port_file = Path(tempfile.mkdtemp()) / "port"
+            server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_llm.py"),
+                                       "--port", "0", "--port-file", str(port_file)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for _ in range(100):
+                if port_file.exists() and port_file.read_text():
+                    break
+                time.sleep(0.1)
+            url = f"http://127.0.0.1:{port_file.read_text()}/v1"
+            label = (f"scripted test server (pid {server.pid}) at {url}: deterministic answers, NOT a "
+                     "language model; the embedded real model lands with issue 4")
+        wait_for(url)
+        print(f"LLM: {label}", flush=True)
+        env["AIRFLOW_CONN_LLM_DEFAULT"] = json.dumps({
+            "conn_type": "openai", "host": url, "password": os.environ.get("WEBSCALE_RL_DEMO_API_KEY", "EMPTY"),
+            "extra": {"model": args.model, "structured_output": args.dialect}})
+        log_path = Path(env.get("AIRFLOW_HOME", ROOT / ".airflow")) / "demo.log"
+        started = time.monotonic()
+        with open(log_path, "w") as log:
+            done = subprocess.run([str(BIN / "airflow"), "dags", "test", "webscale_rl", "-c", args.conf],
+                                  stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        wall = time.monotonic() - started
+        if done.returncode != 0:
+            print(log_path.read_text()[-6000:])
+            print(f"demo run FAILED after {wall:.0f}s; full Airflow log: {log_path}")
+        subprocess.run([sys.executable, "-m", "webscale_rl.cli", "summary"], env=env, check=False)
+        print(f"airflow dags test wall time: {wall:.1f}s; Airflow log: {log_path}")
+        return done.returncode
+    finally:
+        if server is not None:
+            server.terminate()
+            try:
+                server.wait(10)
+            except subprocess.TimeoutExpired:
+                server.kill()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,373 @@
+"""A deterministic OpenAI-compatible chat-completions server for tests and benchmarks.
+
+It answers each pipeline stage from the request itself (the stage is named on the first
+line of the system prompt, the document is fenced in <document> tags), so end-to-end
+runs produce meaningful, repeatable data. Faults are injected on demand, deterministically
+per request body and attempt: HTTP 500/503, 429 with Retry-After, timeouts, malformed
+JSON, JSON missing fields, truncated output and refusals, plus extra latency, permanent
+faults for documents that contain a marker, and stop/start on the same port.
+
+Run standalone:  python tests/support/fake_llm.py --port 8000
+Admin endpoints: GET /admin/stats, POST /admin/faults (JSON), POST /admin/reset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+FAULT_KINDS = ("http_500", "http_503", "http_429", "http_400", "timeout", "malformed_json", "missing_fields",
+               "truncated", "refusal")
+DOMAIN_KEYWORDS = {
+    "Math": ["equation", "theorem", "probability", "formula", "prime", "integer", "deviation", "quadratic", "interest"],
+    "Coding": ["python", "function", "code", "git", "array", "algorithm", "command", "api", "variable", "hash table"],
+    "Technology & Engineering": ["battery", "circuit", "voltage", "bridge", "engineer", "fiber", "thermostat", "gps", "satellite"],
+    "Natural Science": ["species", "cell", "energy", "chemical", "planet", "molecule", "physics", "temperature", "solution"],
+    "Medicine & Health": ["patient", "disease", "symptom", "dose", "treatment", "health", "medical", "blood", "vaccine"],
+    "Social Science": ["society", "survey", "social", "culture", "political", "economy of", "population", "behaviour", "psychology"],
+    "Commerce & Economics": ["price", "market", "revenue", "company", "inflation", "business", "customer", "profit", "trade"],
+    "Education": ["student", "course", "teacher", "school", "learning", "exam", "syllabus", "lesson", "scholarship"],
+    "Travel & Lifestyle": ["travel", "trail", "recipe", "hotel", "visitors", "cook", "garden", "packing", "plant"],
+}
+NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])")
+
+
+def _tag(text: str, tag: str) -> str | None:
+    found = re.findall(rf"<{tag}>\n?(.*?)\n?</{tag}>", text, re.S)
+    return found[-1] if found else None
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text.replace("\n", " ")) if len(s.split()) >= 4]
+
+
+def _words(text: str) -> int:
+    return len(text.split())
+
+
+def _stable(text: str) -> int:
+    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
+
+
+def answer_filter(doc: str) -> dict:
+    n = len(_sentences(doc))
+    qualified = "Y" if n >= 3 else "N"
+    return {"reason": f"The document has {n} complete sentences.", "qualified": qualified}
+
+
+def answer_classify(doc: str, max_personas: int) -> dict:
+    low = doc.lower()
+    scores = {d: sum(low.count(k) for k in kws) for d, kws in DOMAIN_KEYWORDS.items()}
+    best = max(scores, key=lambda d: (scores[d], d))
+    domain = best if scores[best] >= 2 else "Other"
+    topic = domain.lower()
+    personas = [f"a student learning about {topic}", f"a professional who works in {topic}",
+                f"a curious reader interested in {topic}"]
+    return {"domain": domain, "personas": personas[:max_personas]}
+
+
+def make_pair(doc: str, persona: str) -> dict:
+    candidates = [s for s in _sentences(doc) if NUMBER.search(s)] or _sentences(doc) or [doc]
+    sentence = candidates[_stable(persona) % len(candidates)]
+    match = NUMBER.search(sentence)
+    if match:
+        answer = match.group(0)
+        blanked = sentence[: match.start()] + "___" + sentence[match.end():]
+    else:
+        answer = max(sentence.split(), key=len).strip(".,;:!?\"'()")
+        blanked = sentence.replace(answer, "___", 1)
+    return {"question": f'Fill in the blank with the exact value: "{blanked}" What goes in the blank?',
+            "answer": answer}
+
+
+def answer_verify(doc: str, question: str, answer: str) -> dict:
+    low_answer = answer.lower().strip()
+    context = "Y" if _words(question) >= 6 else "N"
+    correct = "Y" if low_answer and low_answer in doc.lower() else "N"
+    leakage = "Y" if low_answer and re.search(rf"(?<!\w){re.escape(low_answer)}(?!\w)", question.lower()) else "N"
+    return {"reason": f"context={context} correct={correct} leakage={leakage}",
+            "context": context, "correct": correct, "leakage": leakage}
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # the default backlog of 5 resets connections under concurrency
+    allow_reuse_address = True  # restart on the same port after stop()
+
+
+class FakeLLM:
+    """The server plus its state: faults, counters, and the per-body attempt counts."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-model",
+                 faults: dict | None = None, latency_s: float = 0.0):
+        self.host, self.port, self.model = host, port, model
+        self.lock = threading.Lock()
+        self.faults: dict = {}
+        self.latency_s = latency_s
+        self.reset()
+        self.set_faults(faults or {})
+        self._server: ThreadingHTTPServer | None = None
+        self._connections: set = set()
+
+    # -- state -------------------------------------------------------------------------
+    def reset(self) -> None:
+        with self.lock:
+            self.stats = {"requests": 0, "completions_ok": 0, "faults": {}, "by_stage": {},
+                          "prompt_tokens": 0, "completion_tokens": 0, "models_requests": 0}
+            self.seen_bodies: dict[str, int] = {}
+            self.successes_by_identity: dict[str, int] = {}
+            self.requests_log: list[dict] = []  # parsed bodies, most recent last (capped)
+            self.inflight = 0
+            self.max_inflight = 0
+
+    def set_faults(self, faults: dict) -> None:
+        """{kind: rate, ..., "retry_after_s": 0.2, "timeout_sleep_s": 3, "latency_s": 0.0,
+        "permanent": {"kind": "http_500", "match": "substring"},
+        "fail_first": {"kind": "http_429", "n": 1}}  (the first n attempts of every body)"""
+        with self.lock:
+            self.faults = dict(faults)
+            if "latency_s" in faults:
+                self.latency_s = float(faults["latency_s"])
+
+    def repeated_successes(self) -> int:
+        """Identities (request minus seed) that got a valid reply more than once."""
+        with self.lock:
+            return sum(1 for n in self.successes_by_identity.values() if n > 1)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> FakeLLM:
+        fake = self
+
+        class Handler(_Handler):
+            server_state = fake
+
+        server = _Server((self.host, self.port), Handler)
+        self.port = server.server_address[1]
+        self._server = server
+        threading.Thread(target=server.serve_forever, daemon=True, name="fake-llm").start()
+        return self
+
+    def stop(self) -> None:
+        """Die like a crashed server: stop listening and cut every open connection."""
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        with self.lock:
+            connections, self._connections = list(self._connections), set()
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def __enter__(self) -> FakeLLM:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- behaviour -----------------------------------------------------------------------
+    @staticmethod
+    def identity(request: dict) -> str:
+        """A request minus its seed: what a client retrying with a new seed asks again."""
+        return hashlib.sha256(json.dumps({k: v for k, v in request.items() if k != "seed"},
+                                         sort_keys=True).encode()).hexdigest()
+
+    def pick_fault(self, body: bytes, request: dict, text: str) -> str | None:
+        key = hashlib.sha256(body).hexdigest()
+        ident = "id:" + self.identity(request)
+        with self.lock:
+            attempt = self.seen_bodies.get(key, 0)
+            self.seen_bodies[key] = attempt + 1
+            tries = self.seen_bodies.get(ident, 0)
+            self.seen_bodies[ident] = tries + 1
+            faults = dict(self.faults)
+        first = faults.get("fail_first")
+        if first and tries < int(first.get("n", 1)):
+            return first["kind"]
+        permanent = faults.get("permanent")
+        if permanent and permanent.get("match") and permanent["match"] in text:
+            return permanent["kind"]
+        for kind in FAULT_KINDS:
+            rate = float(faults.get(kind, 0) or 0)
+            if rate and _stable(f"{kind}|{key}|{attempt}") / 0xFFFFFFFF < rate:
+                return kind
+        return None
+
+    def reply_for(self, request: dict) -> tuple[str, dict]:
+        messages = request.get("messages", [])
+        system = next((m["content"] for m in messages if m.get("role") == "system"), "")
+        user = messages[-1]["content"] if messages else ""
+        stage = system.splitlines()[0].removeprefix("TASK:").strip() if system else "unknown"
+        doc = _tag(user, "document") or ""
+        if stage == "llm_filter":
+            return stage, answer_filter(doc)
+        if stage == "classify":
+            found = re.search(r"up to (\d+) different people", system)
+            return stage, answer_classify(doc, int(found.group(1)) if found else 3)
+        if stage == "generate":
+            return stage, make_pair(doc, _tag(user, "persona") or "")
+        if stage == "generate_batch":
+            personas = [re.sub(r"^\d+\.\s*", "", p) for p in (_tag(user, "persona") or "").splitlines() if p.strip()]
+            return stage, {"pairs": [make_pair(doc, p) for p in personas]}
+        if stage == "verify":
+            return stage, answer_verify(doc, _tag(user, "question") or "", _tag(user, "answer") or "")
+        return stage, {"error": f"unknown stage {stage!r}"}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_state: FakeLLM
+
+    def log_message(self, *args) -> None:  # keep test output quiet
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.server_state.lock:
+            self.server_state._connections.add(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except OSError:
+            pass
+        with self.server_state.lock:
+            self.server_state._connections.discard(self.connection)
+
+    def _send(self, code: int, payload: dict | None, headers: dict | None = None) -> None:
+        data = json.dumps(payload).encode() if payload is not None else b""
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError, socket.timeout):
+            pass
+
+    def do_GET(self) -> None:
+        fake = self.server_state
+        if self.path.rstrip("/") == "/v1/models":
+            with fake.lock:
+                fake.stats["models_requests"] += 1
+            self._send(200, {"object": "list", "data": [{"id": fake.model, "object": "model", "owned_by": "tests"}]})
+        elif self.path == "/admin/stats":
+            with fake.lock:
+                stats = json.loads(json.dumps(fake.stats))
+            stats["repeated_successes"] = fake.repeated_successes()
+            self._send(200, stats)
+        else:
+            self._send(404, {"error": {"message": f"no route {self.path}"}})
+
+    def do_POST(self) -> None:
+        fake = self.server_state
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/admin/faults":
+            fake.set_faults(json.loads(body or b"{}"))
+            return self._send(200, {"faults": fake.faults})
+        if self.path == "/admin/reset":
+            fake.reset()
+            return self._send(200, {"ok": True})
+        if self.path.rstrip("/") != "/v1/chat/completions":
+            return self._send(404, {"error": {"message": f"no route {self.path}"}})
+        try:
+            request = json.loads(body)
+        except json.JSONDecodeError:
+            return self._send(400, {"error": {"message": "body is not JSON"}})
+        text = json.dumps(request.get("messages", []))
+        fault = fake.pick_fault(body, request, text)
+        with fake.lock:
+            fake.requests_log = fake.requests_log[-999:] + [request]
+            fake.inflight += 1
+            fake.max_inflight = max(fake.max_inflight, fake.inflight)
+        try:
+            self._complete(fake, request, fault)
+        finally:
+            with fake.lock:
+                fake.inflight -= 1
+
+    def _complete(self, fake: FakeLLM, request: dict, fault: str | None) -> None:
+        stage, answer = fake.reply_for(request)
+        with fake.lock:
+            fake.stats["requests"] += 1
+            fake.stats["by_stage"][stage] = fake.stats["by_stage"].get(stage, 0) + 1
+            if fault:
+                fake.stats["faults"][fault] = fake.stats["faults"].get(fault, 0) + 1
+            latency = fake.latency_s
+            retry_after = str(fake.faults.get("retry_after_s", 0.2))
+            timeout_sleep = float(fake.faults.get("timeout_sleep_s", 3.0))
+        if latency:
+            time.sleep(latency)
+        if fault == "timeout":
+            time.sleep(timeout_sleep)
+            return self._send(504, {"error": {"message": "gateway timeout"}})
+        if fault in ("http_500", "http_503", "http_400"):
+            return self._send(int(fault[-3:]), {"error": {"message": f"injected {fault}"}})
+        if fault == "http_429":
+            return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": retry_after})
+        content: str | None = json.dumps(answer)
+        finish, refusal = "stop", None
+        if fault == "malformed_json":
+            content = content[: max(1, len(content) // 2)].replace('"', "'") + " }}"
+        elif fault == "missing_fields":
+            content = json.dumps({k: v for i, (k, v) in enumerate(answer.items()) if i})
+        elif fault == "truncated":
+            content, finish = content[: max(1, len(content) // 2)], "length"
+        elif fault == "refusal":
+            content, refusal = None, "I can't help with that request."
+        prompt_tokens = sum(_words(m.get("content") or "") for m in request.get("messages", []))
+        completion_tokens = _words(content or refusal or "")
+        with fake.lock:
+            fake.stats["prompt_tokens"] += prompt_tokens
+            fake.stats["completion_tokens"] += completion_tokens
+            if not fault:
+                fake.stats["completions_ok"] += 1
+                key = fake.identity(request)
+                fake.successes_by_identity[key] = fake.successes_by_identity.get(key, 0) + 1
+        with fake.lock:
+            n = fake.stats["requests"]
+        self._send(200, {
+            "id": f"chatcmpl-{n}", "object": "chat.completion", "created": 0, "model": request.get("model"),
+            "choices": [{"index": 0, "finish_reason": finish,
+                         "message": {"role": "assistant", "content": content, "refusal": refusal}}],
+            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                      "total_tokens": prompt_tokens + completion_tokens},
+        })
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--port-file", help="write the bound port here once listening")
+    parser.add_argument("--model", default="fake-model")
+    parser.add_argument("--latency-s", type=float, default=0.0)
+    args = parser.parse_args()
+    fake = FakeLLM(args.host, args.port, args.model, latency_s=args.latency_s).start()
+    if args.port_file:
+        with open(args.port_file, "w") as f:
+            f.write(str(fake.port))
+    print(f"fake LLM server on {fake.base_url}", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        fake.stop()
+
+
+if __name__ == "__main__":
+    main()

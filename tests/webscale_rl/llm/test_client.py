@@ -1,0 +1,181 @@
+"""The LLM client against the real local test server: dialects, retries, strict parsing,
+the ledger cache, bounded concurrency, health check."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import duckdb
+import pytest
+
+from support.fake_llm import FakeLLM
+from webscale_rl import prompts
+from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings, LLMUnavailable
+from webscale_rl.llm.client import parse_reply
+
+DOC = ("The Harbour Bridge opened in 1932 after eight years of work. Its steel arch spans 503 metres. "
+       "About 160,000 vehicles cross it each day. It was designed by John Bradfield.")
+
+
+def requests(n: int = 10, stage: str = "llm_filter") -> list[LLMRequest]:
+    prompt = prompts.load(stage)
+    return [LLMRequest(stage, f"doc{i}", "fake-model", tuple(prompts.filter_messages(f"{DOC} Item {i}.")),
+                       prompt.schema, stage, prompt.prompt_id) for i in range(n)]
+
+
+@pytest.fixture
+def server():
+    with FakeLLM() as fake:
+        yield fake
+
+
+def client(server, tmp_path, **kw) -> LLMClient:
+    settings = LLMSettings(base_url=server.base_url, model="fake-model", backoff_base_s=0.01,
+                           backoff_cap_s=0.1, timeout_s=kw.pop("timeout_s", 2.0), **kw)
+    return LLMClient(settings, tmp_path / "w.duckdb", "run-1")
+
+
+def ledger(tmp_path) -> list[tuple]:
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    try:
+        return con.execute("SELECT status, error_kind, attempts, prompt_tokens, completion_tokens, raw "
+                           "FROM llm_calls ORDER BY item_id").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.mark.parametrize(("dialect", "expected"), [
+    ("json_schema", {"type": "json_schema", "name": "llm_filter"}),
+    ("json_object", {"type": "json_object"}),
+    ("none", None),
+])
+def test_structured_output_is_sent_in_the_servers_dialect(server, tmp_path, dialect, expected):
+    results = client(server, tmp_path, structured_output=dialect).run(requests(1))
+    assert all(r.ok for r in results.values())
+    sent = server.requests_log[-1].get("response_format")
+    if expected is None:
+        assert sent is None
+    elif dialect == "json_schema":
+        assert sent["type"] == "json_schema" and sent["json_schema"]["name"] == "llm_filter"
+        assert sent["json_schema"]["schema"]["required"] == ["reason", "qualified"]
+    else:
+        assert sent == {"type": "json_object", "schema": prompts.load("llm_filter").schema}
+
+
+@pytest.mark.parametrize("kind", ["http_500", "http_503", "http_429", "timeout", "malformed_json",
+                                  "missing_fields", "truncated", "refusal"])
+def test_each_fault_on_a_first_attempt_is_retried_to_success(server, tmp_path, kind):
+    server.set_faults({"fail_first": {"kind": kind, "n": 1}, "retry_after_s": 0.05, "timeout_sleep_s": 1.5})
+    results = client(server, tmp_path, timeout_s=0.5).run(requests(4))
+    assert [r.ok for r in results.values()] == [True] * 4
+    assert [row[2] for row in ledger(tmp_path)] == [2] * 4  # two attempts each
+    assert server.stats["faults"][kind] == 4
+
+
+def test_ledger_tokens_equal_what_the_server_reported_including_failed_attempts(server, tmp_path):
+    server.set_faults({"malformed_json": 0.3, "http_500": 0.2})
+    client(server, tmp_path).run(requests(20))
+    rows = ledger(tmp_path)
+    assert sum(r[3] for r in rows) == server.stats["prompt_tokens"]
+    assert sum(r[4] for r in rows) == server.stats["completion_tokens"]
+
+
+def test_retry_after_is_honoured(server, tmp_path):
+    server.set_faults({"fail_first": {"kind": "http_429", "n": 1}, "retry_after_s": 0.6})
+    started = time.monotonic()
+    results = client(server, tmp_path).run(requests(2))
+    assert all(r.ok for r in results.values())
+    assert time.monotonic() - started >= 0.6
+
+
+def test_invalid_replies_are_retried_a_bounded_number_of_times_then_recorded_with_raw_text(server, tmp_path):
+    server.set_faults({"permanent": {"kind": "malformed_json", "match": "Item 1."}})
+    results = client(server, tmp_path, max_invalid_retries=2).run(requests(2))
+    by_item = {r.request.item_id: r for r in results.values()}
+    assert by_item["doc0"].ok and not by_item["doc1"].ok
+    failed = [row for row in ledger(tmp_path) if row[0] == "failed"]
+    assert len(failed) == 1
+    status, kind, attempts, _, _, raw = failed[0]
+    assert (kind, attempts) == ("invalid_json", 3) and raw.startswith("{'reason'")
+
+
+def test_client_errors_are_not_retried(server, tmp_path):
+    server.set_faults({"permanent": {"kind": "http_400", "match": "Item 0."}})
+    results = client(server, tmp_path).run(requests(1))
+    [result] = results.values()
+    assert (result.status, result.error_kind, result.attempts) == ("failed", "http_4xx", 1)
+
+
+def test_transient_failures_give_up_after_max_retries(server, tmp_path):
+    server.set_faults({"permanent": {"kind": "http_503", "match": "Item 0."}})
+    [result] = client(server, tmp_path, max_retries=3).run(requests(1)).values()
+    assert (result.status, result.error_kind, result.attempts) == ("failed", "http_5xx", 4)
+    assert "gave up after 4 tries" in result.error
+
+
+def test_a_successful_call_is_never_sent_again(server, tmp_path):
+    c = client(server, tmp_path)
+    c.run(requests(10))
+    sent = server.stats["requests"]
+    again = c.run(requests(10))
+    assert server.stats["requests"] == sent
+    assert all(r.cached and r.ok for r in again.values())
+    assert server.repeated_successes() == 0
+
+
+def test_failed_calls_are_retried_by_the_next_run(server, tmp_path):
+    server.set_faults({"permanent": {"kind": "http_400", "match": "Item 3."}})
+    c = client(server, tmp_path)
+    assert sum(r.ok for r in c.run(requests(5)).values()) == 4
+    server.set_faults({})
+    assert sum(r.ok for r in c.run(requests(5)).values()) == 5
+    assert [row[0] for row in ledger(tmp_path)] == ["success"] * 5
+
+
+def test_concurrency_is_bounded_and_used(server, tmp_path):
+    server.set_faults({"latency_s": 0.1})
+    client(server, tmp_path, max_concurrency=4).run(requests(16))
+    assert server.max_inflight == 4
+
+
+def test_health_check_fails_fast_naming_the_url(tmp_path):
+    server = FakeLLM().start()
+    url = server.base_url
+    server.stop()
+    c = LLMClient(LLMSettings(base_url=url), tmp_path / "w.duckdb", "r")
+    started = time.monotonic()
+    with pytest.raises(LLMUnavailable, match=f"LLM server at {url}/models is not reachable"):
+        c.run(requests(1))
+    assert time.monotonic() - started < 5
+
+
+def test_server_that_dies_mid_stage_and_comes_back(tmp_path):
+    server = FakeLLM(latency_s=0.05).start()
+    port = server.port
+
+    def bounce():
+        time.sleep(0.15)
+        server.stop()
+        time.sleep(0.6)
+        FakeLLM(port=port).start()
+
+    threading.Thread(target=bounce, daemon=True).start()
+    c = LLMClient(LLMSettings(base_url=f"http://127.0.0.1:{port}/v1", backoff_base_s=0.1, backoff_cap_s=0.5,
+                              max_concurrency=2, timeout_s=2), tmp_path / "w.duckdb", "r")
+    results = c.run(requests(20))
+    assert all(r.ok for r in results.values())
+    assert any(r.attempts > 1 for r in results.values())
+
+
+def test_parse_reply_is_strict():
+    schema = prompts.load("llm_filter").schema
+    assert parse_reply('```json\n{"reason": "ok", "qualified": "Y"}\n```', schema) == {"reason": "ok", "qualified": "Y"}
+    for bad in ['{"reason": "ok"}', '{"reason": "ok", "qualified": "maybe"}', 'Sure! {"reason": "ok", "qualified": "Y"}',
+                '{"reason": "ok", "qualified": "Y", "extra": 1}', ""]:
+        with pytest.raises(Exception):
+            parse_reply(bad, schema)
+
+
+def test_api_key_is_not_in_repr():
+    assert "sk-secret" not in repr(LLMSettings(base_url="http://x/v1", api_key="sk-secret"))
