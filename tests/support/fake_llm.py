@@ -228,6 +228,9 @@ class FakeLLM:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in two writes; without TCP_NODELAY, Nagle + delayed ACK
+    # stall every keep-alive response by ~40 ms.
+    disable_nagle_algorithm = True
     server_state: FakeLLM
 
     def log_message(self, *args) -> None:  # keep test output quiet

@@ -1,0 +1,81 @@
+"""LLM stages on a small warehouse against the test server: rule checks before any call,
+batched generation, per-stage models, domain failures recorded, not coerced."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import duckdb
+import pytest
+
+from conftest import SAMPLE_DIR
+from support.fake_llm import FakeLLM
+from webscale_rl.llm import LLMSettings
+from webscale_rl.stages import classify, generate, heuristic_filter, llm_filter, verify
+from webscale_rl.stages.ingest import ingest_files
+from webscale_rl.stages.verify import rule_check
+
+
+@pytest.mark.parametrize(("question", "answer", "reason"), [
+    ("", "42", "empty_question"),
+    ("How tall is the tower in metres?", "  ", "empty_answer"),
+    ("How tall is the tower in metres?", "it is about three hundred and twelve metres tall overall", "answer_too_long"),
+    ("The tower, 312 metres tall, opened when? Give its height: 312", "312", "answer_in_question"),
+    ("According to the text, how tall is the tower?", "312 metres", "refers_to_document"),
+    ("How tall is the Eiffel Tower, in metres, measured to its tip?", "330 metres", None),
+])
+def test_rule_checks(question, answer, reason):
+    assert rule_check(question, answer, max_answer_words=8) == reason
+
+
+@pytest.fixture
+def warehouse_with_docs(tmp_path):
+    db = tmp_path / "w.duckdb"
+    ingest_files([SAMPLE_DIR / "docs_stem.jsonl"], db_path=db, run_id="r", ingested_at=datetime(2026, 1, 1, tzinfo=UTC),
+                 max_docs=4)
+    heuristic_filter.filter_shard(db, "r", "00000000", None)
+    return db
+
+
+def rows(db, sql):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+def test_stages_in_order_with_batched_generation_and_per_stage_models(warehouse_with_docs):
+    db = warehouse_with_docs
+    with FakeLLM() as server:
+        s = LLMSettings(base_url=server.base_url, model="big", stage_models={"classify": "small", "verify": "small"})
+        assert llm_filter.run_shard(db, "r", "00000000", None, s)["kept"] == 4
+        assert classify.run_shard(db, "r", "00000000", None, s, max_personas=2)["kept"] == 4
+        out = generate.run_shard(db, "r", "00000000", None, s, few_shot=1, mode="batched")
+        assert out["kept"] == 8
+        assert server.stats["by_stage"]["generate_batch"] == 4  # one call per document
+        verify.run_shard(db, "r", "00000000", None, s)
+        models = dict(rows(db, "SELECT stage, any_value(model) FROM llm_calls GROUP BY ALL"))
+    assert models == {"llm_filter": "big", "classify": "small", "generate": "big", "verify": "small"}
+    assert rows(db, "SELECT count(*), count(DISTINCT qa_id) FROM generate") == [(8, 8)]
+    assert rows(db, "SELECT count(*) FROM verify") == [(8,)]
+    personas = rows(db, "SELECT personas FROM classify")
+    assert all(len(json.loads(p)) == 2 for (p,) in personas)
+
+
+def test_out_of_list_domain_is_a_recorded_failure_not_other(warehouse_with_docs, monkeypatch):
+    db = warehouse_with_docs
+    import support.fake_llm as fake_module
+
+    original = fake_module.answer_classify
+    monkeypatch.setattr(fake_module, "answer_classify",
+                        lambda doc, n: {**original(doc, n), "domain": "Sports"})
+    with FakeLLM() as server:
+        s = LLMSettings(base_url=server.base_url, structured_output="none", backoff_base_s=0.01)
+        llm_filter.run_shard(db, "r", "00000000", None, s)
+        out = classify.run_shard(db, "r", "00000000", None, s)
+    assert out == {"stage": "classify", "shard": ["00000000", None], "rows": 4, "failed": 4}
+    assert rows(db, "SELECT DISTINCT reason, domain FROM classify") == [("domain_out_of_list", None)]
+    [(raw,)] = rows(db, "SELECT DISTINCT json_extract_string(raw, '$.domain') FROM llm_calls WHERE stage = 'classify'")
+    assert raw == "Sports"
