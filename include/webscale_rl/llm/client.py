@@ -264,6 +264,10 @@ class LLMClient:
                 code = exc.status_code
                 kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
                 result.error_kind, result.error = kind, f"HTTP {code}: {str(exc)[:300]}"
+                if "response_format" in str(exc):
+                    result.error += (f" (the server refused structured_output={self.settings.structured_output!r}: "
+                                     "set the llm_default extra structured_output to json_object for "
+                                     "llama.cpp's server, json_schema for vLLM/OpenAI, or none)")
                 if code not in TRANSIENT_STATUS:
                     break  # a client error will not fix itself: record it, do not retry
                 retry_after = self._retry_after(exc)

@@ -9,6 +9,7 @@ record at all is reported as a whole and fails the task after the good files are
 from __future__ import annotations
 
 import gzip
+import heapq
 import json
 from collections import Counter
 from collections.abc import Iterator
@@ -182,6 +183,18 @@ class _Writer:
         self.new_docs = 0
         self.already_ingested = 0
 
+    def drop_existing(self, docs: list[dict]) -> list[dict]:
+        """The documents not yet in the warehouse; the others count as already ingested."""
+        if not docs:
+            return []
+        with warehouse.read(self.db_path) as con:
+            con.register("_batch", pd.DataFrame({"doc_id": [d["doc_id"] for d in docs]}))
+            existing = {r[0] for r in con.execute(
+                "SELECT doc_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)").fetchall()}
+            con.unregister("_batch")
+        self.already_ingested += len(existing)
+        return [d for d in docs if d["doc_id"] not in existing]
+
     def flush(self) -> None:
         if not self.docs and not self.errors:
             return
@@ -221,6 +234,28 @@ class _Writer:
         self.docs, self.errors = [], []
 
 
+class _HashSample:
+    """The `size` new documents with the smallest doc_ids: a uniform, order-independent,
+    deterministic sample (doc_ids are content hashes), so a capped run is representative of
+    the whole corpus rather than the head of its first file."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self.heap: list[tuple[int, str, dict]] = []  # max-heap on the doc_id prefix
+        self.offered = 0
+
+    def offer(self, doc: dict) -> None:
+        self.offered += 1
+        key = -int(doc["doc_id"][:16], 16)
+        if len(self.heap) < self.size:
+            heapq.heappush(self.heap, (key, doc["doc_id"], doc))
+        elif key > self.heap[0][0]:
+            heapq.heapreplace(self.heap, (key, doc["doc_id"], doc))
+
+    def chosen(self) -> list[dict]:
+        return sorted((doc for _, _, doc in self.heap), key=lambda d: (d["source_file"], d["source_line"]))
+
+
 def ingest_files(
     files: list[Path],
     *,
@@ -233,15 +268,17 @@ def ingest_files(
     """Ingest `files` in order; returns counts (XCom-safe). Raises IngestError after saving
     everything usable if any file was entirely unusable.
 
-    `max_docs` (0 = no limit) caps the NEW documents this run takes on, so successive runs
-    over a large corpus walk through it in batches.
+    `max_docs` (0 = no limit) caps the NEW documents this run takes on: every record is
+    still read and checked, and the new documents with the smallest doc_ids are kept, so
+    successive capped runs walk through a large corpus in uniform random batches.
     """
     writer = _Writer(db_path, run_id, ingested_at)
+    sample = _HashSample(max_docs) if max_docs else None
+    candidates: list[dict] = []
     seen_in_run: dict[str, str] = {}
     tallies: dict[str, FileTally] = {}
     errors_by_reason: Counter = Counter()
     records_read = 0
-    stopped_early = False
 
     def record_error(path: Path, tally: FileTally, record: Record, reason: str, detail: str | None, source_id=None):
         tally.errors[reason] += 1
@@ -251,9 +288,13 @@ def ingest_files(
              "detail": detail, "source_id": source_id}
         )
 
+    def offer_candidates() -> None:
+        new = writer.drop_existing(candidates)
+        for doc in new:
+            sample.offer(doc)
+        candidates.clear()
+
     for path in files:
-        if stopped_early:
-            break
         tally = tallies.setdefault(str(path), FileTally())
         source_ids: dict[str, int] = {}
         for record in read_records(path):
@@ -281,16 +322,19 @@ def ingest_files(
             seen_in_run[doc["doc_id"]] = where
             tally.usable += 1
             doc.update(source_file=str(path), source_line=record.line_no)
-            writer.docs.append(doc)
-            # With max_docs set, never buffer more than the documents still wanted: only a
-            # flush tells which buffered ones are new, so the cap is exact.
-            room = BATCH_ROWS if not max_docs else min(BATCH_ROWS, max_docs - writer.new_docs)
-            if len(writer.docs) >= room or len(writer.errors) >= BATCH_ROWS:
-                writer.flush()
-            if max_docs and writer.new_docs >= max_docs:
-                stopped_early = True
-                break
-        writer.flush()
+            if sample is None:
+                writer.docs.append(doc)
+                if len(writer.docs) >= BATCH_ROWS or len(writer.errors) >= BATCH_ROWS:
+                    writer.flush()
+            else:
+                candidates.append(doc)
+                if len(candidates) >= BATCH_ROWS:
+                    offer_candidates()
+                if len(writer.errors) >= BATCH_ROWS:
+                    writer.flush()
+    if sample is not None:
+        offer_candidates()
+        writer.docs = sample.chosen()
     writer.flush()
 
     resumed = _claim_pending(db_path, run_id, files)
@@ -307,7 +351,7 @@ def ingest_files(
         "resumed_pending": resumed,
         "errors": sum(errors_by_reason.values()),
         "errors_by_reason": dict(sorted(errors_by_reason.items())),
-        "stopped_at_max_docs": stopped_early,
+        "capped_at_max_docs": bool(sample and sample.offered > max_docs),
         "unusable_files": sorted(unusable),
     }
     if unusable:

@@ -15,7 +15,9 @@ from webscale_rl.text import words
 
 STAGE = "verify"
 PREVIOUS = "generate"
-RULE_REASONS = ["empty_question", "empty_answer", "answer_too_long", "answer_in_question", "refers_to_document"]
+RULE_REASONS = ["empty_question", "empty_answer", "answer_too_long", "answer_in_question", "refers_to_document",
+                "answer_not_in_document"]
+_FILLER = frozenset("a an the of in on at to for and or by with from as is are was were its it this that".split())
 MODEL_REASONS = ["no_context", "incorrect", "leakage"]
 REASONS = RULE_REASONS + MODEL_REASONS + common.LLM_FAILURE_REASONS
 _REFERS = re.compile(r"\b(according to|in|from|based on) (the|this|that) (text|passage|document|article|excerpt)\b", re.I)
@@ -33,8 +35,13 @@ def _folded(text: str) -> str:
     return " ".join(w.casefold() for w in words(text))
 
 
-def rule_check(question: str | None, answer: str | None, max_answer_words: int) -> str | None:
-    """The reason a pair fails the cheap checks, or None. Runs before any LLM call."""
+def rule_check(question: str | None, answer: str | None, max_answer_words: int,
+               document: str | None = None) -> str | None:
+    """The reason a pair fails the cheap checks, or None. Runs before any LLM call.
+
+    Grounding: an answer without digits (a name, a term, a phrase) must have every content
+    word in the document; answers with numbers may be computed, so the model judges those.
+    Small models copy answers from the few-shot demonstrations; this catches them."""
     if not question or not question.strip():
         return "empty_question"
     if not answer or not answer.strip() or not words(answer):
@@ -46,6 +53,11 @@ def rule_check(question: str | None, answer: str | None, max_answer_words: int) 
         return "answer_in_question"
     if _REFERS.search(question):
         return "refers_to_document"
+    if document is not None and not any(ch.isdigit() for ch in answer):
+        doc_words = {w.casefold() for w in words(document)}
+        content = [w.casefold() for w in words(answer) if w.casefold() not in _FILLER]
+        if any(w not in doc_words for w in content):
+            return "answer_not_in_document"
     return None
 
 
@@ -56,7 +68,7 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, max_answer_words: 
     for row in inputs.itertuples(index=False):
         out = {"qa_id": row.qa_id, "doc_id": row.doc_id, "run_id": run_id, "context_ok": None,
                "correct": None, "leakage": None, "rationale": None, "request_hash": None}
-        reason = rule_check(row.question, row.answer, max_answer_words)
+        reason = rule_check(row.question, row.answer, max_answer_words, row.text)
         if reason:
             out.update(status="rejected", reason=reason, rationale="rule check")
         else:
@@ -106,5 +118,5 @@ def gate_expectations(rows: int, max_failed_rate: float, min_accepted_rate: floa
     kept = {"row_condition": 'status=="kept"', "condition_parser": "pandas"}
     return common.status_expectations(rows, key="qa_id", reasons=REASONS, max_failed_rate=max_failed_rate,
                                       min_kept_rate=min_accepted_rate) + [
-        gxe.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1, max_value=200, **kept),
+        gxe.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1, max_value=120, **kept),
     ]

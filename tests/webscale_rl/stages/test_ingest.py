@@ -155,12 +155,19 @@ def test_rerun_does_not_duplicate_error_rows(db):
     assert len(errors(db)) == 8
 
 
-def test_max_docs_walks_through_the_corpus_in_batches_and_resumes_pending(db):
+def test_max_docs_takes_a_hash_sample_and_walks_through_the_corpus_in_batches(db):
     files = sorted(SAMPLE_DIR.glob("*.jsonl"))
     a = run(db, files, run_id="r1", max_docs=10)
     b = run(db, files, run_id="r2", max_docs=10)
-    assert (a["new_docs"], a["stopped_at_max_docs"]) == (10, True)
+    assert (a["new_docs"], a["capped_at_max_docs"], a["records_read"]) == (10, True, 74)
     assert (b["new_docs"], b["already_ingested"]) == (10, 10)
+    with warehouse.read(db) as con:
+        ids = [r[0] for r in con.execute("SELECT doc_id FROM documents ORDER BY ingest_seq").fetchall()]
+        first = {r[0] for r in con.execute("SELECT doc_id FROM documents WHERE ingest_run_id = 'r1'").fetchall()}
+        files_hit = con.execute("SELECT count(DISTINCT source_file) FROM documents WHERE ingest_run_id = 'r1'").fetchall()
+    # The 10 smallest doc_ids of the corpus come first, then the next 10: uniform, not the head of a file.
+    assert max(first) < min(set(ids) - first)
+    assert files_hit[0][0] >= 2
     # r1's documents were never filtered (still pending), so r2 takes them on as well.
     assert b["resumed_pending"] == 10
     with warehouse.read(db) as con:

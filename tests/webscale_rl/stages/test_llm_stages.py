@@ -29,6 +29,21 @@ def test_rule_checks(question, answer, reason):
     assert rule_check(question, answer, max_answer_words=8) == reason
 
 
+DOCUMENT = "Lithium-ion cells can fail by thermal runaway. The Meridian Bridge opened in 1932 over the Kessel River."
+
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    ("thermal runaway", None),
+    ("the Kessel River", None),
+    ("1,864 metres", None),  # numbers may be computed: the model judges them
+    ("Pretzel bread", "answer_not_in_document"),  # e.g. copied from a few-shot demonstration
+    ("Kessel Canal", "answer_not_in_document"),
+])
+def test_grounding_rule_for_answers_without_numbers(answer, reason):
+    question = "Which failure mode, where heat makes cells hotter still, can destroy a battery pack?"
+    assert rule_check(question, answer, 8, DOCUMENT) == reason
+
+
 @pytest.fixture
 def warehouse_with_docs(tmp_path):
     db = tmp_path / "w.duckdb"

@@ -1,0 +1,77 @@
+"""`make up`: Airflow's UI locally (airflow standalone: api-server, scheduler, dag-processor,
+triggerer) with an LLM behind `llm_default`, so the DAG can be triggered from the form.
+
+LLM: LLM_URL (+ MODEL, DIALECT) for your server; SCRIPTED=1 for the test server; otherwise
+the embedded llama.cpp + SmolLM2 server. Stop with Ctrl-C or `make down` (SIGINT to every
+Airflow component, then the LLM server is stopped by its PID).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def main() -> int:
+    airflow_home = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
+    pid_file = airflow_home / "up.pid"
+    env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    llm = None
+    if os.environ.get("LLM_URL"):
+        conn = {"conn_type": "openai", "host": os.environ["LLM_URL"], "password": os.environ.get("LLM_API_KEY", "EMPTY"),
+                "extra": {"model": os.environ.get("MODEL", "default"),
+                          "structured_output": os.environ.get("DIALECT", "json_schema")}}
+    elif os.environ.get("SCRIPTED"):
+        from support.fake_llm import FakeLLM
+
+        llm = FakeLLM().start()
+        conn = {"conn_type": "openai", "host": llm.base_url, "password": "EMPTY", "extra": {"model": "fake-model"}}
+    else:
+        from webscale_rl.embedded_llm import EmbeddedLLM
+
+        llm = EmbeddedLLM(model_path=os.environ.get("GGUF") or None, log_path=airflow_home / "embedded-llm.log").start()
+        conn = llm.connection()
+    env["AIRFLOW_CONN_LLM_DEFAULT"] = json.dumps(conn)
+    print(f"LLM for llm_default: {conn['host']} (model {conn['extra']['model']})", flush=True)
+    standalone = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env, start_new_session=True)
+    pid_file.write_text(str(os.getpid()))
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    print("Airflow UI: http://localhost:8080 (admin password: see the standalone output or "
+          f"{airflow_home}/simple_auth_manager_passwords.json.generated); stop with Ctrl-C or `make down`",
+          flush=True)
+    try:
+        while not stopping and standalone.poll() is None:
+            time.sleep(0.5)
+    finally:
+        if standalone.poll() is None:
+            # airflow standalone stops cleanly when each component gets SIGINT first.
+            os.killpg(standalone.pid, signal.SIGINT)
+            try:
+                standalone.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(standalone.pid, signal.SIGTERM)
+                standalone.wait(30)
+        if llm is not None:
+            llm.stop()
+        pid_file.unlink(missing_ok=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
