@@ -22,7 +22,7 @@ LLM_STAMP := $(VENV)/.embedded-llm
 # Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
 
-.PHONY: bootstrap airflow-db embedded-llm demo test up down bench train-smoke clean
+.PHONY: bootstrap airflow-db embedded-llm demo test lint up down bench train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -58,8 +58,12 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,embedded-llm)
 	  $(if $(GGUF),--gguf $(GGUF)) $(if $(SCRIPTED),--scripted) --conf '$(DEMO_CONF)'
 
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
-test: airflow-db embedded-llm
+test: airflow-db embedded-llm lint
 	$(BIN)/python -m pytest -q
+
+## make lint: ruff (pyflakes, pycodestyle, isort, bugbear, Airflow 3 rules).
+lint: $(STAMP)
+	$(BIN)/ruff check include dags plugins tests bench scripts
 
 ## make up: Airflow UI on http://localhost:8080 (airflow standalone) with the embedded LLM
 ## behind llm_default (LLM_URL=..., GGUF=... or SCRIPTED=1 as for demo). Ctrl-C or `make down` stops it.

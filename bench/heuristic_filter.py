@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import pkgutil
 import sys
 import time
 import warnings

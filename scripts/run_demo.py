@@ -19,23 +19,12 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from webscale_rl.embedded_llm import EmbeddedLLM, wait_for_models
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-
-
-def wait_for(url: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/models", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"LLM server at {url} did not answer /models within {timeout_s:.0f}s")
 
 
 def main() -> int:
@@ -54,7 +43,7 @@ def main() -> int:
         if args.llm_url:
             url = args.llm_url.rstrip("/")
             label = f"OpenAI-compatible server at {url}, model {args.model}"
-            wait_for(url)
+            wait_for_models(url, 60)
             conn = {"conn_type": "openai", "host": url, "password": os.environ.get("LLM_API_KEY", "EMPTY"),
                     "extra": {"model": args.model, "structured_output": args.dialect}}
         elif args.scripted:
@@ -67,12 +56,10 @@ def main() -> int:
                     break
                 time.sleep(0.1)
             url = f"http://127.0.0.1:{port_file.read_text()}/v1"
-            wait_for(url)
+            wait_for_models(url, 60)
             label = f"scripted test server (pid {server.pid}) at {url}: deterministic answers, NOT a language model"
             conn = {"conn_type": "openai", "host": url, "password": "EMPTY", "extra": {"model": "fake-model"}}
         else:
-            from webscale_rl.embedded_llm import EmbeddedLLM
-
             log_dir = Path(env.get("AIRFLOW_HOME", ROOT / ".airflow"))
             embedded = EmbeddedLLM(model_path=args.gguf, log_path=log_dir / "embedded-llm.log").start()
             label = (f"embedded llama.cpp server (pid {embedded.process.pid}) at {embedded.base_url}, model "

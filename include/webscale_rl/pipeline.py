@@ -17,7 +17,15 @@ from pathlib import Path
 from webscale_rl import gates, warehouse
 from webscale_rl.config import ConfigError, Settings, load_settings, resolve_corpus
 from webscale_rl.llm import LLMSettings
-from webscale_rl.stages import classify, export, generate, heuristic_filter, ingest, llm_filter, verify
+from webscale_rl.stages import (
+    classify,
+    export,
+    generate,
+    heuristic_filter,
+    ingest,
+    llm_filter,
+    verify,
+)
 
 log = logging.getLogger(__name__)
 MAX_SHARDS = 256  # well under Airflow's max_map_length (1024)

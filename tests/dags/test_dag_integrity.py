@@ -42,7 +42,7 @@ def test_webscale_rl_is_declared_as_agreed(dagbag):
 def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dagbag):
     dag = dagbag.dags["webscale_rl"]
     chain = ["ingest", "heuristic_filter", "llm_filter", "classify", "generate", "verify"]
-    for stage, next_stage in zip(chain, chain[1:] + ["export"]):
+    for stage, next_stage in zip(chain, chain[1:] + ["export"], strict=True):
         gate = f"gate_{stage}"
         assert gate in dag.get_task(stage).downstream_task_ids, f"{stage} is not followed by {gate}"
         assert gate in dag.get_task(next_stage).get_flat_relative_ids(upstream=True), (

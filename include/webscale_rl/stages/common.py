@@ -14,6 +14,26 @@ from webscale_rl.llm import LLMClient, LLMRequest, LLMResult, LLMSettings
 SHARD_FILTER = "d.doc_id >= $lo AND ($hi IS NULL OR d.doc_id < $hi)"
 
 
+def kept_docs_sql(previous: str, columns: str = "") -> str:
+    """This run's documents in the shard that `previous` kept, with their text."""
+    extra = f", {columns}" if columns else ""
+    return f"""
+SELECT d.doc_id, d.text{extra} FROM run_docs r
+JOIN documents d USING (doc_id)
+JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
+WHERE r.run_id = $run_id AND {SHARD_FILTER}
+ORDER BY d.doc_id
+"""
+
+
+def make_request(settings: LLMSettings, stage: str, item_id: str, messages: list[dict], schema: dict,
+                 schema_name: str, prompt_id: str) -> LLMRequest:
+    """A stage's request with the run's model for that stage and its decoding settings."""
+    return LLMRequest(stage=stage, item_id=item_id, model=settings.model_for(stage), messages=tuple(messages),
+                      schema=schema, schema_name=schema_name, prompt_id=prompt_id,
+                      max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
+
+
 def read_inputs(db_path: Path, sql: str, run_id: str, lo: str, hi: str | None) -> pd.DataFrame:
     """Run a stage's input query; it may use $run_id, $lo, $hi and SHARD_FILTER (alias d)."""
     with warehouse.read(db_path) as con:

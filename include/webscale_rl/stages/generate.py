@@ -10,7 +10,7 @@ import json
 import pandas as pd
 
 from webscale_rl import prompts
-from webscale_rl.llm import LLMRequest, LLMSettings
+from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import common
 
 STAGE = "generate"
@@ -18,23 +18,11 @@ PREVIOUS = "classify"
 MODES = ("per_persona", "batched")
 REASONS = common.LLM_FAILURE_REASONS
 
-INPUT_SQL = f"""
-SELECT d.doc_id, d.text, c.domain, c.personas FROM run_docs r
-JOIN documents d USING (doc_id)
-JOIN {PREVIOUS} c ON c.doc_id = d.doc_id AND c.status = 'kept'
-WHERE r.run_id = $run_id AND {common.SHARD_FILTER}
-ORDER BY d.doc_id
-"""
+INPUT_SQL = common.kept_docs_sql(PREVIOUS, columns="p.domain, p.personas")
 
 
 def qa_id(doc_id: str, persona: str) -> str:
     return hashlib.sha256(f"{doc_id}\n{persona}".encode("utf-8")).hexdigest()
-
-
-def _request(settings: LLMSettings, doc_id: str, messages, schema, prompt_id, name) -> LLMRequest:
-    return LLMRequest(stage=STAGE, item_id=doc_id, model=settings.model_for(STAGE), messages=tuple(messages),
-                      schema=schema, schema_name=name, prompt_id=prompt_id, max_tokens=settings.max_tokens,
-                      temperature=settings.temperature, seed=settings.seed)
 
 
 def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, few_shot: int = 2, mode: str = "per_persona") -> dict:
@@ -48,13 +36,16 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, few_shot: int = 2,
         if mode == "per_persona":
             prompt = prompts.load("generate")
             for i, persona in enumerate(personas):
-                req = _request(settings, row.doc_id, prompts.generate_messages(row.text, persona, demos),
-                               prompt.schema, prompt.prompt_id, "generate")
+                req = common.make_request(settings, STAGE, row.doc_id,
+                                          prompts.generate_messages(row.text, persona, demos),
+                                          prompt.schema, "generate", prompt.prompt_id)
                 plans.append((row.doc_id, i, persona, req, None))
         else:
             prompt = prompts.load("generate_batch")
-            req = _request(settings, row.doc_id, prompts.generate_batch_messages(row.text, personas, demos),
-                           prompts.generate_batch_schema(len(personas)), prompt.prompt_id, "generate_batch")
+            req = common.make_request(settings, STAGE, row.doc_id,
+                                      prompts.generate_batch_messages(row.text, personas, demos),
+                                      prompts.generate_batch_schema(len(personas)), "generate_batch",
+                                      prompt.prompt_id)
             plans += [(row.doc_id, i, persona, req, i) for i, persona in enumerate(personas)]
     results = common.call_llm(settings, db_path, run_id, list({p[3].request_hash: p[3] for p in plans}.values()))
     rows = []

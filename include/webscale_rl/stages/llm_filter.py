@@ -11,27 +11,16 @@ STAGE = "llm_filter"
 PREVIOUS = "heuristic_filter"
 REASONS = ["not_qualified", *common.LLM_FAILURE_REASONS]
 
-INPUT_SQL = f"""
-SELECT d.doc_id, d.text FROM run_docs r
-JOIN documents d USING (doc_id)
-JOIN {PREVIOUS} p ON p.doc_id = d.doc_id AND p.status = 'kept'
-WHERE r.run_id = $run_id AND {common.SHARD_FILTER}
-ORDER BY d.doc_id
-"""
+INPUT_SQL = common.kept_docs_sql(PREVIOUS)
 
 
 def make_requests(settings: LLMSettings):
     prompt = prompts.load(STAGE)
 
     def build(inputs) -> list[tuple[str, LLMRequest]]:
-        return [
-            (row.doc_id, LLMRequest(
-                stage=STAGE, item_id=row.doc_id, model=settings.model_for(STAGE),
-                messages=tuple(prompts.filter_messages(row.text)), schema=prompt.schema,
-                schema_name=STAGE, prompt_id=prompt.prompt_id, max_tokens=settings.max_tokens,
-                temperature=settings.temperature, seed=settings.seed))
-            for row in inputs.itertuples(index=False)
-        ]
+        return [(row.doc_id, common.make_request(settings, STAGE, row.doc_id, prompts.filter_messages(row.text),
+                                                 prompt.schema, STAGE, prompt.prompt_id))
+                for row in inputs.itertuples(index=False)]
 
     return build
 

@@ -9,7 +9,7 @@ import re
 import pandas as pd
 
 from webscale_rl import prompts
-from webscale_rl.llm import LLMRequest, LLMSettings
+from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import common
 from webscale_rl.text import words
 
@@ -72,10 +72,9 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, max_answer_words: 
         if reason:
             out.update(status="rejected", reason=reason, rationale="rule check")
         else:
-            req = LLMRequest(stage=STAGE, item_id=row.qa_id, model=settings.model_for(STAGE),
-                             messages=tuple(prompts.verify_messages(row.text, row.question, row.answer)),
-                             schema=prompt.schema, schema_name=STAGE, prompt_id=prompt.prompt_id,
-                             max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
+            req = common.make_request(settings, STAGE, row.qa_id,
+                                      prompts.verify_messages(row.text, row.question, row.answer),
+                                      prompt.schema, STAGE, prompt.prompt_id)
             requests[row.qa_id] = req
             out["request_hash"] = req.request_hash
         rows.append(out)

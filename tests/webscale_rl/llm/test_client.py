@@ -12,7 +12,7 @@ import pytest
 from support.fake_llm import FakeLLM
 from webscale_rl import prompts
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings, LLMUnavailable
-from webscale_rl.llm.client import parse_reply
+from webscale_rl.llm.client import _InvalidReply, parse_reply
 
 DOC = ("The Harbour Bridge opened in 1932 after eight years of work. Its steel arch spans 503 metres. "
        "About 160,000 vehicles cross it each day. It was designed by John Bradfield.")
@@ -173,7 +173,7 @@ def test_parse_reply_is_strict():
     assert parse_reply('```json\n{"reason": "ok", "qualified": "Y"}\n```', schema) == {"reason": "ok", "qualified": "Y"}
     for bad in ['{"reason": "ok"}', '{"reason": "ok", "qualified": "maybe"}', 'Sure! {"reason": "ok", "qualified": "Y"}',
                 '{"reason": "ok", "qualified": "Y", "extra": 1}', ""]:
-        with pytest.raises(Exception):
+        with pytest.raises(_InvalidReply):
             parse_reply(bad, schema)
 
 
