@@ -1,0 +1,11 @@
+# The Airflow image with this project's package and pinned stack installed.
+FROM apache/airflow:3.3.0-python3.11
+COPY --chown=airflow:root requirements.txt requirements.lock pyproject.toml README.md /opt/webscale_rl/
+COPY --chown=airflow:root include /opt/webscale_rl/include
+# The image ships its own Airflow: constrain to our lock but never reinstall Airflow itself.
+RUN grep -v -E '^(apache-airflow|apache-airflow-core|apache-airflow-task-sdk)==' /opt/webscale_rl/requirements.lock \
+      > /tmp/constraints.txt \
+ && grep -v -E '^(apache-airflow|apache-airflow-task-sdk|pytest|ruff)==' /opt/webscale_rl/requirements.txt \
+      > /tmp/requirements.txt \
+ && pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/constraints.txt \
+ && pip install --no-cache-dir --no-deps /opt/webscale_rl
