@@ -23,6 +23,7 @@ replaces its own rows.
 
 from __future__ import annotations
 
+import os
 from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
@@ -30,6 +31,10 @@ from airflow.sdk import Param, dag, get_current_context, task
 from webscale_rl.assets import EXPORT_ASSET
 
 LLM_STAGES = ("llm_filter", "classify", "generate", "verify")
+# Tasks that write the DuckDB warehouse run on its host. With Celery workers on other hosts,
+# set this to a queue only the warehouse host's worker serves, and WEBSCALE_RL_STAGING_DIR
+# so shard tasks (default queue, any host) stage Parquet instead of writing the warehouse.
+WAREHOUSE_QUEUE = os.environ.get("WEBSCALE_RL_WAREHOUSE_QUEUE", "default")
 
 default_args = {
     "owner": "data-platform",
@@ -100,7 +105,7 @@ def _fail_fast(exc: Exception):
     },
 )
 def webscale_rl():
-    @task
+    @task(queue=WAREHOUSE_QUEUE)
     def start_run() -> dict:
         from webscale_rl import pipeline
         from webscale_rl.config import ConfigError
@@ -112,7 +117,7 @@ def webscale_rl():
         except ConfigError as exc:
             raise _fail_fast(exc) from exc
 
-    @task
+    @task(queue=WAREHOUSE_QUEUE)
     def ingest(run: dict) -> dict:
         from webscale_rl import pipeline
         from webscale_rl.stages.ingest import IngestError
@@ -122,7 +127,7 @@ def webscale_rl():
         except IngestError as exc:
             raise _fail_fast(exc) from exc
 
-    @task
+    @task(queue=WAREHOUSE_QUEUE)
     def gate_ingest(run: dict, _ingested: dict) -> dict:
         from webscale_rl import gates, pipeline
 
@@ -143,7 +148,7 @@ def webscale_rl():
 
         return pipeline.run_heuristic_filter(run, shard)
 
-    @task
+    @task(queue=WAREHOUSE_QUEUE)
     def gate_heuristic_filter(run: dict, shard_results: list[dict]) -> dict:
         from webscale_rl import gates, pipeline
 
@@ -162,7 +167,7 @@ def webscale_rl():
         except LLMUnavailable as exc:
             raise _fail_fast(exc) from exc
 
-    @task
+    @task(queue=WAREHOUSE_QUEUE)
     def gate_llm_stage(run: dict, stage: str, shard_results: list[dict]) -> dict:
         from webscale_rl import gates, pipeline
 
@@ -171,13 +176,13 @@ def webscale_rl():
         except gates.GateFailed as exc:
             raise _fail_fast(exc) from exc
 
-    @task(outlets=[EXPORT_ASSET])
+    @task(outlets=[EXPORT_ASSET], queue=WAREHOUSE_QUEUE)
     def export(run: dict, _gate: dict) -> dict:
         from webscale_rl import pipeline
 
         return pipeline.run_export(run)
 
-    @task
+    @task(queue=WAREHOUSE_QUEUE)
     def finalize_run(run: dict, ingested: dict, exported: dict) -> dict:
         from webscale_rl import pipeline
 

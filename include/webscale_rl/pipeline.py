@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from webscale_rl import gates, warehouse
+from webscale_rl import gates, staging, warehouse
 from webscale_rl.config import ConfigError, Settings, load_settings, resolve_corpus
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import (
@@ -163,13 +163,17 @@ def run_ingest(run: dict) -> dict:
 def _gate(run: dict, stage: str, frame_fn, expectations_fn) -> dict:
     settings = load_settings()
     with recording_failure(settings, run["run_id"], f"gate_{stage}"):
+        # Remote shard workers staged their rows: load them before validating.
+        committed = staging.commit(settings.db_path, run["run_id"], stage)
+        if committed:
+            log.info("committed staged rows of %s: %s", stage, committed)
         with warehouse.read(settings.db_path) as con:
             frame = frame_fn(con)
         result = gates.run_gate(stage, frame, expectations_fn(len(frame)),
                                 data_dir=settings.data_dir, run_name=run["run_id"])
         gates.enforce(result)
     return {"stage": stage, "rows": result.rows, "expectations": result.evaluated,
-            "data_docs": result.docs_url}
+            "data_docs": result.docs_url, "committed_from_staging": committed}
 
 
 def gate_ingest(run: dict) -> dict:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -191,16 +192,38 @@ def write(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 @contextlib.contextmanager
 def read(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Read-only connection; the schema is created first if the file is new."""
+    """Read-only connection; the schema is created first if the file is new.
+
+    With staged writes (WEBSCALE_RL_STAGING_DIR) readers may be on other hosts, where the
+    local lock file means nothing: they rely on DuckDB's own file lock instead, retrying
+    while the warehouse host commits."""
     if not db_path.exists():
         with write(db_path):
             pass
+    if os.environ.get("WEBSCALE_RL_STAGING_DIR", "").strip():
+        con = _connect_read_only_retrying(db_path)
+        try:
+            yield con
+        finally:
+            con.close()
+        return
     with file_lock(db_path, exclusive=False):
         con = duckdb.connect(str(db_path), read_only=True)
         try:
             yield con
         finally:
             con.close()
+
+
+def _connect_read_only_retrying(db_path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> duckdb.DuckDBPyConnection:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return duckdb.connect(str(db_path), read_only=True)
+        except duckdb.IOException:
+            if time.monotonic() > deadline:
+                raise WarehouseBusy(f"warehouse {db_path} stayed locked for {timeout_s:.0f}s") from None
+            time.sleep(0.2)
 
 
 def doc_outcomes_view_sql(stages: tuple[str, ...] = DOC_STAGES) -> str:

@@ -51,6 +51,22 @@ def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dag
     assert dag.get_task("export").outlets[0].name == "webscale_rl_export"
 
 
+def test_warehouse_writers_can_be_routed_to_the_warehouse_host():
+    env = dict(os.environ, WEBSCALE_RL_WAREHOUSE_QUEUE="warehouse")
+    out = subprocess.run(
+        [sys.executable, "-c",
+         "import sys, json; from airflow.dag_processing.dagbag import DagBag; "
+         "dag = DagBag(dag_folder=sys.argv[1]).dags['webscale_rl']; "
+         "print(json.dumps({t.task_id: t.queue for t in dag.tasks}))", str(DAGS_DIR)],
+        capture_output=True, text=True, check=True, env=env)
+    queues = json.loads(out.stdout.strip().splitlines()[-1])
+    for task_id in ("start_run", "ingest", "gate_ingest", "gate_heuristic_filter", "gate_llm_filter",
+                    "gate_verify", "export", "finalize_run"):
+        assert queues[task_id] == "warehouse", task_id
+    for task_id in ("heuristic_filter", "llm_filter", "generate", "verify"):
+        assert queues[task_id] != "warehouse", task_id
+
+
 def test_llm_tasks_run_in_the_llm_pool(dagbag):
     dag = dagbag.dags["webscale_rl"]
     for stage in ("llm_filter", "classify", "generate", "verify"):

@@ -58,4 +58,9 @@ def test_airflow_services_share_the_data_volume_and_the_llm_connection():
         conn = json.loads(env["AIRFLOW_CONN_LLM_DEFAULT"])
         assert conn["host"] == "http://vllm:8000/v1" and conn["extra"]["structured_output"] == "json_schema"
     assert "airflow pools set llm" in " ".join(SERVICES["airflow-init"]["command"])
-    assert SERVICES["airflow-worker"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    worker = SERVICES["airflow-worker"]
+    assert worker["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    # Multi-host: shards stage Parquet on shared storage; the warehouse queue commits it.
+    assert worker["environment"]["WEBSCALE_RL_STAGING_DIR"] == "/opt/airflow/data/staging"
+    assert worker["environment"]["WEBSCALE_RL_WAREHOUSE_QUEUE"] == "warehouse"
+    assert worker["command"] == "celery worker --queues default,warehouse"

@@ -159,10 +159,12 @@ def parse_reply(content: str | None, schema: dict) -> dict:
 
 
 class LLMClient:
-    def __init__(self, settings: LLMSettings, db_path: Path, run_id: str, progress_every_s: float = 5.0):
+    def __init__(self, settings: LLMSettings, db_path: Path, run_id: str, progress_every_s: float = 5.0,
+                 shard: str = "all"):
         self.settings = settings
         self.db_path = db_path
         self.run_id = run_id
+        self.shard = shard  # names the ledger's staged files when workers are remote
         self.progress_every_s = progress_every_s
 
     # -- health ----------------------------------------------------------------------
@@ -290,14 +292,14 @@ class LLMClient:
         unique: dict[str, LLMRequest] = {}
         for req in requests:
             unique.setdefault(req.request_hash, req)
-        cached = await asyncio.to_thread(ledger.successes, self.db_path, list(unique))
+        stage = requests[0].stage if requests else "llm"
+        cached = await asyncio.to_thread(ledger.successes, self.db_path, list(unique), self.run_id, stage)
         results: dict[str, LLMResult] = {
             h: LLMResult(request=unique[h], status="success", parsed=row["result"], raw=row["raw"],
                          attempts=0, cached=True)
             for h, row in cached.items()
         }
         todo = [req for h, req in unique.items() if h not in results]
-        stage = requests[0].stage if requests else "llm"
         log.info("%s: %d calls: %d answered from the ledger, %d to send to %s (model %s, "
                  "max concurrency %d, structured output %s)",
                  stage, len(unique), len(results), len(todo), self.settings.base_url,
@@ -326,10 +328,10 @@ class LLMClient:
                 progress.add(result)
                 # Flush finished calls every couple of seconds: a crash loses only calls in flight.
                 if time.monotonic() - last_flush > 2.0 or len(pending_rows) >= 500:
-                    await asyncio.to_thread(ledger.record, self.db_path, pending_rows)
+                    await asyncio.to_thread(ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard)
                     pending_rows, last_flush = [], time.monotonic()
         finally:
-            await asyncio.to_thread(ledger.record, self.db_path, pending_rows)
+            await asyncio.to_thread(ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard)
             for api in apis:
                 await api.close()
         log.info("%s: done. %s", stage, progress.line())

@@ -12,16 +12,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from webscale_rl import warehouse
+from webscale_rl import staging, warehouse
 
 COLUMNS = ["request_hash", "stage", "item_id", "model", "prompt_id", "status", "error_kind", "error",
            "attempts", "prompt_tokens", "completion_tokens", "latency_s", "raw", "result", "run_id"]
 
 
-def successes(db_path: Path, hashes: list[str]) -> dict[str, dict]:
-    """{request_hash: row} of the given hashes that already succeeded."""
+def successes(db_path: Path, hashes: list[str], run_id: str | None = None, stage: str | None = None) -> dict[str, dict]:
+    """{request_hash: row} of the given hashes that already succeeded: in the warehouse, or
+    staged by an earlier attempt of this run's stage (remote workers)."""
     if not hashes:
         return {}
+    staged = staging.staged_successes(run_id, stage, hashes) if run_id and stage else {}
     with warehouse.read(db_path) as con:
         con.register("_hashes", pd.DataFrame({"request_hash": hashes}))
         rows = con.execute(
@@ -29,14 +31,14 @@ def successes(db_path: Path, hashes: list[str]) -> dict[str, dict]:
             "WHERE status = 'success' AND request_hash IN (SELECT request_hash FROM _hashes)"
         ).fetchall()
         con.unregister("_hashes")
-    return {h: {"result": json.loads(r), "raw": raw, "prompt_tokens": p, "completion_tokens": c}
-            for h, r, raw, p, c in rows}
+    found = {h: {"result": json.loads(r), "raw": raw, "prompt_tokens": p, "completion_tokens": c}
+             for h, r, raw, p, c in rows}
+    return {**staged, **found}
 
 
-def record(db_path: Path, rows: list[dict]) -> None:
-    """Upsert finished calls (a short locked write; called in batches)."""
+def record(db_path: Path, rows: list[dict], run_id: str, stage: str, part: str = "all") -> None:
+    """Upsert finished calls (a short locked write, or a staged file; called in batches)."""
     if not rows:
         return
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    with warehouse.write(db_path) as con:
-        warehouse.replace_rows(con, "llm_calls", frame, key="request_hash")
+    staging.write_shard(db_path, "llm_calls", frame, run_id=run_id, stage=stage, part=part, unique_part=True)

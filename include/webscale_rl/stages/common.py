@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from webscale_rl import warehouse
+from webscale_rl import staging, warehouse
 from webscale_rl.llm import LLMClient, LLMRequest, LLMResult, LLMSettings
 
 SHARD_FILTER = "d.doc_id >= $lo AND ($hi IS NULL OR d.doc_id < $hi)"
@@ -40,19 +40,20 @@ def read_inputs(db_path: Path, sql: str, run_id: str, lo: str, hi: str | None) -
         return con.execute(sql, {"run_id": run_id, "lo": lo, "hi": hi}).df()
 
 
-def call_llm(settings: LLMSettings, db_path: Path, run_id: str, requests: list[LLMRequest]) -> dict[str, LLMResult]:
+def call_llm(settings: LLMSettings, db_path: Path, run_id: str, requests: list[LLMRequest],
+             shard: str = "all") -> dict[str, LLMResult]:
     if not requests:
         return {}
-    return LLMClient(settings, db_path, run_id).run(requests)
+    return LLMClient(settings, db_path, run_id, shard=shard).run(requests)
 
 
 def failure_reason(result: LLMResult) -> str:
     return f"llm_{result.error_kind or 'error'}"
 
 
-def write_rows(db_path: Path, table: str, frame: pd.DataFrame, key: str) -> None:
-    with warehouse.write(db_path) as con:
-        warehouse.replace_rows(con, table, frame, key=key)
+def write_rows(db_path: Path, table: str, frame: pd.DataFrame, *, run_id: str, part: str) -> None:
+    """A shard's rows: into the warehouse, or staged as Parquet when workers are remote."""
+    staging.write_shard(db_path, table, frame, run_id=run_id, stage=table, part=part)
 
 
 def shard_counts(frame: pd.DataFrame, lo: str, hi: str | None) -> dict:
@@ -117,13 +118,13 @@ def doc_stage_runner(
     def run(db_path: Path, run_id: str, lo: str, hi: str | None, settings: LLMSettings) -> dict:
         inputs = read_inputs(db_path, input_sql, run_id, lo, hi)
         keyed = make_requests(inputs)
-        results = call_llm(settings, db_path, run_id, [req for _, req in keyed])
+        results = call_llm(settings, db_path, run_id, [req for _, req in keyed], shard=lo)
         by_doc = {doc_id: results[req.request_hash] for doc_id, req in keyed}
         rows = [dict(make_row(row, by_doc[row["doc_id"]]), doc_id=row["doc_id"], run_id=run_id,
                      request_hash=by_doc[row["doc_id"]].request.request_hash)
                 for row in inputs.to_dict("records")]
         frame = pd.DataFrame(rows)
-        write_rows(db_path, table, frame, key="doc_id")
+        write_rows(db_path, table, frame, run_id=run_id, part=lo)
         return {"stage": stage, **shard_counts(frame, lo, hi)}
 
     return run

@@ -47,7 +47,8 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, few_shot: int = 2,
                                       prompts.generate_batch_schema(len(personas)), "generate_batch",
                                       prompt.prompt_id)
             plans += [(row.doc_id, i, persona, req, i) for i, persona in enumerate(personas)]
-    results = common.call_llm(settings, db_path, run_id, list({p[3].request_hash: p[3] for p in plans}.values()))
+    results = common.call_llm(settings, db_path, run_id, list({p[3].request_hash: p[3] for p in plans}.values()),
+                              shard=lo)
     rows = []
     for doc_id, i, persona, req, pair_index in plans:
         result = results[req.request_hash]
@@ -61,7 +62,7 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, few_shot: int = 2,
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["qa_id", "doc_id", "run_id", "persona_idx", "persona", "question",
                                         "answer", "status", "reason", "request_hash"])
-    common.write_rows(db_path, STAGE, frame, key="doc_id")
+    common.write_rows(db_path, STAGE, frame, run_id=run_id, part=lo)
     return {"stage": STAGE, **common.shard_counts(frame, lo, hi)}
 
 

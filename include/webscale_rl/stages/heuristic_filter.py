@@ -23,7 +23,7 @@ from datatrove.pipeline.filters.gopher_repetition_filter import (
     get_n_grams,
 )
 
-from webscale_rl import warehouse
+from webscale_rl import staging, warehouse
 from webscale_rl.text import tokenize, words
 
 STAGE = "heuristic_filter"
@@ -184,8 +184,7 @@ def filter_shard(
         rows.append(row)
     frame = pd.DataFrame(rows, columns=["doc_id", "run_id", "status", "reason", "value",
                                         "threshold", "duplicate_of", "failed_rules"])
-    with warehouse.write(db_path) as con:
-        warehouse.replace_rows(con, STAGE, frame)
+    staging.write_shard(db_path, STAGE, frame, run_id=run_id, stage=STAGE, part=lo)
     kept = int((frame["status"] == "kept").sum()) if len(frame) else 0
     return {"shard": [lo, hi], "docs": len(frame), "kept": kept, "rejected": len(frame) - kept}
 

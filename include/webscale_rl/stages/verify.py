@@ -78,7 +78,7 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, max_answer_words: 
             requests[row.qa_id] = req
             out["request_hash"] = req.request_hash
         rows.append(out)
-    results = common.call_llm(settings, db_path, run_id, list(requests.values()))
+    results = common.call_llm(settings, db_path, run_id, list(requests.values()), shard=lo)
     for out in rows:
         req = requests.get(out["qa_id"])
         if req is None:
@@ -94,7 +94,7 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, max_answer_words: 
                    correct=v["correct"], leakage=v["leakage"], rationale=v["reason"])
     frame = pd.DataFrame(rows, columns=["qa_id", "doc_id", "run_id", "status", "reason", "context_ok",
                                         "correct", "leakage", "rationale", "request_hash"])
-    common.write_rows(db_path, STAGE, frame, key="qa_id")
+    common.write_rows(db_path, STAGE, frame, run_id=run_id, part=lo)
     return {"stage": STAGE, **common.shard_counts(frame, lo, hi)}
 
 

@@ -1,0 +1,111 @@
+"""Staged writes: how stage shards on other hosts reach the warehouse.
+
+DuckDB is one file guarded by a local file lock: safe for processes on one machine, not
+over a network filesystem. When WEBSCALE_RL_STAGING_DIR is set (shared storage every
+worker mounts), shard tasks never write the warehouse: each writes its rows as Parquet
+under <staging>/<run>/<stage>/<table>/, and the stage's gate task, which runs on the
+warehouse host (queue WEBSCALE_RL_WAREHOUSE_QUEUE), commits them in one transaction
+before validating. Without the setting, shards write the warehouse directly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+
+import pandas as pd
+
+from webscale_rl import warehouse
+
+ENV = "WEBSCALE_RL_STAGING_DIR"
+# The key each staged table is replaced by (generate: a document's pairs as a whole) and
+# its primary key (one row per value when attempts overlap).
+KEYS = {"heuristic_filter": "doc_id", "llm_filter": "doc_id", "classify": "doc_id", "generate": "doc_id",
+        "verify": "qa_id", "llm_calls": "request_hash"}
+PRIMARY_KEYS = {**KEYS, "generate": "qa_id"}
+
+
+def staging_dir() -> Path | None:
+    value = os.environ.get(ENV, "").strip()
+    return Path(value).expanduser().resolve() if value else None
+
+
+def _run_folder(run_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
+
+
+def stage_path(run_id: str, stage: str) -> Path:
+    return staging_dir() / _run_folder(run_id) / stage
+
+
+def write_shard(db_path: Path, table: str, frame: pd.DataFrame, *, run_id: str, stage: str, part: str,
+                unique_part: bool = False) -> None:
+    """Write a shard's rows: to the warehouse directly, or (staged) to its own Parquet file.
+
+    A stage table's part is the shard, so a retried shard replaces its file; ledger parts
+    are unique per flush, so every finished call of every attempt is kept."""
+    if staging_dir() is None:
+        with warehouse.write(db_path) as con:
+            warehouse.replace_rows(con, table, frame, key=KEYS[table])
+        return
+    folder = stage_path(run_id, stage) / table
+    folder.mkdir(parents=True, exist_ok=True)
+    name = f"{part}-{uuid.uuid4().hex[:12]}" if unique_part else part
+    tmp = folder / f".{name}.parquet.tmp"
+    frame.to_parquet(tmp, index=False)
+    tmp.rename(folder / f"{name}.parquet")  # atomic: a reader never sees half a file
+
+
+def staged_successes(run_id: str, stage: str, hashes: list[str]) -> dict[str, dict]:
+    """Ledger successes staged by earlier attempts of this stage (not committed yet)."""
+    if staging_dir() is None or not hashes:
+        return {}
+    folder = stage_path(run_id, stage) / "llm_calls"
+    files = sorted(str(p) for p in folder.glob("*.parquet")) if folder.exists() else []
+    if not files:
+        return {}
+    import json
+
+    import duckdb
+
+    con = duckdb.connect()
+    try:
+        con.register("_hashes", pd.DataFrame({"request_hash": hashes}))
+        rows = con.execute(
+            "SELECT request_hash, result, raw, prompt_tokens, completion_tokens FROM read_parquet(?, union_by_name = true) "
+            "WHERE status = 'success' AND request_hash IN (SELECT request_hash FROM _hashes)", [files]
+        ).fetchall()
+    finally:
+        con.close()
+    return {h: {"result": json.loads(r), "raw": raw, "prompt_tokens": p, "completion_tokens": c}
+            for h, r, raw, p, c in rows}
+
+
+def commit(db_path: Path, run_id: str, stage: str) -> dict[str, int]:
+    """Load a stage's staged Parquet into the warehouse in one transaction, then remove it.
+    Idempotent: rows replace rows with the same key. Returns rows committed per table."""
+    if staging_dir() is None:
+        return {}
+    folder = stage_path(run_id, stage)
+    if not folder.exists():
+        return {}
+    committed: dict[str, int] = {}
+    with warehouse.write(db_path) as con:
+        for table_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
+            table = table_dir.name
+            files = sorted(str(p) for p in table_dir.glob("*.parquet"))
+            if not files:
+                continue
+            # One row per primary key: for the ledger a success wins over a failed attempt.
+            order = "(status = 'success') DESC, filename DESC" if table == "llm_calls" else "filename DESC"
+            frame = con.execute(
+                f"SELECT * EXCLUDE (filename) FROM read_parquet(?, union_by_name = true, filename = true) "
+                f"QUALIFY row_number() OVER (PARTITION BY {PRIMARY_KEYS[table]} ORDER BY {order}) = 1",
+                [files],
+            ).df()
+            committed[table] = warehouse.replace_rows(con, table, frame, key=KEYS[table])
+    shutil.rmtree(folder)
+    return committed

@@ -1,0 +1,76 @@
+"""Staged writes for shard workers on other hosts: shards write Parquet, never the
+warehouse; the stage's gate commits them; results equal the direct path."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import duckdb
+import pytest
+from airflow.dag_processing.dagbag import DagBag
+
+from conftest import ROOT, SAMPLE_DIR
+from support.fake_llm import FakeLLM
+from webscale_rl import staging
+from webscale_rl.llm import LLMSettings
+from webscale_rl.stages import heuristic_filter, llm_filter
+from webscale_rl.stages.ingest import ingest_files
+
+
+def count(db, sql) -> int:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(sql).fetchall()[0][0]
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def staged(tmp_path, monkeypatch):
+    monkeypatch.setenv(staging.ENV, str(tmp_path / "shared-staging"))
+    return tmp_path / "shared-staging"
+
+
+def test_shards_stage_parquet_and_the_commit_loads_it_once(tmp_path, staged):
+    db = tmp_path / "w.duckdb"
+    ingest_files([SAMPLE_DIR / "docs_stem.jsonl"], db_path=db, run_id="r:1", ingested_at=datetime(2026, 1, 1, tzinfo=UTC))
+    for lo, hi in (("00000000", "80000000"), ("80000000", None)):
+        heuristic_filter.filter_shard(db, "r:1", lo, hi)
+    heuristic_filter.filter_shard(db, "r:1", "00000000", "80000000")  # a retried shard replaces its file
+    assert count(db, "SELECT count(*) FROM heuristic_filter") == 0, "a shard wrote the warehouse"
+    files = sorted(p.name for p in (staged / "r_1" / "heuristic_filter" / "heuristic_filter").glob("*.parquet"))
+    assert files == ["00000000.parquet", "80000000.parquet"]
+    assert staging.commit(db, "r:1", "heuristic_filter") == {"heuristic_filter": 18}
+    assert count(db, "SELECT count(DISTINCT doc_id) FROM heuristic_filter") == 18
+    assert not (staged / "r_1" / "heuristic_filter").exists()
+    assert staging.commit(db, "r:1", "heuristic_filter") == {}  # nothing left: a second commit is a no-op
+
+    with FakeLLM() as server:
+        settings = LLMSettings(base_url=server.base_url)
+        llm_filter.run_shard(db, "r:1", "00000000", None, settings)
+        assert count(db, "SELECT count(*) FROM llm_calls") == 0
+        sent = server.stats["requests"]
+        llm_filter.run_shard(db, "r:1", "00000000", None, settings)  # retry: answered from staged ledger
+        assert server.stats["requests"] == sent
+    committed = staging.commit(db, "r:1", "llm_filter")
+    assert committed == {"llm_calls": 18, "llm_filter": 18}
+    assert count(db, "SELECT count(*) FROM llm_calls WHERE status = 'success'") == 18
+
+
+def test_dag_with_staged_writes_gives_the_same_result_as_direct_writes(sample_data_dir, fake_llm, staged):
+    dag = DagBag(dag_folder=str(ROOT / "dags")).dags["webscale_rl"]
+    run = dag.test(run_conf={"corpus": "sample", "shard_size": 20})
+    assert str(run.state) == "success"
+    db = sample_data_dir / "warehouse.duckdb"
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        outcomes = dict(con.execute("SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL").fetchall())
+        tokens = con.execute("SELECT sum(prompt_tokens) FROM llm_calls").fetchall()[0][0]
+        counts = json.loads(con.execute("SELECT counts FROM runs").fetchall()[0][0])
+    finally:
+        con.close()
+    assert outcomes == {"accepted": 60, "rejected": 16}  # as in the direct-write end-to-end test
+    assert tokens == fake_llm.stats["prompt_tokens"]
+    assert counts["export"]["pairs"] > 100
+    assert not any(p.suffix == ".parquet" for p in staged.rglob("*")), "staged files left uncommitted"
