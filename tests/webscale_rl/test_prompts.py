@@ -49,6 +49,13 @@ def test_demo_library_covers_every_domain_and_draws_deterministically():
         assert len(d["answer"].split()) <= 5
 
 
+def test_generate_schemas_bound_the_answer_so_constrained_decoding_keeps_it_short():
+    # llama.cpp/vLLM turn maxLength into the grammar: even a small model cannot ramble.
+    assert prompts.load("generate").schema["properties"]["answer"]["maxLength"] == 60
+    pair = prompts.load("generate_batch").schema["properties"]["pairs"]["items"]["properties"]["answer"]
+    assert pair["maxLength"] == 60
+
+
 def test_schema_variants_follow_the_params():
     assert prompts.classify_schema(2)["properties"]["personas"]["maxItems"] == 2
     batch = prompts.generate_batch_schema(3)["properties"]["pairs"]
