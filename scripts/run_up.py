@@ -8,6 +8,7 @@ Airflow component, then the LLM server is stopped by its PID).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -19,6 +20,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "tests"))
+
+
+def stop_standalone(standalone: subprocess.Popen) -> None:
+    """airflow standalone stops cleanly when each component gets SIGINT first and the
+    parent SIGTERM after (a SIGINT to the parent alone leaves it waiting)."""
+    import psutil
+
+    for child in psutil.Process(standalone.pid).children():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(signal.SIGINT)
+    time.sleep(3)
+    standalone.terminate()
+    try:
+        standalone.wait(60)
+    except subprocess.TimeoutExpired:
+        os.killpg(standalone.pid, signal.SIGKILL)
+        standalone.wait(10)
 
 
 def main() -> int:
@@ -60,13 +78,7 @@ def main() -> int:
             time.sleep(0.5)
     finally:
         if standalone.poll() is None:
-            # airflow standalone stops cleanly when each component gets SIGINT first.
-            os.killpg(standalone.pid, signal.SIGINT)
-            try:
-                standalone.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(standalone.pid, signal.SIGTERM)
-                standalone.wait(30)
+            stop_standalone(standalone)
         if llm is not None:
             llm.stop()
         pid_file.unlink(missing_ok=True)
