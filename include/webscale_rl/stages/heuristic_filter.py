@@ -24,6 +24,7 @@ from datatrove.pipeline.filters.gopher_repetition_filter import (
 )
 
 from webscale_rl import staging, warehouse
+from webscale_rl.stages import common
 from webscale_rl.text import tokenize, words
 
 STAGE = "heuristic_filter"
@@ -193,32 +194,9 @@ def filter_shard(
 
 def gate_frame(con, run_id: str) -> pd.DataFrame:
     """One row per document of the run, with its filter row (NULL status = missing row)."""
-    return con.execute(
-        """
-        SELECT r.doc_id, h.status, h.reason, h.value,
-               CASE WHEN h.status = 'kept' THEN 1 ELSE 0 END AS is_kept
-        FROM run_docs r LEFT JOIN heuristic_filter h USING (doc_id)
-        WHERE r.run_id = ? ORDER BY r.doc_id
-        """,
-        [run_id],
-    ).df()
+    return common.doc_gate_frame(con, run_id, STAGE, previous=None, columns="s.value")
 
 
 def gate_expectations(min_kept_rate: float, max_kept_rate: float, rows: int) -> list:
-    import great_expectations.expectations as gxe
-
-    rejected = {"row_condition": 'status!="kept"', "condition_parser": "pandas"}
-    suite = [
-        gxe.ExpectColumnValuesToNotBeNull(column="doc_id"),
-        gxe.ExpectColumnValuesToBeUnique(column="doc_id"),
-        # A NULL status means a document of the run has no filter row: a shard was lost.
-        gxe.ExpectColumnValuesToNotBeNull(column="status"),
-        gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(warehouse.STATUSES)),
-        gxe.ExpectColumnValuesToNotBeNull(column="reason", **rejected),
-        gxe.ExpectColumnValuesToBeInSet(
-            column="reason", value_set=[r.name for r in DEFAULT_RULES] + ["exact_duplicate"], **rejected
-        ),
-    ]
-    if rows:
-        suite.append(gxe.ExpectColumnMeanToBeBetween(column="is_kept", min_value=min_kept_rate, max_value=max_kept_rate))
-    return suite
+    return common.status_expectations(rows, reasons=[r.name for r in DEFAULT_RULES] + ["exact_duplicate"],
+                                      min_kept_rate=min_kept_rate, max_kept_rate=max_kept_rate)
