@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import glob
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 CORPUS_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+
+
+def run_folder_name(run_id: str) -> str:
+    """A folder name for a run: Airflow run ids hold ':' and '+'."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
 
 
 class ConfigError(ValueError):

@@ -11,7 +11,6 @@ before validating. Without the setting, shards write the warehouse directly.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import uuid
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from webscale_rl import warehouse
+from webscale_rl.config import run_folder_name
 
 ENV = "WEBSCALE_RL_STAGING_DIR"
 # The key each staged table is replaced by (generate: a document's pairs as a whole) and
@@ -33,12 +33,8 @@ def staging_dir() -> Path | None:
     return Path(value).expanduser().resolve() if value else None
 
 
-def _run_folder(run_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
-
-
 def stage_path(run_id: str, stage: str) -> Path:
-    return staging_dir() / _run_folder(run_id) / stage
+    return staging_dir() / run_folder_name(run_id) / stage
 
 
 def write_shard(db_path: Path, table: str, frame: pd.DataFrame, *, run_id: str, stage: str, part: str,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from webscale_rl import warehouse
+from webscale_rl.config import run_folder_name
 
 ANSWER_INSTRUCTION = "Think briefly, then give your final answer on the last line as \"Answer: <answer>\"."
 DATA_SOURCE = "webscale_rl"
@@ -42,11 +42,6 @@ ORDER BY g.qa_id
 """
 
 
-def export_dir_name(run_id: str) -> str:
-    """Airflow run ids hold ':' and '+'; keep a portable folder name."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
-
-
 def split_of(qa_id: str, val_fraction: float) -> str:
     return "val" if int(qa_id[:8], 16) / 16**8 < val_fraction else "train"
 
@@ -58,7 +53,7 @@ def _sha256(path: Path) -> str:
 def export_run(db_path: Path, exports_dir: Path, run_id: str, val_fraction: float = 0.1) -> dict:
     with warehouse.read(db_path) as con:
         pairs = con.execute(ACCEPTED_SQL, [run_id]).df().to_dict("records")
-    target = exports_dir / export_dir_name(run_id)
+    target = exports_dir / run_folder_name(run_id)
     tmp = exports_dir / f".{target.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
