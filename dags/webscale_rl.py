@@ -9,9 +9,13 @@ the link to its Data Docs page (`$WEBSCALE_RL_DATA_DIR/data_docs/index.html`).
 
 Stages: **ingest** (JSONL / Parquet; bad records land in `ingest_errors`) →
 **heuristic filter** (minimum length, Gopher / FineWeb / C4 rules, exact duplicates) →
-**LLM filter** → **classify** (domain + personas) → **generate** (one QA pair per persona)
-→ **verify** (rule checks, then context / correctness / leakage) → **export** (verl
-Parquet + JSONL, published as the `webscale_rl_export` Asset). Stages are mapped over
+**near-dedup** (MinHash LSH against every document kept so far) → **LLM filter** →
+**classify** (domain + personas) → **generate** (one QA pair per persona) → **verify**
+(rule checks, then context / correctness / leakage) → **decontaminate** (13-gram overlap
+with HumanEval and the files in the benchmarks dir; near-identical questions collapsed) →
+**dataset gate** → **export** (verl Parquet + JSONL, published as the `webscale_rl_export`
+Asset) → **dataset card** (`card.md`, `report.html`, `audit.csv` beside the export).
+Stages are mapped over
 doc_id-range shards; LLM shard tasks run in the `llm` pool and call the server named by
 the `llm_default` connection. `doc_outcomes` gives one row per document, `llm_calls` is
 the call ledger (a successful call is never paid twice).
@@ -84,6 +88,9 @@ def _fail_fast(exc: Exception):
                                          title="Gate: max heuristic kept rate"),
         "heuristic_rule_overrides": Param({}, type="object", title="Heuristic rule overrides",
                                           description='{"rule_name": threshold}; null disables a rule.'),
+        "near_dup_threshold": Param(0.7, type="number", minimum=0.3, maximum=1, title="Near-duplicate threshold",
+                                    description="Estimated Jaccard of 5-word shingles at or above which a document "
+                                                "is a near-duplicate of one kept before (0.7 catches ~3% edits)."),
         "max_personas": Param(3, type="integer", minimum=1, maximum=10, title="Personas per document"),
         "few_shot": Param(2, type="integer", minimum=0, maximum=4, title="Few-shot demonstrations"),
         "generate_mode": Param("per_persona", type="string", enum=["per_persona", "batched"],
@@ -101,6 +108,19 @@ def _fail_fast(exc: Exception):
                                           title="Gate: min LLM-filter kept rate"),
         "min_accepted_rate": Param(0.0, type="number", minimum=0, maximum=1,
                                    title="Gate: min share of generated pairs accepted by verify"),
+        "builtin_benchmarks": Param(["humaneval"], type="array", items={"type": "string", "enum": ["humaneval"]},
+                                    title="Built-in benchmarks",
+                                    description="Benchmarks shipped with installed packages to decontaminate against, "
+                                                "besides the files in WEBSCALE_RL_BENCHMARKS_DIR."),
+        "decontam_ngram": Param(13, type="integer", minimum=5, maximum=50, title="Decontamination n-gram (words)"),
+        "decontaminate_documents": Param(False, type="boolean", title="Decontaminate source documents too",
+                                         description="Also reject pairs whose source document overlaps a benchmark."),
+        "question_dup_threshold": Param(0.8, type="number", minimum=0.3, maximum=1,
+                                        title="Duplicate-question threshold",
+                                        description="Jaccard of word 1+2-grams at or above which questions collapse."),
+        "min_accepted_pairs": Param(1, type="integer", minimum=0, title="Gate: min accepted pairs",
+                                    description="The dataset gate fails a run with new documents but fewer pairs."),
+        "audit_per_stratum": Param(3, type="integer", minimum=0, title="Audit sample per domain and verdict"),
         "val_fraction": Param(0.1, type="number", minimum=0, maximum=1, title="Validation share of the export"),
     },
 )
@@ -176,6 +196,33 @@ def webscale_rl():
         except gates.GateFailed as exc:
             raise _fail_fast(exc) from exc
 
+    @task(queue=WAREHOUSE_QUEUE)
+    def near_dedup(run: dict, _gate: dict) -> dict:
+        from webscale_rl import pipeline
+
+        return pipeline.run_near_dedup(run)
+
+    @task(queue=WAREHOUSE_QUEUE)
+    def decontaminate(run: dict, _gate: dict) -> dict:
+        from webscale_rl import pipeline
+        from webscale_rl.config import ConfigError
+
+        try:
+            return pipeline.run_decontaminate(run)
+        except ConfigError as exc:  # an unreadable benchmark file: say which and stop
+            raise _fail_fast(exc) from exc
+
+    @task(queue=WAREHOUSE_QUEUE)
+    def gate(run: dict, stage: str, _result: dict) -> dict:
+        from webscale_rl import gates, pipeline
+
+        gate_fn = {"near_dedup": pipeline.gate_near_dedup, "decontaminate": pipeline.gate_decontaminate,
+                   "dataset": pipeline.gate_dataset}[stage]
+        try:
+            return gate_fn(run)
+        except gates.GateFailed as exc:
+            raise _fail_fast(exc) from exc
+
     @task(outlets=[EXPORT_ASSET], queue=WAREHOUSE_QUEUE)
     def export(run: dict, _gate: dict) -> dict:
         from webscale_rl import pipeline
@@ -183,7 +230,13 @@ def webscale_rl():
         return pipeline.run_export(run)
 
     @task(queue=WAREHOUSE_QUEUE)
-    def finalize_run(run: dict, ingested: dict, exported: dict) -> dict:
+    def dataset_card(run: dict, _exported: dict) -> dict:
+        from webscale_rl import pipeline
+
+        return pipeline.run_dataset_card(run)
+
+    @task(queue=WAREHOUSE_QUEUE)
+    def finalize_run(run: dict, ingested: dict, exported: dict, _card: dict) -> dict:
         from webscale_rl import pipeline
 
         return pipeline.finalize_run(run, ingested, exported)
@@ -194,11 +247,15 @@ def webscale_rl():
     shards = plan_shards(run, ingest_ok)
     filtered = heuristic_filter.partial(run=run).expand(shard=shards)
     gate_ok = gate_heuristic_filter(run, filtered)
+    gate_ok = gate.override(task_id="gate_near_dedup")(run, "near_dedup", near_dedup(run, gate_ok))
     for stage in LLM_STAGES:
         results = llm_stage.override(task_id=stage).partial(
             run=run, stage=stage, _previous_gate=gate_ok).expand(shard=shards)
         gate_ok = gate_llm_stage.override(task_id=f"gate_{stage}")(run, stage, results)
-    finalize_run(run, ingested, export(run, gate_ok))
+    gate_ok = gate.override(task_id="gate_decontaminate")(run, "decontaminate", decontaminate(run, gate_ok))
+    dataset_ok = gate.override(task_id="gate_dataset")(run, "dataset", gate_ok)
+    exported = export(run, dataset_ok)
+    finalize_run(run, ingested, exported, dataset_card(run, exported))
 
 
 webscale_rl()

@@ -25,6 +25,7 @@ class Settings:
     data_dir: Path
     db_path: Path
     allowed_roots: tuple[Path, ...]
+    benchmarks_dir: Path | None = None
 
     @property
     def data_docs_dir(self) -> Path:
@@ -36,7 +37,9 @@ class Settings:
 
 
 def load_settings() -> Settings:
-    """Read WEBSCALE_RL_DATA_DIR (default ./data), WEBSCALE_RL_DB and WEBSCALE_RL_ALLOWED_ROOTS.
+    """Read WEBSCALE_RL_DATA_DIR (default ./data), WEBSCALE_RL_DB, WEBSCALE_RL_ALLOWED_ROOTS and
+    WEBSCALE_RL_BENCHMARKS_DIR (evaluation sets to decontaminate against; default
+    $WEBSCALE_RL_DATA_DIR/benchmarks, read when it exists).
 
     Extra allowed roots (os.pathsep-separated) let a deployment read corpora from a
     mounted volume outside the data dir; nothing else outside them is ever read.
@@ -49,7 +52,10 @@ def load_settings() -> Settings:
         for p in os.environ.get("WEBSCALE_RL_ALLOWED_ROOTS", "").split(os.pathsep)
         if p.strip()
     ]
-    return Settings(data_dir=data_dir, db_path=db_path, allowed_roots=(data_dir, *extra))
+    bench_env = os.environ.get("WEBSCALE_RL_BENCHMARKS_DIR", "").strip()
+    benchmarks_dir = Path(bench_env).expanduser().resolve() if bench_env else data_dir / "benchmarks"
+    return Settings(data_dir=data_dir, db_path=db_path, allowed_roots=(data_dir, *extra),
+                    benchmarks_dir=benchmarks_dir)
 
 
 def _is_corpus_file(path: Path) -> bool:

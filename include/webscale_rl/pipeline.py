@@ -14,16 +14,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from webscale_rl import gates, staging, warehouse
+from webscale_rl import card, gates, staging, warehouse
 from webscale_rl.config import ConfigError, Settings, load_settings, resolve_corpus
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import (
     classify,
+    decontaminate,
     export,
     generate,
     heuristic_filter,
     ingest,
     llm_filter,
+    near_dedup,
     verify,
 )
 
@@ -45,6 +47,7 @@ class RunParams:
     min_heuristic_kept_rate: float = 0.05
     max_heuristic_kept_rate: float = 1.0
     heuristic_rule_overrides: dict = field(default_factory=dict)
+    near_dup_threshold: float = near_dedup.DEFAULT_THRESHOLD
     max_personas: int = 3
     few_shot: int = 2
     generate_mode: str = "per_persona"
@@ -53,6 +56,12 @@ class RunParams:
     max_llm_failed_rate: float = 0.2
     min_llm_filter_kept_rate: float = 0.0
     min_accepted_rate: float = 0.0
+    builtin_benchmarks: list = field(default_factory=lambda: list(decontaminate.BUILTIN_BENCHMARKS))
+    decontam_ngram: int = decontaminate.DEFAULT_NGRAM
+    decontaminate_documents: bool = False
+    question_dup_threshold: float = decontaminate.DEFAULT_QUESTION_THRESHOLD
+    min_accepted_pairs: int = 1
+    audit_per_stratum: int = 3
     val_fraction: float = 0.1
 
     @classmethod
@@ -67,7 +76,8 @@ class RunParams:
         def bad(name: str, why: str) -> ConfigError:
             return ConfigError(f"param '{name}' {why}")
 
-        for name in ("max_docs", "shard_size", "max_doc_chars", "max_personas", "few_shot", "max_answer_words"):
+        for name in ("max_docs", "shard_size", "max_doc_chars", "max_personas", "few_shot", "max_answer_words",
+                     "decontam_ngram", "min_accepted_pairs", "audit_per_stratum"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool):
                 raise bad(name, f"must be an integer, got {value!r}")
@@ -92,10 +102,24 @@ class RunParams:
             raise bad("models", f"must be an object mapping stages {list(llm_stages)} to model names, "
                                 f"got {self.models!r}")
         for name in ("max_ingest_error_rate", "min_heuristic_kept_rate", "max_heuristic_kept_rate",
-                     "max_llm_failed_rate", "min_llm_filter_kept_rate", "min_accepted_rate", "val_fraction"):
+                     "max_llm_failed_rate", "min_llm_filter_kept_rate", "min_accepted_rate", "val_fraction",
+                     "near_dup_threshold", "question_dup_threshold"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
                 raise bad(name, f"must be a number between 0 and 1, got {value!r}")
+        for name in ("near_dup_threshold", "question_dup_threshold"):
+            if not 0.3 <= getattr(self, name) <= 1.0:
+                raise bad(name, f"must be between 0.3 and 1.0 (lower merges unrelated texts), got {getattr(self, name)}")
+        if not 5 <= self.decontam_ngram <= 50:
+            raise bad("decontam_ngram", f"must be between 5 and 50 words (13 is lm-eval-harness's), got {self.decontam_ngram}")
+        if self.min_accepted_pairs < 0 or self.audit_per_stratum < 0:
+            raise bad("min_accepted_pairs" if self.min_accepted_pairs < 0 else "audit_per_stratum", "must be >= 0")
+        if not isinstance(self.decontaminate_documents, bool):
+            raise bad("decontaminate_documents", f"must be true or false, got {self.decontaminate_documents!r}")
+        if not isinstance(self.builtin_benchmarks, list) or set(self.builtin_benchmarks) - set(
+                decontaminate.BUILTIN_BENCHMARKS):
+            raise bad("builtin_benchmarks", f"must be a list drawn from {list(decontaminate.BUILTIN_BENCHMARKS)}, "
+                                            f"got {self.builtin_benchmarks!r}")
         if self.min_heuristic_kept_rate > self.max_heuristic_kept_rate:
             raise bad("min_heuristic_kept_rate", "must not exceed max_heuristic_kept_rate")
         if not isinstance(self.heuristic_rule_overrides, dict):
@@ -220,6 +244,59 @@ def gate_heuristic_filter(run: dict) -> dict:
         lambda con: heuristic_filter.gate_frame(con, run["run_id"]),
         lambda rows: heuristic_filter.gate_expectations(p.min_heuristic_kept_rate, p.max_heuristic_kept_rate, rows),
     )
+
+
+def run_near_dedup(run: dict) -> dict:
+    settings = load_settings()
+    p = RunParams.from_params(run["params"])
+    with recording_failure(settings, run["run_id"], "near_dedup"):
+        result = near_dedup.run(settings.db_path, run["run_id"], p.near_dup_threshold)
+    log.info("near_dedup: %s", json.dumps(result))
+    return result
+
+
+def gate_near_dedup(run: dict) -> dict:
+    return _gate(run, "near_dedup", lambda con: near_dedup.gate_frame(con, run["run_id"]),
+                 near_dedup.gate_expectations)
+
+
+def run_decontaminate(run: dict) -> dict:
+    settings = load_settings()
+    p = RunParams.from_params(run["params"])
+    with recording_failure(settings, run["run_id"], "decontaminate"):
+        benchmarks = decontaminate.load_benchmarks(settings.benchmarks_dir, p.builtin_benchmarks)
+        log.info("decontaminate: %d benchmark items (%s built in, files from %s), %d-grams",
+                 len(benchmarks), p.builtin_benchmarks, settings.benchmarks_dir, p.decontam_ngram)
+        result = decontaminate.run(settings.db_path, run["run_id"], benchmarks, p.decontam_ngram,
+                                   p.question_dup_threshold, p.decontaminate_documents)
+    log.info("decontaminate: %s", json.dumps(result))
+    return result
+
+
+def gate_decontaminate(run: dict) -> dict:
+    return _gate(run, "decontaminate", lambda con: decontaminate.gate_frame(con, run["run_id"]),
+                 decontaminate.gate_expectations)
+
+
+def gate_dataset(run: dict) -> dict:
+    """The final gate: what the export would write must be clean before it is written."""
+    p = RunParams.from_params(run["params"])
+    settings = load_settings()
+    with warehouse.read(settings.db_path) as con:
+        work_set = warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]])[0]
+    return _gate(run, "dataset", lambda con: export.dataset_frame(con, run["run_id"]),
+                 lambda rows: export.dataset_expectations(rows, min_pairs=p.min_accepted_pairs,
+                                                          max_answer_words=p.max_answer_words, work_set=work_set))
+
+
+def run_dataset_card(run: dict) -> dict:
+    settings = load_settings()
+    p = RunParams.from_params(run["params"])
+    with recording_failure(settings, run["run_id"], "dataset_card"):
+        result = card.write_card(settings.db_path, settings.exports_dir, run["run_id"], p.audit_per_stratum)
+    log.info("dataset card: %s/card.md and report.html; audit sample of %d pairs in audit.csv; funnel %s",
+             result["path"], result["audit_rows"], json.dumps(result["funnel"]))
+    return result
 
 
 def _status_counts(con, sql: str, run_id: str) -> dict:

@@ -47,6 +47,8 @@ def write_shard(db_path: Path, table: str, frame: pd.DataFrame, *, run_id: str, 
         with warehouse.write(db_path) as con:
             warehouse.replace_rows(con, table, frame, key=KEYS[table])
         return
+    if len(frame) == 0:  # an empty shard has nothing to commit (and Parquet needs columns)
+        return
     folder = stage_path(run_id, stage) / table
     folder.mkdir(parents=True, exist_ok=True)
     name = f"{part}-{uuid.uuid4().hex[:12]}" if unique_part else part

@@ -22,9 +22,9 @@ LOCK_TIMEOUT_S = 600.0
 
 # Document-level stages in pipeline order. Each has a table keyed by doc_id with status
 # in (kept, rejected, failed) and a reason. After them come the pair-level stages
-# (`generate`, `verify`, keyed by qa_id); the doc_outcomes view is generated from both.
-DOC_STAGES: tuple[str, ...] = ("heuristic_filter", "llm_filter", "classify")
-QA_STAGES: tuple[str, ...] = ("generate", "verify")
+# (`generate`, `verify`, `decontaminate`, keyed by qa_id); the doc_outcomes view is generated from both.
+DOC_STAGES: tuple[str, ...] = ("heuristic_filter", "near_dedup", "llm_filter", "classify")
+QA_STAGES: tuple[str, ...] = ("generate", "verify", "decontaminate")
 STATUSES = ("kept", "rejected", "failed")
 OUTCOMES = ("accepted", "rejected", "failed", "pending")
 
@@ -68,6 +68,20 @@ CREATE TABLE IF NOT EXISTS heuristic_filter (
     duplicate_of VARCHAR,                -- doc_id kept in place of an exact duplicate
     failed_rules JSON                    -- every failing rule with value and threshold
 );
+CREATE TABLE IF NOT EXISTS doc_minhash (
+    doc_id     VARCHAR PRIMARY KEY,
+    version    VARCHAR NOT NULL,         -- library, permutations, seed, shingle size
+    hashvalues BLOB NOT NULL             -- uint32 MinHash signature
+);
+CREATE TABLE IF NOT EXISTS near_dedup (
+    doc_id       VARCHAR PRIMARY KEY,
+    run_id       VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    reason       VARCHAR,                -- near_duplicate
+    duplicate_of VARCHAR,                -- the kept document it near-duplicates
+    similarity   DOUBLE,                 -- estimated Jaccard of 5-word shingles
+    threshold    DOUBLE
+);
 CREATE TABLE IF NOT EXISTS llm_filter (
     doc_id       VARCHAR PRIMARY KEY,
     run_id       VARCHAR NOT NULL,
@@ -109,6 +123,28 @@ CREATE TABLE IF NOT EXISTS verify (
     leakage      VARCHAR,
     rationale    VARCHAR,
     request_hash VARCHAR
+);
+CREATE TABLE IF NOT EXISTS decontaminate (
+    qa_id          VARCHAR PRIMARY KEY,
+    doc_id         VARCHAR NOT NULL,
+    run_id         VARCHAR NOT NULL,
+    status         VARCHAR NOT NULL,     -- kept = in the dataset
+    reason         VARCHAR,              -- benchmark_contamination | duplicate_question
+    benchmark      VARCHAR,
+    benchmark_item VARCHAR,
+    ngram          VARCHAR,              -- the overlapping benchmark n-gram
+    duplicate_of   VARCHAR,              -- qa_id of the kept near-identical question
+    similarity     DOUBLE
+);
+CREATE TABLE IF NOT EXISTS audit_labels (
+    qa_id          VARCHAR PRIMARY KEY,
+    run_id         VARCHAR NOT NULL,     -- the run whose audit sample it came from
+    correct        BOOLEAN,              -- NULL = not labelled
+    leaked         BOOLEAN,
+    self_contained BOOLEAN,
+    notes          VARCHAR,
+    source_file    VARCHAR,
+    loaded_at      TIMESTAMPTZ
 );
 CREATE TABLE IF NOT EXISTS llm_calls (
     request_hash      VARCHAR PRIMARY KEY,  -- sha256 of model + messages + params + schema
@@ -231,9 +267,9 @@ def doc_outcomes_view_sql(stages: tuple[str, ...] = DOC_STAGES) -> str:
 
     A document takes the status of the first document-level stage that did not keep it,
     or is `pending` where a stage has no row for it yet. Once every document-level stage
-    kept it, its pairs decide: `accepted` if verify kept at least one, `pending` while a
-    generated pair awaits verification (or none was generated yet), `failed` if a pair
-    failed and none was accepted, else `rejected`.
+    kept it, its pairs decide: `accepted` if at least one passed verify and decontaminate,
+    `pending` while a generated pair awaits either (or none was generated yet), `failed` if
+    a pair failed and none was accepted, else `rejected`.
     """
     joins = "\n".join(f"LEFT JOIN {s} AS s{i} ON s{i}.doc_id = d.doc_id" for i, s in enumerate(stages))
     stage_cases, outcome_cases, reason_cases = [], [], []
@@ -246,22 +282,26 @@ def doc_outcomes_view_sql(stages: tuple[str, ...] = DOC_STAGES) -> str:
 CREATE OR REPLACE VIEW doc_outcomes AS
 WITH qa AS (
     SELECT g.doc_id,
-           count(*) FILTER (WHERE v.status = 'kept') AS n_accepted,
-           count(*) FILTER (WHERE g.status = 'kept' AND v.status IS NULL) AS n_unverified,
+           count(*) FILTER (WHERE x.status = 'kept') AS n_accepted,
+           count(*) FILTER (WHERE g.status = 'kept' AND (v.status IS NULL
+                                  OR (v.status = 'kept' AND x.status IS NULL))) AS n_unverified,
            count(*) FILTER (WHERE g.status = 'failed' OR v.status = 'failed') AS n_failed,
            count(*) FILTER (WHERE g.status = 'failed') AS n_gen_failed,
-           arg_min(coalesce(v.reason, g.reason), g.persona_idx)
-               FILTER (WHERE coalesce(v.status, g.status) <> 'kept') AS first_reason
+           count(x.status) AS n_decontaminated,
+           arg_min(coalesce(x.reason, v.reason, g.reason), g.persona_idx)
+               FILTER (WHERE coalesce(x.status, v.status, g.status) <> 'kept') AS first_reason
     FROM generate g LEFT JOIN verify v ON v.qa_id = g.qa_id
+    LEFT JOIN decontaminate x ON x.qa_id = g.qa_id
     GROUP BY g.doc_id
 )
 SELECT
     d.doc_id,
     CASE {' '.join(stage_cases)}
          WHEN qa.doc_id IS NULL THEN '{stages[-1]}'
-         WHEN qa.n_accepted > 0 THEN 'verify'
+         WHEN qa.n_accepted > 0 THEN 'decontaminate'
          WHEN qa.n_unverified > 0 THEN 'generate'
          WHEN qa.n_failed > 0 AND qa.n_failed = qa.n_gen_failed THEN 'generate'
+         WHEN qa.n_decontaminated > 0 THEN 'decontaminate'
          ELSE 'verify' END AS last_stage,
     CASE {' '.join(outcome_cases)}
          WHEN qa.doc_id IS NULL THEN 'pending'

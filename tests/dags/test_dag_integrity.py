@@ -36,18 +36,21 @@ def test_webscale_rl_is_declared_as_agreed(dagbag):
     ids = {t.task_id for t in dag.tasks}
     assert {"start_run", "ingest", "gate_ingest", "plan_shards", "heuristic_filter",
             "gate_heuristic_filter", "llm_filter", "gate_llm_filter", "classify", "gate_classify",
-            "generate", "gate_generate", "verify", "gate_verify", "export", "finalize_run"} <= ids
+            "generate", "gate_generate", "verify", "gate_verify", "near_dedup", "gate_near_dedup",
+            "decontaminate", "gate_decontaminate", "gate_dataset", "export", "dataset_card", "finalize_run"} <= ids
 
 
 def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dagbag):
     dag = dagbag.dags["webscale_rl"]
-    chain = ["ingest", "heuristic_filter", "llm_filter", "classify", "generate", "verify"]
-    for stage, next_stage in zip(chain, chain[1:] + ["export"], strict=True):
+    chain = ["ingest", "heuristic_filter", "near_dedup", "llm_filter", "classify", "generate", "verify",
+             "decontaminate"]
+    for stage, next_stage in zip(chain, chain[1:] + ["gate_dataset"], strict=True):
         gate = f"gate_{stage}"
         assert gate in dag.get_task(stage).downstream_task_ids, f"{stage} is not followed by {gate}"
         assert gate in dag.get_task(next_stage).get_flat_relative_ids(upstream=True), (
             f"{next_stage} may start before {gate}")
-    assert "export" in dag.get_task("finalize_run").upstream_task_ids
+    assert dag.get_task("export").upstream_task_ids == {"start_run", "gate_dataset"}
+    assert {"export", "dataset_card"} <= dag.get_task("finalize_run").upstream_task_ids
     assert dag.get_task("export").outlets[0].name == "webscale_rl_export"
 
 
@@ -61,7 +64,8 @@ def test_warehouse_writers_can_be_routed_to_the_warehouse_host():
         capture_output=True, text=True, check=True, env=env)
     queues = json.loads(out.stdout.strip().splitlines()[-1])
     for task_id in ("start_run", "ingest", "gate_ingest", "gate_heuristic_filter", "gate_llm_filter",
-                    "gate_verify", "export", "finalize_run"):
+                    "gate_verify", "near_dedup", "decontaminate", "gate_dataset", "export", "dataset_card",
+                    "finalize_run"):
         assert queues[task_id] == "warehouse", task_id
     for task_id in ("heuristic_filter", "llm_filter", "generate", "verify"):
         assert queues[task_id] != "warehouse", task_id

@@ -1,4 +1,5 @@
-"""Export: the run's accepted pairs as verl-style Parquet (train/val) and plain JSONL.
+"""Export: the run's accepted pairs (verified, decontaminated, deduplicated) as verl-style
+Parquet (train/val) and plain JSONL.
 
 Files go to $WEBSCALE_RL_DATA_DIR/exports/<run_id>/ and are replaced as a whole
 (written to a temporary folder, then renamed), so a re-run never leaves a mix.
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 
 from webscale_rl import warehouse
 from webscale_rl.config import run_folder_name
+from webscale_rl.text import words
 
 ANSWER_INSTRUCTION = "Think briefly, then give your final answer on the last line as \"Answer: <answer>\"."
 DATA_SOURCE = "webscale_rl"
@@ -35,6 +37,7 @@ SELECT g.qa_id, g.doc_id, g.persona, g.question, g.answer, c.domain, d.url, d.so
 FROM run_docs r
 JOIN generate g ON g.doc_id = r.doc_id AND g.status = 'kept'
 JOIN verify v ON v.qa_id = g.qa_id AND v.status = 'kept'
+JOIN decontaminate x ON x.qa_id = g.qa_id AND x.status = 'kept'
 JOIN classify c ON c.doc_id = g.doc_id
 JOIN documents d ON d.doc_id = g.doc_id
 WHERE r.run_id = ?
@@ -85,3 +88,49 @@ def export_run(db_path: Path, exports_dir: Path, run_id: str, val_fraction: floa
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return {**manifest, "path": str(target)}
+
+
+# --- the final dataset gate (before anything is exported) -----------------------------------
+
+DATASET_SQL = """
+SELECT g.qa_id, g.question, g.answer, c.domain, x.benchmark, x.duplicate_of
+FROM run_docs r
+JOIN decontaminate x ON x.doc_id = r.doc_id AND x.status = 'kept'
+JOIN generate g ON g.qa_id = x.qa_id
+LEFT JOIN classify c ON c.doc_id = g.doc_id
+WHERE r.run_id = ?
+ORDER BY g.qa_id
+"""
+
+
+def dataset_frame(con, run_id: str):
+    """The pairs the export would write, with the columns the dataset gate checks (word counts
+    and the folded question with the same tokenizer the stages use)."""
+    frame = con.execute(DATASET_SQL, [run_id]).df()
+    frame["question_key"] = [" ".join(w.casefold() for w in words(q or "")) for q in frame["question"]]
+    frame["answer_chars"] = [len(a or "") for a in frame["answer"]]
+    frame["answer_words"] = [len(words(a or "")) for a in frame["answer"]]
+    return frame
+
+
+def dataset_expectations(rows: int, *, min_pairs: int, max_answer_words: int, work_set: int,
+                         max_answer_chars: int = 120) -> list:
+    """No contamination, no duplicates, a domain from the list, answers within bounds, and
+    at least `min_pairs` pairs (when the run had new documents at all)."""
+    import great_expectations.expectations as gxe
+
+    from webscale_rl.prompts import DOMAINS
+
+    suite = [
+        gxe.ExpectColumnValuesToBeUnique(column="qa_id"),
+        gxe.ExpectColumnValuesToBeUnique(column="question_key"),
+        gxe.ExpectColumnValuesToBeNull(column="benchmark"),
+        gxe.ExpectColumnValuesToBeNull(column="duplicate_of"),
+        gxe.ExpectColumnValuesToNotBeNull(column="domain"),
+        gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS)),
+        gxe.ExpectColumnValuesToBeBetween(column="answer_chars", min_value=1, max_value=max_answer_chars),
+        gxe.ExpectColumnValuesToBeBetween(column="answer_words", min_value=1, max_value=max_answer_words),
+    ]
+    if work_set:  # a run with no new documents has nothing to export and nothing to gate on
+        suite.append(gxe.ExpectTableRowCountToBeBetween(min_value=min_pairs))
+    return suite

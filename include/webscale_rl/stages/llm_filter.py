@@ -8,7 +8,7 @@ from webscale_rl.llm import LLMRequest, LLMResult, LLMSettings
 from webscale_rl.stages import common
 
 STAGE = "llm_filter"
-PREVIOUS = "heuristic_filter"
+PREVIOUS = "near_dedup"
 REASONS = ["not_qualified", *common.LLM_FAILURE_REASONS]
 
 INPUT_SQL = common.kept_docs_sql(PREVIOUS)

@@ -12,7 +12,7 @@ import pytest
 from conftest import SAMPLE_DIR
 from support.fake_llm import FakeLLM
 from webscale_rl.llm import LLMSettings
-from webscale_rl.stages import classify, generate, heuristic_filter, llm_filter, verify
+from webscale_rl.stages import classify, generate, heuristic_filter, llm_filter, near_dedup, verify
 from webscale_rl.stages.ingest import ingest_files
 from webscale_rl.stages.verify import rule_check
 
@@ -50,6 +50,7 @@ def warehouse_with_docs(tmp_path):
     ingest_files([SAMPLE_DIR / "docs_stem.jsonl"], db_path=db, run_id="r", ingested_at=datetime(2026, 1, 1, tzinfo=UTC),
                  max_docs=4)
     heuristic_filter.filter_shard(db, "r", "00000000", None)
+    near_dedup.run(db, "r")
     return db
 
 

@@ -1,0 +1,289 @@
+"""The dataset card: every run explains itself next to its export.
+
+`collect()` reads one run's numbers from the warehouse (the funnel, pass rate and
+rejection reasons per stage with examples, distributions, the token ledger, the source
+tokens behind the accepted pairs, params, models and the human audit), and the renderers
+turn them into `card.md` and a self-contained `report.html` (plots as embedded PNGs, no
+network access needed to view it).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+from webscale_rl import audit, warehouse
+from webscale_rl.config import run_folder_name
+
+DOC_STAGE_LABELS = {
+    "heuristic_filter": "kept by the heuristic filter",
+    "near_dedup": "kept by near-duplicate removal",
+    "llm_filter": "kept by the LLM filter",
+    "classify": "classified (domain + personas)",
+}
+QA_STAGE_LABELS = {
+    "generate": "QA pairs generated",
+    "verify": "pairs accepted by verify",
+    "decontaminate": "pairs in the dataset (decontaminated, deduplicated)",
+}
+EXAMPLES_PER_REASON = 2
+
+
+def _stage_rows(con, run_id: str, stage: str) -> tuple[int, dict[str, int]]:
+    """(inputs, counts by status) of a stage for the run's work set."""
+    rows = con.execute(
+        f"SELECT s.status, count(*) FROM run_docs r JOIN {stage} s USING (doc_id) WHERE r.run_id = ? GROUP BY ALL",
+        [run_id]).fetchall()
+    by_status = {status: n for status, n in rows}
+    return sum(by_status.values()), by_status
+
+
+def funnel(con, run_id: str) -> list[dict]:
+    """Docs in, then what each stage kept; then pairs generated, verified and accepted."""
+    steps = [{"step": "documents in (new in this run)", "unit": "docs", "count": warehouse.one(
+        con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[0]}]
+    for stage, label in DOC_STAGE_LABELS.items():
+        _, by_status = _stage_rows(con, run_id, stage)
+        steps.append({"step": label, "unit": "docs", "stage": stage, "count": by_status.get("kept", 0)})
+    for stage, label in QA_STAGE_LABELS.items():
+        _, by_status = _stage_rows(con, run_id, stage)
+        steps.append({"step": label, "unit": "pairs", "stage": stage, "count": by_status.get("kept", 0)})
+    steps.append({"step": "documents with an accepted pair", "unit": "docs", "count": warehouse.one(
+        con, """SELECT count(DISTINCT x.doc_id) FROM run_docs r JOIN decontaminate x USING (doc_id)
+                WHERE r.run_id = ? AND x.status = 'kept'""", [run_id])[0]})
+    return steps
+
+
+def _examples_sql(stage: str) -> str:
+    if stage in warehouse.DOC_STAGES:
+        return f"""SELECT s.reason, s.doc_id AS id, left(d.text, 160) AS example FROM run_docs r
+                   JOIN {stage} s USING (doc_id) JOIN documents d ON d.doc_id = s.doc_id
+                   WHERE r.run_id = ? AND s.status <> 'kept'"""
+    return f"""SELECT s.reason, s.qa_id AS id,
+                      'Q: ' || left(coalesce(g.question, ''), 140) || ' | A: ' || coalesce(g.answer, '') AS example
+               FROM run_docs r JOIN {stage} s USING (doc_id) JOIN generate g ON g.qa_id = s.qa_id
+               WHERE r.run_id = ? AND s.status <> 'kept'"""
+
+
+def stage_table(con, run_id: str) -> list[dict]:
+    """Per stage: inputs, kept, rejected, failed, pass rate, and reasons with two examples each."""
+    out = []
+    for stage in warehouse.DOC_STAGES + warehouse.QA_STAGES:
+        inputs, by_status = _stage_rows(con, run_id, stage)
+        reasons = con.execute(
+            f"""WITH x AS ({_examples_sql(stage)})
+                SELECT reason, count(*) AS n,
+                       list({{'id': id, 'example': example}} ORDER BY id)[1:{EXAMPLES_PER_REASON}] AS examples
+                FROM x GROUP BY reason ORDER BY n DESC, reason""", [run_id]).fetchall()
+        out.append({
+            "stage": stage, "unit": "pairs" if stage in warehouse.QA_STAGES else "docs", "inputs": inputs,
+            "kept": by_status.get("kept", 0), "rejected": by_status.get("rejected", 0),
+            "failed": by_status.get("failed", 0),
+            "pass_rate": round(by_status.get("kept", 0) / inputs, 4) if inputs else None,
+            "reasons": [{"reason": r, "count": n, "examples": list(ex)} for r, n, ex in reasons],
+        })
+    return out
+
+
+ACCEPTED_SQL = """
+SELECT g.qa_id, g.doc_id, g.persona, g.answer, c.domain FROM run_docs r
+JOIN decontaminate x ON x.doc_id = r.doc_id AND x.status = 'kept'
+JOIN generate g ON g.qa_id = x.qa_id
+JOIN classify c ON c.doc_id = g.doc_id
+WHERE r.run_id = ?
+"""
+
+
+def distributions(con, run_id: str) -> dict:
+    domains = con.execute(f"SELECT domain, count(*) FROM ({ACCEPTED_SQL}) GROUP BY ALL ORDER BY 2 DESC, 1",
+                          [run_id]).fetchall()
+    personas = con.execute(f"SELECT persona, count(*) FROM ({ACCEPTED_SQL}) GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 15",
+                           [run_id]).fetchall()
+    answers = [a for (a,) in con.execute(f"SELECT answer FROM ({ACCEPTED_SQL}) ORDER BY qa_id", [run_id]).fetchall()]
+    lengths = [len(a.split()) for a in answers]
+    length_hist: dict[int, int] = {}
+    for n in lengths:
+        length_hist[n] = length_hist.get(n, 0) + 1
+    return {"domains": dict(domains), "personas": dict(personas),
+            "answer_words": dict(sorted(length_hist.items())),
+            "answer_chars_max": max((len(a) for a in answers), default=0)}
+
+
+def ledger(con, run_id: str, accepted_pairs: int) -> dict:
+    stages = {
+        stage: {"calls": calls, "failed": failed, "retries": attempts - calls, "prompt_tokens": pt,
+                "completion_tokens": ct, "models": sorted(models)}
+        for stage, calls, failed, attempts, pt, ct, models in con.execute(
+            """SELECT stage, count(*), count(*) FILTER (WHERE status <> 'success'),
+                      coalesce(sum(attempts), 0)::BIGINT, coalesce(sum(prompt_tokens), 0)::BIGINT,
+                      coalesce(sum(completion_tokens), 0)::BIGINT, list(DISTINCT model)
+               FROM llm_calls WHERE run_id = ? GROUP BY ALL ORDER BY ALL""", [run_id]).fetchall()
+    }
+    total = sum(s["prompt_tokens"] + s["completion_tokens"] for s in stages.values())
+    return {"stages": stages, "total_tokens": total,
+            "tokens_per_accepted_pair": round(total / accepted_pairs, 1) if accepted_pairs else None}
+
+
+def collect(con, run_id: str) -> dict:
+    run = warehouse.one(con, "SELECT run_label, corpus, params, started_at, ended_at, status FROM runs WHERE run_id = ?",
+                        [run_id])
+    if run is None:
+        raise ValueError(f"run {run_id!r} is not in the warehouse")
+    steps = funnel(con, run_id)
+    accepted = steps[-2]["count"]
+    source_docs, source_tokens = warehouse.one(
+        con, """SELECT count(*), coalesce(sum(d.n_tokens), 0)::BIGINT FROM documents d
+                WHERE d.doc_id IN (SELECT x.doc_id FROM run_docs r JOIN decontaminate x USING (doc_id)
+                                   WHERE r.run_id = ? AND x.status = 'kept')""", [run_id])
+    led = ledger(con, run_id, accepted)
+    return {
+        "run_id": run_id, "run_label": run[0], "corpus": run[1], "params": json.loads(run[2]) if run[2] else {},
+        "started_at": str(run[3]) if run[3] else None, "status": run[5],
+        "funnel": steps, "stages": stage_table(con, run_id), "distributions": distributions(con, run_id),
+        "ledger": led, "accepted_pairs": accepted,
+        "source": {"documents": source_docs, "tokens": source_tokens},
+        "models": {stage: s["models"] for stage, s in led["stages"].items()},
+        "audit": audit.metrics(con, run_id),
+    }
+
+
+# --- rendering ----------------------------------------------------------------------------
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def render_markdown(card: dict) -> str:
+    lines = [f"# Dataset card: run `{card['run_id']}`", ""]
+    if card["run_label"]:
+        lines += [f"Label: {card['run_label']}", ""]
+    lines += [f"Corpus `{card['corpus']}`, started {card['started_at']}. "
+              f"**{card['accepted_pairs']} accepted pairs** from {card['source']['documents']} source documents "
+              f"({card['source']['tokens']:,} source tokens, the method's budget unit).", "",
+              "## Funnel", "", "| step | unit | count |", "|---|---|---:|"]
+    lines += [f"| {s['step']} | {s['unit']} | {s['count']} |" for s in card["funnel"]]
+    lines += ["", "## Stages", "", "| stage | unit | in | kept | rejected | failed | pass rate |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {s['stage']} | {s['unit']} | {s['inputs']} | {s['kept']} | {s['rejected']} | {s['failed']} | "
+              f"{_pct(s['pass_rate'])} |" for s in card["stages"]]
+    lines += ["", "## Rejection reasons (two examples each)", ""]
+    for s in card["stages"]:
+        for r in s["reasons"]:
+            lines.append(f"- **{s['stage']} / {r['reason']}**: {r['count']}")
+            for ex in r["examples"]:
+                text = " ".join(str(ex["example"]).split()).replace("|", "\\|")
+                lines.append(f"  - `{ex['id'][:12]}`: {text}")
+    d = card["distributions"]
+    lines += ["", "## Accepted pairs", "", "Domains: " + (", ".join(f"{k} {v}" for k, v in d["domains"].items()) or "none"),
+              "", "Top personas: " + ("; ".join(f"{k} ({v})" for k, v in d["personas"].items()) or "none"), "",
+              "Answer length (words: pairs): " + (", ".join(f"{k}: {v}" for k, v in d["answer_words"].items()) or "none"),
+              "", "## LLM token ledger", "", "| stage | models | calls | failed | retries | prompt tokens | completion tokens |",
+              "|---|---|---:|---:|---:|---:|---:|"]
+    for stage, s in card["ledger"]["stages"].items():
+        lines.append(f"| {stage} | {', '.join(s['models'])} | {s['calls']} | {s['failed']} | {s['retries']} | "
+                     f"{s['prompt_tokens']:,} | {s['completion_tokens']:,} |")
+    per_pair = card["ledger"]["tokens_per_accepted_pair"]
+    lines += ["", f"Total {card['ledger']['total_tokens']:,} tokens; "
+              f"{'n/a' if per_pair is None else f'{per_pair:,.1f}'} tokens per accepted pair.", "",
+              "## Human audit", ""]
+    lines += audit.describe(card["audit"])
+    lines += ["", "## Params", "", "```json", json.dumps(card["params"], indent=2, sort_keys=True), "```", ""]
+    return "\n".join(lines)
+
+
+def _png(fig) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def plots(card: dict) -> dict[str, str]:
+    """Base64 PNGs: funnel, domains, answer lengths, tokens per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = {}
+    charts = [
+        ("funnel", "Funnel", [s["step"] for s in card["funnel"]], [s["count"] for s in card["funnel"]], True),
+        ("domains", "Accepted pairs by domain", list(card["distributions"]["domains"]),
+         list(card["distributions"]["domains"].values()), True),
+        ("answer_words", "Answer length (words)", [str(k) for k in card["distributions"]["answer_words"]],
+         list(card["distributions"]["answer_words"].values()), False),
+        ("tokens", "LLM tokens by stage", list(card["ledger"]["stages"]),
+         [s["prompt_tokens"] + s["completion_tokens"] for s in card["ledger"]["stages"].values()], True),
+    ]
+    for key, title, labels, values, horizontal in charts:
+        fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(labels), 3) + 1) if horizontal else (7, 3))
+        if horizontal:
+            ax.barh(labels[::-1], values[::-1], color="#3b6ea8")
+        else:
+            ax.bar(labels, values, color="#3b6ea8")
+        ax.set_title(title)
+        if not labels:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
+        out[key] = _png(fig)
+        plt.close(fig)
+    return out
+
+
+def _table(headers: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(card: dict) -> str:
+    images = plots(card)
+    img = {k: f'<img class="plot" id="plot-{k}" alt="{k}" src="data:image/png;base64,{v}">' for k, v in images.items()}
+    reasons = [[s["stage"], r["reason"], r["count"], " || ".join(f"{e['id'][:12]}: {e['example']}" for e in r["examples"])]
+               for s in card["stages"] for r in s["reasons"]]
+    ledger_rows = [[stage, ", ".join(s["models"]), s["calls"], s["failed"], s["retries"], s["prompt_tokens"],
+                    s["completion_tokens"]] for stage, s in card["ledger"]["stages"].items()]
+    per_pair = card["ledger"]["tokens_per_accepted_pair"]
+    audit_lines = "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in audit.describe(card["audit"]))
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Dataset card: {html.escape(card['run_id'])}</title>
+<style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
+.plot{{max-width:100%;margin:1em 0}}.big{{font-size:1.3em}}</style></head><body>
+<h1>Dataset card: run {html.escape(card['run_id'])}</h1>
+<p class="big" id="summary"><b>{card['accepted_pairs']}</b> accepted pairs from {card['source']['documents']} source documents
+({card['source']['tokens']:,} source tokens). Corpus <code>{html.escape(str(card['corpus']))}</code>,
+label {html.escape(card['run_label'] or '-')}, started {html.escape(str(card['started_at']))}.</p>
+<h2>Funnel</h2>{_table(['step', 'unit', 'count'], [[s['step'], s['unit'], s['count']] for s in card['funnel']])}
+{img['funnel']}
+<h2>Stages</h2>{_table(['stage', 'unit', 'in', 'kept', 'rejected', 'failed', 'pass rate'],
+                       [[s['stage'], s['unit'], s['inputs'], s['kept'], s['rejected'], s['failed'], _pct(s['pass_rate'])]
+                        for s in card['stages']])}
+<h2>Rejection reasons</h2>{_table(['stage', 'reason', 'count', 'examples'], reasons)}
+<h2>Accepted pairs</h2>{img['domains']}{img['answer_words']}
+{_table(['persona', 'pairs'], [[k, v] for k, v in card['distributions']['personas'].items()])}
+<h2>LLM token ledger</h2>{_table(['stage', 'models', 'calls', 'failed', 'retries', 'prompt tokens', 'completion tokens'],
+                                 ledger_rows)}
+<p>Total {card['ledger']['total_tokens']:,} tokens; {'n/a' if per_pair is None else f'{per_pair:,.1f}'} per accepted pair.</p>
+{img['tokens']}
+<h2>Human audit</h2><ul id="audit">{audit_lines}</ul>
+<h2>Params</h2><pre>{html.escape(json.dumps(card['params'], indent=2, sort_keys=True))}</pre>
+</body></html>
+"""
+
+
+def write_card(db_path: Path, exports_dir: Path, run_id: str, audit_per_stratum: int = audit.PER_STRATUM) -> dict:
+    """Write card.md, report.html and (once) audit.csv next to the run's export."""
+    target = exports_dir / run_folder_name(run_id)
+    target.mkdir(parents=True, exist_ok=True)
+    with warehouse.read(db_path) as con:
+        card = collect(con, run_id)
+        sample = audit.sample(con, run_id, audit_per_stratum)
+    (target / "card.md").write_text(render_markdown(card), encoding="utf-8")
+    (target / "report.html").write_text(render_html(card), encoding="utf-8")
+    (target / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
+    if not (target / "audit.csv").exists():  # never overwrite a sheet someone may be filling in
+        audit.write_csv(sample, target / "audit.csv")
+    return {"path": str(target), "accepted_pairs": card["accepted_pairs"], "audit_rows": len(sample),
+            "funnel": {s["step"]: s["count"] for s in card["funnel"]}}

