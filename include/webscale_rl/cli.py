@@ -1,12 +1,18 @@
-"""Command line helpers: `python -m webscale_rl.cli summary [--run-id ID]` prints a run's funnel."""
+"""Command line helpers.
+
+    python -m webscale_rl.cli summary [--run-id ID]   # a run's funnel (default: the latest run)
+    python -m webscale_rl.cli audit-load FILE         # load a filled-in audit.csv, rewrite the cards
+    python -m webscale_rl.cli card [--run-id ID]      # rewrite a run's card.md / report.html
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from webscale_rl import warehouse
+from webscale_rl import audit, card, warehouse
 from webscale_rl.config import load_settings
 
 
@@ -57,12 +63,56 @@ def summary(run_id: str | None) -> int:
     return 0
 
 
+def _latest_run(settings) -> str | None:
+    with warehouse.read(settings.db_path) as con:
+        row = warehouse.one(con, "SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1")
+    return row[0] if row else None
+
+
+def write_card(run_id: str | None) -> int:
+    settings = load_settings()
+    run_id = run_id or _latest_run(settings)
+    if run_id is None:
+        print(f"no run found in {settings.db_path}", file=sys.stderr)
+        return 1
+    result = card.write_card(settings.db_path, settings.exports_dir, run_id)
+    print(f"card for run {run_id}: {result['path']}/card.md and report.html")
+    return 0
+
+
+def audit_load(path: Path) -> int:
+    """Load a filled-in audit sheet, then rewrite the card of each run it covers."""
+    settings = load_settings()
+    try:
+        loaded = audit.load_labels(settings.db_path, path)
+    except audit.AuditFileError as exc:
+        print(f"audit-load: {exc}", file=sys.stderr)
+        return 2
+    print(f"loaded {loaded['labelled']} labelled pair(s) from {path}")
+    for run_id in loaded["runs"]:
+        card.write_card(settings.db_path, settings.exports_dir, run_id)
+        with warehouse.read(settings.db_path) as con:
+            m = audit.metrics(con, run_id)
+        print(f"run {run_id}:")
+        for line in audit.describe(m):
+            print(f"  {line}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="webscale_rl.cli")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("summary", help="print the funnel of a run (default: the latest)")
     s.add_argument("--run-id")
+    a = sub.add_parser("audit-load", help="load a filled-in audit.csv into audit_labels and rewrite the card")
+    a.add_argument("file", type=Path)
+    c = sub.add_parser("card", help="rewrite a run's card.md and report.html (default: the latest run)")
+    c.add_argument("--run-id")
     args = parser.parse_args(argv)
+    if args.command == "audit-load":
+        return audit_load(args.file)
+    if args.command == "card":
+        return write_card(args.run_id)
     return summary(args.run_id)
 
 
