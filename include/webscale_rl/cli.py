@@ -57,6 +57,9 @@ def summary(run_id: str | None) -> int:
         per_pair = f", {total / export['pairs']:,.0f} LLM tokens per accepted pair" if export["pairs"] else ""
         print(f"  accepted pairs: {export['pairs']} ({export['train']} train / {export['val']} val){per_pair}")
         print(f"  export: {export['path']}")
+        if (Path(export["path"]) / "card.md").exists():
+            print(f"  dataset card: {export['path']}/card.md and report.html; audit sheet audit.csv "
+                  "(fill it in, then `python -m webscale_rl.cli audit-load FILE`)")
     print(f"warehouse {settings.db_path}: {totals[0]} documents, {totals[1]} ingest errors; "
           f"all outcomes {dict(outcomes_all)}")
     print(f"data docs: {settings.data_docs_dir / 'index.html'}")

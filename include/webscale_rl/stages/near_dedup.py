@@ -10,11 +10,11 @@ in arrival order (ingest_seq), so the first copy is kept and later copies are re
 with `duplicate_of` naming it and the estimated Jaccard similarity.
 
 Why 0.7 by default: with 5-word shingles a copy with a share p of its words edited has a
-Jaccard similarity of about (1-p)^5 / (2 - (1-p)^5): 0.91 at 1 %, 0.74 at 3 %, 0.60 at
-5 %, 0.39 at 10 % (measured on the sample corpus; bench/near_dedup.py re-measures it).
+Jaccard similarity of about (1-p)^5 / (2 - (1-p)^5): 0.91 at 1 %, 0.75 at 3 %, 0.63 at
+5 %, 0.42 at 10 % (bench/near_dedup.py measures it and the recall per threshold).
 FineWeb's 0.75 target would miss about half of the 3 %-edited copies, since a 128-
-permutation estimate has a standard error of ~0.04 there; 0.7 catches them while distinct
-documents of the sample stay below 0.01. Lower it (0.6) to also catch 5 % edits at the
+permutation estimate has a standard error of ~0.04 there; 0.7 catches most of them while
+distinct sample documents stay below 0.01. Lower it (0.6) to also catch 5 % edits at the
 cost of more false merges of templated pages.
 """
 
@@ -37,6 +37,10 @@ SHINGLE_WORDS = 5
 SEED = 1
 SCHEME = "affine32"  # datasketch 2.0's default, named so stored signatures stay comparable
 DEFAULT_THRESHOLD = 0.7
+# LSH band layout weighted towards recall (datasketch's default 0.5/0.5 picks 14 bands x 9
+# rows at 0.7, which makes a 0.75 pair a candidate only 2 times in 3); the estimated-
+# Jaccard check after the query keeps precision.
+LSH_WEIGHTS = (0.1, 0.9)  # (false-positive weight, false-negative weight)
 # Stored with each signature: a change of any of these makes old signatures incomparable.
 SIGNATURE_VERSION = f"datasketch-2:{SCHEME}:perm{NUM_PERM}:seed{SEED}:words{SHINGLE_WORDS}"
 REASONS = ["near_duplicate"]
@@ -72,7 +76,7 @@ def find_duplicates(prior: list[tuple[str, np.ndarray]], new: list[tuple[str, np
     when kept, so a chain of copies links every copy to the first one. LSH candidates are
     confirmed on the signatures' estimated Jaccard (LSH alone lets some far pairs through).
     """
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
     sigs: dict[str, np.ndarray] = {}
     with lsh.insertion_session() as session:
         for doc_id, hv in prior:
