@@ -78,7 +78,8 @@ def test_dag_end_to_end_on_a_few_documents_against_the_real_model(llm, tmp_path,
     monkeypatch.setenv("WEBSCALE_RL_DATA_DIR", str(data))
     monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(llm.connection()))
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["webscale_rl"]
-    run = dag.test(run_conf={"corpus": "few", "max_personas": 2, "few_shot": 1})
+    # A 135M model may earn no accepted pair on three documents: the dataset gate's floor is off.
+    run = dag.test(run_conf={"corpus": "few", "max_personas": 2, "few_shot": 1, "min_accepted_pairs": 0})
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
     try:
         outcomes = con.execute("SELECT count(*), count(DISTINCT doc_id) FROM doc_outcomes").fetchall()
