@@ -35,41 +35,54 @@ def _stage(con, table: str, rows: list[tuple]) -> None:
 
 
 def _pairs(con, rows: list[tuple]) -> None:
-    """rows: (doc, persona_idx, generate status, generate reason, verify status or None, verify reason)"""
+    """rows: (doc, persona_idx, generate status, generate reason, verify status or None, verify reason,
+    decontaminate status or None, decontaminate reason)"""
+    rows = [r + (None, None) if len(r) == 6 else r for r in rows]
     gen = pd.DataFrame([{"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "persona_idx": i,
-                         "persona": f"p{i}", "status": gs, "reason": gr} for d, i, gs, gr, _, _ in rows])
+                         "persona": f"p{i}", "status": gs, "reason": gr} for d, i, gs, gr, *_ in rows])
     ver = pd.DataFrame([{"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": vs, "reason": vr}
-                        for d, i, _, _, vs, vr in rows if vs])
+                        for d, i, _, _, vs, vr, _, _ in rows if vs])
+    dec = pd.DataFrame([{"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": xs, "reason": xr}
+                        for d, i, *_, xs, xr in rows if xs])
     warehouse.replace_rows(con, "generate", gen, key="qa_id")
     warehouse.replace_rows(con, "verify", ver, key="qa_id")
+    warehouse.replace_rows(con, "decontaminate", dec, key="qa_id")
 
 
 def test_doc_outcomes_has_one_row_per_document_through_every_stage(tmp_path):
     db = tmp_path / "w.duckdb"
     with warehouse.write(db) as con:
-        con.register("d", pd.DataFrame([_doc(i) for i in range(8)]))
+        con.register("d", pd.DataFrame([_doc(i) for i in range(11)]))
         con.execute("INSERT INTO documents BY NAME SELECT * FROM d")
         con.unregister("d")
-        _stage(con, "heuristic_filter", [(0, "rejected", "min_tokens")] + [(i, "kept", None) for i in range(2, 8)])
-        _stage(con, "llm_filter", [(2, "failed", "llm_timeout")] + [(i, "kept", None) for i in range(3, 8)])
-        _stage(con, "classify", [(i, "kept", None) for i in range(3, 8)])
+        _stage(con, "heuristic_filter", [(0, "rejected", "min_tokens")] + [(i, "kept", None) for i in range(2, 11)])
+        _stage(con, "near_dedup", [(8, "rejected", "near_duplicate")] + [(i, "kept", None) for i in (2, 3, 4, 5, 6, 7,
+                                                                                                       9, 10)])
+        _stage(con, "llm_filter", [(2, "failed", "llm_timeout")] + [(i, "kept", None) for i in (3, 4, 5, 6, 7, 9, 10)])
+        _stage(con, "classify", [(i, "kept", None) for i in (3, 4, 5, 6, 7, 9, 10)])
         _pairs(con, [
-            (4, 0, "kept", None, "rejected", "leakage"), (4, 1, "kept", None, "kept", None),
+            (4, 0, "kept", None, "rejected", "leakage"), (4, 1, "kept", None, "kept", None, "kept", None),
             (5, 0, "kept", None, "rejected", "incorrect"), (5, 1, "kept", None, "rejected", "leakage"),
             (6, 0, "kept", None, None, None),
             (7, 0, "failed", "llm_timeout", None, None), (7, 1, "failed", "llm_refusal", None, None),
+            (9, 0, "kept", None, "kept", None, "rejected", "duplicate_question"),
+            (9, 1, "kept", None, "rejected", "incorrect"),
+            (10, 0, "kept", None, "kept", None),  # verified, not yet decontaminated
         ])
     with warehouse.read(db) as con:
-        rows = con.execute("SELECT right(doc_id, 1), last_stage, outcome, reason FROM doc_outcomes ORDER BY 1").fetchall()
-    assert rows == [
-        ("0", "heuristic_filter", "rejected", "min_tokens"),
-        ("1", "ingest", "pending", None),
-        ("2", "llm_filter", "failed", "llm_timeout"),
-        ("3", "classify", "pending", None),
-        ("4", "verify", "accepted", None),
-        ("5", "verify", "rejected", "incorrect"),
-        ("6", "generate", "pending", None),
-        ("7", "generate", "failed", "llm_timeout"),
+        rows = con.execute("SELECT doc_id, last_stage, outcome, reason FROM doc_outcomes ORDER BY doc_id").fetchall()
+    assert [(int(d, 16), *rest) for d, *rest in rows] == [
+        (0, "heuristic_filter", "rejected", "min_tokens"),
+        (1, "ingest", "pending", None),
+        (2, "llm_filter", "failed", "llm_timeout"),
+        (3, "classify", "pending", None),
+        (4, "decontaminate", "accepted", None),
+        (5, "verify", "rejected", "incorrect"),
+        (6, "generate", "pending", None),
+        (7, "generate", "failed", "llm_timeout"),
+        (8, "near_dedup", "rejected", "near_duplicate"),
+        (9, "decontaminate", "rejected", "duplicate_question"),
+        (10, "generate", "pending", None),
     ]
 
 
