@@ -227,7 +227,11 @@ def webscale_rl():
     def export(run: dict, _gate: dict) -> dict:
         from webscale_rl import pipeline
 
-        return pipeline.run_export(run)
+        result = pipeline.run_export(run)
+        # The Asset event names the export, so the training DAG it triggers trains on this one.
+        get_current_context()["outlet_events"][EXPORT_ASSET].extra = {
+            "path": result["path"], "run_id": result["run_id"], "pairs": result["pairs"]}
+        return result
 
     @task(queue=WAREHOUSE_QUEUE)
     def dataset_card(run: dict, _exported: dict) -> dict:

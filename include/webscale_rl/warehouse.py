@@ -146,6 +146,28 @@ CREATE TABLE IF NOT EXISTS audit_labels (
     source_file    VARCHAR,
     loaded_at      TIMESTAMPTZ
 );
+CREATE TABLE IF NOT EXISTS training_runs (
+    train_run_id  VARCHAR PRIMARY KEY,   -- the webscale_rl_train DAG run
+    export_path   VARCHAR NOT NULL,
+    export_run_id VARCHAR,               -- the pipeline run that made the export
+    launcher      VARCHAR NOT NULL,      -- none | verl | trl-cpu
+    params        JSON,
+    status        VARCHAR NOT NULL,      -- running | success | failed
+    message       VARCHAR,
+    metrics       JSON,
+    started_at    TIMESTAMPTZ,
+    ended_at      TIMESTAMPTZ
+);
+CREATE TABLE IF NOT EXISTS training_evals (
+    train_run_id VARCHAR NOT NULL,
+    phase        VARCHAR NOT NULL,       -- baseline (serving model) | after (trained model)
+    qa_id        VARCHAR NOT NULL,
+    model        VARCHAR,
+    completion   VARCHAR,
+    score        DOUBLE,                 -- the verifiable reward: 1.0 / 0.0, NULL when the call failed
+    error        VARCHAR,
+    PRIMARY KEY (train_run_id, phase, qa_id)
+);
 CREATE TABLE IF NOT EXISTS llm_calls (
     request_hash      VARCHAR PRIMARY KEY,  -- sha256 of model + messages + params + schema
     stage             VARCHAR NOT NULL,

@@ -86,3 +86,15 @@ def test_parsing_does_no_heavy_imports():
     out = subprocess.run([sys.executable, "-c", code, str(DAGS_DIR / "webscale_rl.py")],
                          capture_output=True, text=True, check=True, env=dict(os.environ))
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_training_dag_fires_on_the_export_asset(dagbag):
+    dag = dagbag.dags["webscale_rl_train"]
+    producer = dagbag.dags["webscale_rl"].get_task("export").outlets[0]
+    assert dag.schedule == [producer]  # data-aware: scheduled on the export Asset
+    assert dag.max_active_runs == 1 and "training" in dag.tags and dag.doc_md
+    assert dag.params.get_param("launcher").schema["enum"] == ["none", "verl", "trl-cpu"]
+    chain = ["start", "gate_training_data", "split", "baseline_eval", "train", "evaluate_after"]
+    for upstream, downstream in zip(chain, chain[1:], strict=False):
+        assert upstream in dag.get_task(downstream).get_flat_relative_ids(upstream=True), (upstream, downstream)
+    assert dag.get_task("baseline_eval").pool == "llm"

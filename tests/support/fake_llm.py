@@ -125,6 +125,7 @@ class FakeLLM:
             self.requests_log: list[dict] = []  # parsed bodies, most recent last (capped)
             self.inflight = 0
             self.max_inflight = 0
+            self.answers: dict[str, str] = {}  # evaluation prompts: question -> the answer to give
 
     def set_faults(self, faults: dict) -> None:
         """{kind: rate, ..., "retry_after_s": 0.2, "timeout_sleep_s": 3, "latency_s": 0.0,
@@ -210,6 +211,13 @@ class FakeLLM:
         system = next((m["content"] for m in messages if m.get("role") == "system"), "")
         user = messages[-1]["content"] if messages else ""
         stage = system.splitlines()[0].removeprefix("TASK:").strip() if system else "unknown"
+        if not system and "final answer on the last line" in user:
+            # An evaluation prompt from the export: answer in free text. Questions listed in
+            # `answers` get that answer; others a fixed wrong one.
+            question = user.split("\n\n")[0]
+            with self.lock:
+                known = self.answers.get(question)
+            return "answer", f"Let me think about it.\nAnswer: {known if known is not None else 'unknown'}"
         doc = _tag(user, "document") or ""
         if stage == "llm_filter":
             return stage, answer_filter(doc)
@@ -322,11 +330,11 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(int(fault[-3:]), {"error": {"message": f"injected {fault}"}})
         if fault == "http_429":
             return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": retry_after})
-        content: str | None = json.dumps(answer)
+        content: str | None = answer if isinstance(answer, str) else json.dumps(answer)
         finish, refusal = "stop", None
         if fault == "malformed_json":
             content = content[: max(1, len(content) // 2)].replace('"', "'") + " }}"
-        elif fault == "missing_fields":
+        elif fault == "missing_fields" and isinstance(answer, dict):
             content = json.dumps({k: v for i, (k, v) in enumerate(answer.items()) if i})
         elif fault == "truncated":
             content, finish = content[: max(1, len(content) // 2)], "length"

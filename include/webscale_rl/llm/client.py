@@ -46,7 +46,7 @@ class LLMRequest:
     item_id: str
     model: str
     messages: tuple  # tuple of {"role", "content"} dicts
-    schema: dict
+    schema: dict | None  # None: free text (e.g. evaluation answers), parsed as {"text": ...}
     schema_name: str
     prompt_id: str
     max_tokens: int = 512
@@ -137,6 +137,12 @@ def _validator(schema_json: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema)
 
 
+def _text_reply(content: str | None) -> dict:
+    if not content or not content.strip():
+        raise _InvalidReply("invalid_json", "empty reply", content)
+    return {"text": content}
+
+
 def parse_reply(content: str | None, schema: dict) -> dict:
     """Strict: the whole reply (optionally in one ```json fence) must be a JSON object that
     validates against the schema."""
@@ -204,7 +210,8 @@ class LLMClient:
         result = LLMResult(request=req, status="failed")
         transient_tries = invalid_tries = 0
         started = time.monotonic()
-        fmt = _response_format(self.settings.structured_output, req.schema_name, req.schema)
+        fmt = None if req.schema is None else _response_format(self.settings.structured_output, req.schema_name,
+                                                                req.schema)
         while True:
             result.attempts += 1
             retry_after = None
@@ -247,7 +254,7 @@ class LLMClient:
                     raise _InvalidReply("refusal", f"model refused: {message['refusal']}"[:500], content)
                 if choice.get("finish_reason") == "length":
                     raise _InvalidReply("truncated", f"reply cut at max_tokens={req.max_tokens}", content)
-                result.parsed = parse_reply(content, req.schema)
+                result.parsed = parse_reply(content, req.schema) if req.schema is not None else _text_reply(content)
                 result.status, result.error_kind, result.error = "success", None, None
                 break
             except _InvalidReply as exc:

@@ -1,0 +1,142 @@
+"""
+### webscale_rl_train — RL training on the exported dataset
+
+Fires when the `webscale_rl` DAG's export task updates the `webscale_rl_export` Asset
+(data-aware scheduling), or by hand with a chosen export. Steps:
+
+1. **start** — find the export (the one the Asset event names, else the `export` param,
+   else the newest) and register the run in `training_runs`;
+2. **gate_training_data** — Great Expectations on the export's verl Parquet files:
+   schema, at least `min_rows` pairs, no empty prompt or ground truth, no pair in both
+   splits; a failure stops the run before any training;
+3. **split** — train/val into `$WEBSCALE_RL_DATA_DIR/training/<run>/data/` (a small export
+   with an empty val split gets a deterministic tenth of train);
+4. **baseline_eval** — accuracy of the serving model (`llm_default`) on the val split,
+   scored by the verifiable reward (`webscale_rl.training.reward`), through the one LLM
+   client and its ledger; rows in `training_evals`;
+5. **train** — by `launcher`: `verl` writes a GRPO job mirroring the method's reference
+   run and submits it to Ray at `ray_address` (or logs the exact command); `trl-cpu` runs
+   TRL's GRPOTrainer on SmolLM2-135M in the separate training venv (`make train-venv`);
+   `none` stops at the export;
+6. **evaluate_after** — the trained model's accuracy where the launcher measures it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from webscale_rl.assets import EXPORT_ASSET
+
+default_args = {
+    "owner": "ml-platform",
+    "retries": 1,
+    "retry_delay": timedelta(seconds=30),
+}
+
+
+def _fail_fast(exc: Exception):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(str(exc))
+
+
+def _event_path(context) -> str | None:
+    """The export folder named by the Asset event that triggered this run, if any."""
+    events = context.get("triggering_asset_events") or {}
+    for asset_events in events.values():
+        for event in reversed(list(asset_events)):
+            path = (event.extra or {}).get("path")
+            if path:
+                return path
+    return None
+
+
+@dag(
+    dag_id="webscale_rl_train",
+    schedule=[EXPORT_ASSET],
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=1,
+    tags=["webscale-rl", "training", "rl"],
+    doc_md=__doc__,
+    default_args=default_args,
+    params={
+        "export": Param("latest", type="string", minLength=1, title="Export",
+                        description="Folder under $WEBSCALE_RL_DATA_DIR/exports/, or 'latest'. A run started by "
+                                    "the export Asset uses the export that fired it."),
+        "launcher": Param("none", type="string", enum=["none", "verl", "trl-cpu"], title="Launcher",
+                          description="verl: GRPO job on a Ray cluster (or the command to run); trl-cpu: a real "
+                                      "smoke-scale GRPO run on CPU; none: export only."),
+        "min_rows": Param(1, type="integer", minimum=0, title="Gate: min pairs"),
+        "eval_limit": Param(50, type="integer", minimum=0, title="Max val pairs evaluated (0 = all)"),
+        "trl_steps": Param(8, type="integer", minimum=1, title="trl-cpu: GRPO steps"),
+        "verl_overrides": Param({}, type="object", title="verl overrides",
+                                description='Dotted verl config keys, e.g. {"actor_rollout_ref.model.path": '
+                                            '"Qwen/Qwen2.5-7B", "trainer.n_gpus_per_node": 4}.'),
+        "ray_address": Param("", type="string", title="Ray address",
+                             description="Ray dashboard address for `ray job submit` (default: env "
+                                         "WEBSCALE_RL_RAY_ADDRESS; empty = log the command)."),
+    },
+)
+def webscale_rl_train():
+    @task
+    def start() -> dict:
+        from webscale_rl.config import ConfigError
+        from webscale_rl.training import tasks
+
+        context = get_current_context()
+        try:
+            return tasks.start(dict(context["params"]), context["run_id"], _event_path(context))
+        except ConfigError as exc:
+            raise _fail_fast(exc) from exc
+
+    @task
+    def gate_training_data(run: dict) -> dict:
+        from webscale_rl import gates
+        from webscale_rl.training import tasks
+
+        try:
+            return tasks.gate_dataset(run)
+        except gates.GateFailed as exc:
+            raise _fail_fast(exc) from exc
+
+    @task
+    def split(run: dict, _gate: dict) -> dict:
+        from webscale_rl.training import tasks
+
+        return tasks.split(run)
+
+    @task(pool="llm")
+    def baseline_eval(run: dict, _split: dict) -> dict:
+        from webscale_rl.llm import LLMUnavailable
+        from webscale_rl.training import tasks
+
+        try:
+            return tasks.baseline_eval(run)
+        except LLMUnavailable as exc:
+            raise _fail_fast(exc) from exc
+
+    @task(retries=0, execution_timeout=timedelta(hours=2))
+    def train(run: dict, _baseline: dict) -> dict:
+        from webscale_rl.config import ConfigError
+        from webscale_rl.training import tasks
+
+        try:
+            return tasks.train(run)
+        except ConfigError as exc:
+            raise _fail_fast(exc) from exc
+
+    @task
+    def evaluate_after(run: dict, trained: dict) -> dict:
+        from webscale_rl.training import tasks
+
+        return tasks.evaluate_after(run, trained)
+
+    run = start()
+    ready = split(run, gate_training_data(run))
+    evaluate_after(run, train(run, baseline_eval(run, ready)))
+
+
+webscale_rl_train()
