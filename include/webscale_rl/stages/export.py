@@ -56,8 +56,13 @@ def _sha256(path: Path) -> str:
 def export_run(db_path: Path, exports_dir: Path, run_id: str, val_fraction: float = 0.1) -> dict:
     with warehouse.read(db_path) as con:
         pairs = con.execute(ACCEPTED_SQL, [run_id]).df().to_dict("records")
-    target = exports_dir / run_folder_name(run_id)
-    tmp = exports_dir / f".{target.name}.tmp"
+    return write_export(pairs, exports_dir / run_folder_name(run_id), run_id, val_fraction)
+
+
+def write_export(pairs: list[dict], target: Path, run_id: str, val_fraction: float = 0.1) -> dict:
+    """Write pairs (qa_id, doc_id, persona, question, answer, domain, url) as an export folder,
+    replacing it as a whole."""
+    tmp = target.parent / f".{target.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     splits: dict[str, list[dict]] = {"train": [], "val": []}
@@ -88,6 +93,19 @@ def export_run(db_path: Path, exports_dir: Path, run_id: str, val_fraction: floa
     shutil.rmtree(target, ignore_errors=True)
     tmp.rename(target)
     return {**manifest, "path": str(target)}
+
+
+def write_sample_export(pairs_jsonl: Path, exports_dir: Path, name: str = "sample_handwritten",
+                        val_fraction: float = 0.25) -> dict:
+    """The bundled hand-written pairs (data/sample_export/pairs.jsonl) as an export, for
+    training smoke runs on a machine with no pipeline export yet."""
+    pairs = []
+    for line in pairs_jsonl.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            p = json.loads(line)
+            qa_id = hashlib.sha256(f"sample\n{p['question']}".encode()).hexdigest()
+            pairs.append({"qa_id": qa_id, "doc_id": "", "persona": "", "url": None, **p})
+    return write_export(sorted(pairs, key=lambda p: p["qa_id"]), exports_dir / name, name, val_fraction)
 
 
 # --- the final dataset gate (before anything is exported) -----------------------------------
