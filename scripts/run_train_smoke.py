@@ -29,18 +29,19 @@ from webscale_rl.stages.export import write_sample_export
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+SAMPLE = "sample_handwritten"
 
 
 def pick_export(exports_dir: Path, name: str | None, min_pairs: int) -> tuple[str, str]:
-    if name:
+    if name and name != SAMPLE:
         return name, "as asked (EXPORT)"
     manifests = sorted(exports_dir.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for manifest in manifests:
-        if manifest.parent.name != "sample_handwritten" and json.loads(manifest.read_text())["pairs"] >= min_pairs:
+    for manifest in manifests if name != SAMPLE else []:
+        if manifest.parent.name != SAMPLE and json.loads(manifest.read_text())["pairs"] >= min_pairs:
             return manifest.parent.name, "the newest pipeline export with enough pairs"
-    written = write_sample_export(ROOT / "data" / "sample_export" / "pairs.jsonl", exports_dir)
-    return Path(written["path"]).name, (f"no pipeline export with >= {min_pairs} pairs yet: the bundled "
-                                        f"hand-written sample ({written['pairs']} pairs)")
+    written = write_sample_export(ROOT / "data" / "sample_export" / "pairs.jsonl", exports_dir, SAMPLE)
+    why = "as asked (EXPORT)" if name == SAMPLE else f"no pipeline export with >= {min_pairs} pairs yet"
+    return Path(written["path"]).name, f"{why}: the bundled hand-written sample ({written['pairs']} pairs)"
 
 
 def main() -> int:
@@ -84,14 +85,20 @@ def main() -> int:
         con.close()
     if proc.returncode != 0 or not row or row[0][1] != "success":
         print(log_path.read_text()[-6000:])
-        print(f"train-smoke FAILED after {wall:.0f}s: {row[0][2] if row else 'no training run recorded'}; "
+        print(f"train-smoke FAILED after {wall:.0f}s: {(row[0][2] if row else None) or 'see the log above'}; "
               f"full Airflow log: {log_path}")
         return proc.returncode or 1
     metrics = json.loads(row[0][3])["trained"]["metrics"]
     print(f"\ntraining run {row[0][0]}: success in {wall:.0f}s (Airflow log {log_path})")
     for phase, n, acc in evals:
-        label = "serving model (llama.cpp, Q4_1)" if phase == "baseline" else "trained checkpoint"
+        label = ("serving model via llm_default (llama.cpp Q4_1), the export's prompts as written"
+                 if phase == "baseline" else "trained checkpoint, with TRL's two few-shot turns")
         print(f"  {phase} accuracy on val, {label}: {acc:.3f} (n={n})")
+    before = (metrics.get("accuracy_before") or {}).get("val")
+    print(f"  same checkpoint before training, same prompts: {before if before is None else f'{before:.3f}'} "
+          "(before/after compare like with like; the baseline shows the served model without few-shot turns)")
+    print(f"  steps with reward variance: {metrics.get('steps_with_reward_variance')}/{metrics.get('steps')}; "
+          f"weights changed: {(metrics.get('weight_change') or {}).get('tensors_changed')} tensors")
     print(f"  reward per step: {metrics.get('reward_per_step')}")
     print(f"  checkpoint: {metrics.get('checkpoint')}")
     return 0
