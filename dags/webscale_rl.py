@@ -20,7 +20,9 @@ doc_id-range shards; LLM shard tasks run in the `llm` pool and call the server n
 the `llm_default` connection. `doc_outcomes` gives one row per document, `llm_calls` is
 the call ledger (a successful call is never paid twice).
 
-Trigger with the form: `corpus` is a file, directory or glob resolved under the data dir.
+Runs by itself when `webscale_rl_ingest` emits the `webscale_rl_new_documents` Asset
+(then it processes the landing files the event names), or trigger it with the form:
+`corpus` is a file, directory or glob resolved under the data dir.
 Re-running is safe: documents already in the warehouse are skipped, and every write
 replaces its own rows.
 """
@@ -32,7 +34,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from webscale_rl.assets import EXPORT_ASSET
+from webscale_rl.assets import EXPORT_ASSET, NEW_DOCUMENTS_ASSET
 
 LLM_STAGES = ("llm_filter", "classify", "generate", "verify")
 # Tasks that write the DuckDB warehouse run on its host. With Celery workers on other hosts,
@@ -57,7 +59,8 @@ def _fail_fast(exc: Exception):
 
 @dag(
     dag_id="webscale_rl",
-    schedule=None,
+    # Data-aware: runs when webscale_rl_ingest takes in new landing files; or trigger by hand.
+    schedule=[NEW_DOCUMENTS_ASSET],
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -129,11 +132,14 @@ def webscale_rl():
     def start_run() -> dict:
         from webscale_rl import pipeline
         from webscale_rl.config import ConfigError
+        from webscale_rl.landing import files_from_events
 
         context = get_current_context()
+        events = context.get("triggering_asset_events") or {}
+        extras = [event.extra for asset_events in events.values() for event in asset_events]
         try:
             return pipeline.start_run(dict(context["params"]), context["run_id"],
-                                      context["dag_run"].start_date)
+                                      context["dag_run"].start_date, files_from_events(extras))
         except ConfigError as exc:
             raise _fail_fast(exc) from exc
 

@@ -148,11 +148,19 @@ def recording_failure(settings: Settings, run_id: str, stage: str):
         raise
 
 
-def start_run(params: dict, run_id: str, started_at: datetime | None = None) -> dict:
-    """Validate params, resolve the corpus, and register the run. Refuses bad input clearly."""
+def start_run(params: dict, run_id: str, started_at: datetime | None = None,
+              event_files: list[str] | None = None) -> dict:
+    """Validate params, resolve the corpus, and register the run. Refuses bad input clearly.
+
+    A run started by the new-documents Asset processes the files its events name (checked
+    against the allowed roots like any corpus) instead of the `corpus` param."""
     settings = load_settings()
     p = RunParams.from_params(params)
-    files = resolve_corpus(p.corpus, settings)
+    if event_files:
+        files = sorted({f for path in event_files for f in resolve_corpus(path, settings)})
+        p = RunParams.from_params({**asdict(p), "corpus": f"asset:{len(files)} landing file(s)"})
+    else:
+        files = resolve_corpus(p.corpus, settings)
     started_at = started_at or _now()
     with warehouse.write(settings.db_path) as con:
         con.execute(

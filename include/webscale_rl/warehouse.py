@@ -53,6 +53,14 @@ CREATE TABLE IF NOT EXISTS ingest_errors (
     run_id      VARCHAR NOT NULL,
     PRIMARY KEY (source_file, line_no)
 );
+CREATE TABLE IF NOT EXISTS landing_files (
+    path          VARCHAR PRIMARY KEY,   -- a file the scheduled ingestion has taken in
+    size          BIGINT NOT NULL,
+    mtime_ns      BIGINT NOT NULL,
+    sha256        VARCHAR NOT NULL,
+    ingest_run_id VARCHAR NOT NULL,
+    seen_at       TIMESTAMPTZ
+);
 CREATE TABLE IF NOT EXISTS run_docs (
     run_id VARCHAR NOT NULL,
     doc_id VARCHAR NOT NULL,

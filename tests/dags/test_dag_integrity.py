@@ -25,7 +25,7 @@ def test_no_import_errors(dagbag):
 
 def test_webscale_rl_is_declared_as_agreed(dagbag):
     dag = dagbag.dags["webscale_rl"]
-    assert dag.schedule is None  # manual until scheduled ingestion (issue 7)
+    assert [a.name for a in dag.schedule] == ["webscale_rl_new_documents"]  # data-aware, or manual
     assert "webscale-rl" in dag.tags
     assert dag.doc_md and "heuristic filter" in dag.doc_md
     assert dag.max_active_runs == 1
@@ -98,3 +98,11 @@ def test_training_dag_fires_on_the_export_asset(dagbag):
     for upstream, downstream in zip(chain, chain[1:], strict=False):
         assert upstream in dag.get_task(downstream).get_flat_relative_ids(upstream=True), (upstream, downstream)
     assert dag.get_task("baseline_eval").pool == "llm"
+
+
+def test_ingestion_dag_is_scheduled_and_announces_new_documents(dagbag):
+    dag = dagbag.dags["webscale_rl_ingest"]
+    assert dag.schedule == "@daily" and dag.max_active_runs == 1 and dag.doc_md
+    publish = dag.get_task("publish")
+    assert publish.outlets[0] == dagbag.dags["webscale_rl"].schedule[0]  # the processing DAG's trigger
+    assert all(t.retries >= 1 for t in dag.tasks)
