@@ -74,7 +74,7 @@ def _fail_fast(exc: Exception):
                                     "relative to the data dir (WEBSCALE_RL_DATA_DIR)."),
         "max_docs": Param(0, type="integer", minimum=0, title="Max new documents",
                           description="Cap on NEW documents ingested by this run (0 = no limit)."),
-        "run_label": Param("", type="string", title="Run label",
+        "run_label": Param("", type=["null", "string"], title="Run label",
                            description="Free text stored with the run in the `runs` table."),
         "shard_size": Param(500, type="integer", minimum=1, title="Shard size",
                             description="Documents per mapped shard task."),
