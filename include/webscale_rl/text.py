@@ -44,3 +44,8 @@ def tokenize(text: str) -> list[str]:
 
 def words(text: str) -> list[str]:
     return _WORD.findall(text)
+
+
+def folded_words(text: str) -> list[str]:
+    """Words, casefolded: the unit every similarity, grounding and dedup check compares."""
+    return [w.casefold() for w in _WORD.findall(text)]

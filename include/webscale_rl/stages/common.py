@@ -47,6 +47,14 @@ def call_llm(settings: LLMSettings, db_path: Path, run_id: str, requests: list[L
     return LLMClient(settings, db_path, run_id, shard=shard).run(requests)
 
 
+def best_candidate(candidates, similarity: Callable[[str], float], threshold: float) -> tuple[str, float] | None:
+    """The LSH candidate most similar at or above `threshold` (ties: the smallest id), with its
+    similarity; LSH candidates are only likely matches, so each is confirmed here."""
+    hits = [(c, similarity(c)) for c in candidates]
+    hits = [h for h in hits if h[1] >= threshold]
+    return min(hits, key=lambda h: (-h[1], h[0])) if hits else None
+
+
 def failure_reason(result: LLMResult) -> str:
     return f"llm_{result.error_kind or 'error'}"
 

@@ -27,7 +27,8 @@ from datasketch import MinHash, MinHashLSH
 
 from webscale_rl import warehouse
 from webscale_rl.config import ConfigError
-from webscale_rl.text import words
+from webscale_rl.stages import common
+from webscale_rl.text import folded_words
 
 STAGE = "decontaminate"
 PREVIOUS = "verify"
@@ -45,10 +46,6 @@ class BenchmarkItem:
     benchmark: str
     item_id: str
     text: str
-
-
-def _folded_words(text: str) -> list[str]:
-    return [w.casefold() for w in words(text)]
 
 
 def _gram_key(gram: tuple[str, ...]) -> bytes:
@@ -118,13 +115,13 @@ class NgramIndex:
         self.grams: dict[bytes, tuple[str, str]] = {}
         self.benchmarks = sorted({item.benchmark for item in items})
         for item in items:
-            folded = _folded_words(item.text)
+            folded = folded_words(item.text)
             for i in range(len(folded) - n + 1):
                 self.grams.setdefault(_gram_key(tuple(folded[i:i + n])), (item.benchmark, item.item_id))
 
     def match(self, text: str) -> tuple[str, str, str] | None:
         """(benchmark, item id, the overlapping n-gram) for the first shared n-gram, else None."""
-        folded = _folded_words(text)
+        folded = folded_words(text)
         for i in range(len(folded) - self.n + 1):
             gram = tuple(folded[i:i + self.n])
             hit = self.grams.get(_gram_key(gram))
@@ -134,7 +131,7 @@ class NgramIndex:
 
 
 def question_features(question: str) -> set[str]:
-    folded = _folded_words(question)
+    folded = folded_words(question)
     return set(folded) | {f"{a} {b}" for a, b in zip(folded, folded[1:], strict=False)}
 
 
@@ -162,12 +159,8 @@ class QuestionIndex:
 
     def find(self, question: str) -> tuple[str, float] | None:
         features = question_features(question)
-        best = None
-        for candidate in self.lsh.query(self._minhash(features)):
-            similarity = jaccard(features, self.features[candidate])
-            if similarity >= self.threshold and (best is None or (similarity, best[0]) > (best[1], candidate)):
-                best = (candidate, similarity)
-        return best
+        return common.best_candidate(self.lsh.query(self._minhash(features)),
+                                     lambda c: jaccard(features, self.features[c]), self.threshold)
 
 
 def check_pairs(pairs: list[dict], ngrams: NgramIndex, questions: QuestionIndex,
@@ -238,8 +231,6 @@ def gate_frame(con, run_id: str) -> pd.DataFrame:
 
 def gate_expectations(rows: int) -> list:
     import great_expectations.expectations as gxe
-
-    from webscale_rl.stages import common
 
     def where(reason: str) -> dict:
         return {"row_condition": f'reason=="{reason}"', "condition_parser": "pandas"}

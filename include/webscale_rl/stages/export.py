@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 
 from webscale_rl import warehouse
 from webscale_rl.config import run_folder_name
-from webscale_rl.text import words
+from webscale_rl.text import folded_words, words
 
 ANSWER_INSTRUCTION = "Think briefly, then give your final answer on the last line as \"Answer: <answer>\"."
 DATA_SOURCE = "webscale_rl"
@@ -125,7 +125,7 @@ def dataset_frame(con, run_id: str):
     """The pairs the export would write, with the columns the dataset gate checks (word counts
     and the folded question with the same tokenizer the stages use)."""
     frame = con.execute(DATASET_SQL, [run_id]).df()
-    frame["question_key"] = [" ".join(w.casefold() for w in words(q or "")) for q in frame["question"]]
+    frame["question_key"] = [" ".join(folded_words(q or "")) for q in frame["question"]]
     frame["answer_chars"] = [len(a or "") for a in frame["answer"]]
     frame["answer_words"] = [len(words(a or "")) for a in frame["answer"]]
     return frame

@@ -28,7 +28,7 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from webscale_rl import warehouse
 from webscale_rl.stages import common
-from webscale_rl.text import words
+from webscale_rl.text import folded_words
 
 STAGE = "near_dedup"
 PREVIOUS = "heuristic_filter"
@@ -48,7 +48,7 @@ REASONS = ["near_duplicate"]
 
 def shingles(text: str, size: int = SHINGLE_WORDS) -> list[bytes]:
     """Distinct casefolded word n-grams; a text shorter than `size` words is one shingle."""
-    folded = [w.casefold() for w in words(text)]
+    folded = folded_words(text)
     if len(folded) <= size:
         return [" ".join(folded).encode()]
     return list({" ".join(folded[i:i + size]).encode() for i in range(len(folded) - size + 1)})
@@ -84,11 +84,8 @@ def find_duplicates(prior: list[tuple[str, np.ndarray]], new: list[tuple[str, np
             sigs[doc_id] = hv
     duplicates: dict[str, tuple[str, float]] = {}
     for doc_id, hv in new:
-        best: tuple[str, float] | None = None
-        for candidate in lsh.query(_lean(hv)):
-            similarity = estimated_jaccard(hv, sigs[candidate])
-            if similarity >= threshold and (best is None or (similarity, best[0]) > (best[1], candidate)):
-                best = (candidate, similarity)
+        best = common.best_candidate(lsh.query(_lean(hv)), lambda c, hv=hv: estimated_jaccard(hv, sigs[c]),
+                                     threshold)
         if best:
             duplicates[doc_id] = best
         else:

@@ -11,7 +11,7 @@ import pandas as pd
 from webscale_rl import prompts
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import common
-from webscale_rl.text import words
+from webscale_rl.text import folded_words, words
 
 STAGE = "verify"
 PREVIOUS = "generate"
@@ -32,7 +32,7 @@ ORDER BY g.qa_id
 
 
 def _folded(text: str) -> str:
-    return " ".join(w.casefold() for w in words(text))
+    return " ".join(folded_words(text))
 
 
 def rule_check(question: str | None, answer: str | None, max_answer_words: int,
@@ -54,8 +54,8 @@ def rule_check(question: str | None, answer: str | None, max_answer_words: int,
     if _REFERS.search(question):
         return "refers_to_document"
     if document is not None and not any(ch.isdigit() for ch in answer):
-        doc_words = {w.casefold() for w in words(document)}
-        content = [w.casefold() for w in words(answer) if w.casefold() not in _FILLER]
+        doc_words = set(folded_words(document))
+        content = [w for w in folded_words(answer) if w not in _FILLER]
         if any(w not in doc_words for w in content):
             return "answer_not_in_document"
     return None
