@@ -66,11 +66,12 @@ def _inside(path: Path, roots: tuple[Path, ...]) -> bool:
     return any(path == root or root in path.parents for root in roots)
 
 
-def resolve_corpus(corpus: str, settings: Settings) -> list[Path]:
+def resolve_corpus(corpus: str, settings: Settings, allow_empty: bool = False) -> list[Path]:
     """Turn the `corpus` param (file, directory or glob) into a sorted list of files.
 
     Relative paths resolve under the data dir. Every match is resolved through symlinks
-    and must lie inside an allowed root; anything else is refused, never read.
+    and must lie inside an allowed root; anything else is refused, never read. No match is
+    an error unless `allow_empty` (a landing directory waiting for files).
     """
     corpus = (corpus or "").strip()
     if not corpus:
@@ -108,7 +109,7 @@ def resolve_corpus(corpus: str, settings: Settings) -> list[Path]:
             )
         if _is_corpus_file(real):
             files.append(real)
-    if not files:
+    if not files and not allow_empty:
         raise ConfigError(
             f"corpus '{corpus}' matched no corpus files (expected {', '.join(CORPUS_SUFFIXES)}) "
             f"under {pattern}"

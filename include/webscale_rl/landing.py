@@ -47,12 +47,7 @@ def landing_files(landing: str) -> list[Path]:
     if not root.exists():
         raise ConfigError(f"landing directory {root} does not exist: create it and drop "
                           f"{', '.join(CORPUS_SUFFIXES)} files there")
-    try:
-        return resolve_corpus(landing, settings)
-    except ConfigError as exc:
-        if "matched no corpus files" in str(exc):
-            return []
-        raise
+    return resolve_corpus(landing, settings, allow_empty=True)
 
 
 def changed_files(db_path: Path, files: list[Path]) -> list[FileState]:
