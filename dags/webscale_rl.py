@@ -34,6 +34,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from webscale_rl.airflow_tasks import fail_fast, triggering_extras
 from webscale_rl.assets import EXPORT_ASSET, NEW_DOCUMENTS_ASSET
 
 LLM_STAGES = ("llm_filter", "classify", "generate", "verify")
@@ -48,13 +49,6 @@ default_args = {
     "retry_delay": timedelta(seconds=20),
     "retry_exponential_backoff": True,
 }
-
-
-def _fail_fast(exc: Exception):
-    """Errors that a retry cannot fix (bad params, unusable files, a failed gate) fail the task at once."""
-    from airflow.sdk.exceptions import AirflowFailException
-
-    return AirflowFailException(str(exc))
 
 
 @dag(
@@ -135,13 +129,11 @@ def webscale_rl():
         from webscale_rl.landing import files_from_events
 
         context = get_current_context()
-        events = context.get("triggering_asset_events") or {}
-        extras = [event.extra for asset_events in events.values() for event in asset_events]
         try:
             return pipeline.start_run(dict(context["params"]), context["run_id"],
-                                      context["dag_run"].start_date, files_from_events(extras))
+                                      context["dag_run"].start_date, files_from_events(triggering_extras(context)))
         except ConfigError as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task(queue=WAREHOUSE_QUEUE)
     def ingest(run: dict) -> dict:
@@ -151,7 +143,7 @@ def webscale_rl():
         try:
             return pipeline.run_ingest(run)
         except IngestError as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task(queue=WAREHOUSE_QUEUE)
     def gate_ingest(run: dict, _ingested: dict) -> dict:
@@ -160,7 +152,7 @@ def webscale_rl():
         try:
             return pipeline.gate_ingest(run)
         except gates.GateFailed as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task
     def plan_shards(run: dict, _gate: dict) -> list[dict]:
@@ -181,7 +173,7 @@ def webscale_rl():
         try:
             return pipeline.gate_heuristic_filter(run)
         except gates.GateFailed as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task(pool="llm", max_active_tis_per_dagrun=4)
     def llm_stage(run: dict, stage: str, shard: dict, _previous_gate: dict) -> dict:
@@ -191,7 +183,7 @@ def webscale_rl():
         try:
             return pipeline.run_llm_stage(run, shard, stage)
         except LLMUnavailable as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task(queue=WAREHOUSE_QUEUE)
     def gate_llm_stage(run: dict, stage: str, shard_results: list[dict]) -> dict:
@@ -200,7 +192,7 @@ def webscale_rl():
         try:
             return pipeline.gate_llm_stage(run, stage)
         except gates.GateFailed as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task(queue=WAREHOUSE_QUEUE)
     def near_dedup(run: dict, _gate: dict) -> dict:
@@ -216,7 +208,7 @@ def webscale_rl():
         try:
             return pipeline.run_decontaminate(run)
         except ConfigError as exc:  # an unreadable benchmark file: say which and stop
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task(queue=WAREHOUSE_QUEUE)
     def gate(run: dict, stage: str, _result: dict) -> dict:
@@ -227,7 +219,7 @@ def webscale_rl():
         try:
             return gate_fn(run)
         except gates.GateFailed as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task(outlets=[EXPORT_ASSET], queue=WAREHOUSE_QUEUE)
     def export(run: dict, _gate: dict) -> dict:

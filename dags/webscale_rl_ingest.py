@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from webscale_rl.airflow_tasks import fail_fast
 from webscale_rl.assets import NEW_DOCUMENTS_ASSET
 
 default_args = {
@@ -43,8 +44,6 @@ default_args = {
 def webscale_rl_ingest():
     @task
     def scan_and_ingest() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from webscale_rl import landing
         from webscale_rl.config import ConfigError
         from webscale_rl.stages.ingest import IngestError
@@ -54,7 +53,7 @@ def webscale_rl_ingest():
         try:
             return landing.scan_and_ingest(params["landing"], context["run_id"], int(params["max_docs"]))
         except (ConfigError, IngestError) as exc:
-            raise AirflowFailException(str(exc)) from exc
+            raise fail_fast(exc) from exc
 
     @task(outlets=[NEW_DOCUMENTS_ASSET])
     def publish(report: dict) -> dict:

@@ -27,6 +27,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
+from webscale_rl.airflow_tasks import fail_fast, triggering_extras
 from webscale_rl.assets import EXPORT_ASSET
 
 default_args = {
@@ -36,21 +37,9 @@ default_args = {
 }
 
 
-def _fail_fast(exc: Exception):
-    from airflow.sdk.exceptions import AirflowFailException
-
-    return AirflowFailException(str(exc))
-
-
 def _event_path(context) -> str | None:
-    """The export folder named by the Asset event that triggered this run, if any."""
-    events = context.get("triggering_asset_events") or {}
-    for asset_events in events.values():
-        for event in reversed(list(asset_events)):
-            path = (event.extra or {}).get("path")
-            if path:
-                return path
-    return None
+    """The export folder named by the newest Asset event that triggered this run, if any."""
+    return next((x["path"] for x in reversed(triggering_extras(context)) if x.get("path")), None)
 
 
 @dag(
@@ -90,7 +79,7 @@ def webscale_rl_train():
         try:
             return tasks.start(dict(context["params"]), context["run_id"], _event_path(context))
         except ConfigError as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task
     def gate_training_data(run: dict) -> dict:
@@ -100,7 +89,7 @@ def webscale_rl_train():
         try:
             return tasks.gate_dataset(run)
         except gates.GateFailed as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task
     def split(run: dict, _gate: dict) -> dict:
@@ -116,7 +105,7 @@ def webscale_rl_train():
         try:
             return tasks.baseline_eval(run)
         except LLMUnavailable as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task(retries=0, execution_timeout=timedelta(hours=2))
     def train(run: dict, _baseline: dict) -> dict:
@@ -126,7 +115,7 @@ def webscale_rl_train():
         try:
             return tasks.train(run)
         except ConfigError as exc:
-            raise _fail_fast(exc) from exc
+            raise fail_fast(exc) from exc
 
     @task
     def evaluate_after(run: dict, trained: dict) -> dict:
