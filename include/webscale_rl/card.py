@@ -17,6 +17,7 @@ from pathlib import Path
 
 from webscale_rl import audit, warehouse
 from webscale_rl.config import run_folder_name
+from webscale_rl.llm import ledger as llm_ledger
 
 DOC_STAGE_LABELS = {
     "heuristic_filter": "kept by the heuristic filter",
@@ -113,15 +114,10 @@ def distributions(con, run_id: str) -> dict:
 
 
 def ledger(con, run_id: str, accepted_pairs: int) -> dict:
-    stages = {
-        stage: {"calls": calls, "failed": failed, "retries": attempts - calls, "prompt_tokens": pt,
-                "completion_tokens": ct, "models": sorted(models)}
-        for stage, calls, failed, attempts, pt, ct, models in con.execute(
-            """SELECT stage, count(*), count(*) FILTER (WHERE status <> 'success'),
-                      coalesce(sum(attempts), 0)::BIGINT, coalesce(sum(prompt_tokens), 0)::BIGINT,
-                      coalesce(sum(completion_tokens), 0)::BIGINT, list(DISTINCT model)
-               FROM llm_calls WHERE run_id = ? GROUP BY ALL ORDER BY ALL""", [run_id]).fetchall()
-    }
+    stages = {stage: {"calls": s["calls"], "failed": s["failed"], "retries": s["attempts"] - s["calls"],
+                      "prompt_tokens": s["prompt_tokens"], "completion_tokens": s["completion_tokens"],
+                      "models": s["models"]}
+              for stage, s in llm_ledger.per_stage(con, run_id).items()}
     total = sum(s["prompt_tokens"] + s["completion_tokens"] for s in stages.values())
     return {"stages": stages, "total_tokens": total,
             "tokens_per_accepted_pair": round(total / accepted_pairs, 1) if accepted_pairs else None}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from webscale_rl import card, gates, staging, warehouse
 from webscale_rl.config import ConfigError, Settings, load_settings, resolve_corpus
-from webscale_rl.llm import LLMSettings
+from webscale_rl.llm import LLMSettings, ledger
 from webscale_rl.stages import (
     classify,
     decontaminate,
@@ -325,14 +325,8 @@ def run_counts(con, run_id: str) -> dict:
         counts[stage] = _status_counts(
             con, f"""SELECT s.status, s.reason, count(*) FROM run_docs r JOIN {stage} s USING (doc_id)
                      WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""", run_id)
-    counts["llm_calls"] = {
-        stage: {"calls": calls, "failed": failed, "attempts": attempts, "prompt_tokens": pt,
-                "completion_tokens": ct}
-        for stage, calls, failed, attempts, pt, ct in con.execute(
-            """SELECT stage, count(*), count(*) FILTER (WHERE status <> 'success'), sum(attempts),
-                      sum(prompt_tokens), sum(completion_tokens)
-               FROM llm_calls WHERE run_id = ? GROUP BY ALL ORDER BY ALL""", [run_id]).fetchall()
-    }
+    counts["llm_calls"] = {stage: {k: v for k, v in s.items() if k != "models"}
+                           for stage, s in ledger.per_stage(con, run_id).items()}
     counts["outcomes"] = dict(con.execute(
         """SELECT o.outcome, count(*) FROM run_docs r JOIN doc_outcomes o USING (doc_id)
            WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""",

@@ -42,3 +42,17 @@ def record(db_path: Path, rows: list[dict], run_id: str, stage: str, part: str =
         return
     frame = pd.DataFrame(rows, columns=COLUMNS)
     staging.write_shard(db_path, "llm_calls", frame, run_id=run_id, stage=stage, part=part, unique_part=True)
+
+
+def per_stage(con, run_id: str) -> dict[str, dict]:
+    """A run's ledger by stage: calls, failed calls, attempts, prompt / completion tokens (as the
+    server reported, over every attempt) and the models that answered."""
+    return {
+        stage: {"calls": calls, "failed": failed, "attempts": attempts, "prompt_tokens": pt,
+                "completion_tokens": ct, "models": sorted(models)}
+        for stage, calls, failed, attempts, pt, ct, models in con.execute(
+            """SELECT stage, count(*), count(*) FILTER (WHERE status <> 'success'),
+                      coalesce(sum(attempts), 0)::BIGINT, coalesce(sum(prompt_tokens), 0)::BIGINT,
+                      coalesce(sum(completion_tokens), 0)::BIGINT, list(DISTINCT model)
+               FROM llm_calls WHERE run_id = ? GROUP BY ALL ORDER BY ALL""", [run_id]).fetchall()
+    }
