@@ -15,6 +15,8 @@ import io
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from webscale_rl import audit, warehouse
 from webscale_rl.config import run_folder_name
 from webscale_rl.llm import ledger as llm_ledger
@@ -273,13 +275,16 @@ def write_card(db_path: Path, exports_dir: Path, run_id: str, audit_per_stratum:
     """Write card.md, report.html and (once) audit.csv next to the run's export."""
     target = exports_dir / run_folder_name(run_id)
     target.mkdir(parents=True, exist_ok=True)
+    sheet = target / "audit.csv"
     with warehouse.read(db_path) as con:
         card = collect(con, run_id)
-        sample = audit.sample(con, run_id, audit_per_stratum)
+        # Drawn once: never overwrite a sheet someone may be filling in (nor read every pair again).
+        sample = None if sheet.exists() else audit.sample(con, run_id, audit_per_stratum)
     (target / "card.md").write_text(render_markdown(card), encoding="utf-8")
     (target / "report.html").write_text(render_html(card), encoding="utf-8")
     (target / "card.json").write_text(json.dumps(card, indent=2, default=str), encoding="utf-8")
-    if not (target / "audit.csv").exists():  # never overwrite a sheet someone may be filling in
-        audit.write_csv(sample, target / "audit.csv")
-    return {"path": str(target), "accepted_pairs": card["accepted_pairs"], "audit_rows": len(sample),
+    if sample is not None:
+        audit.write_csv(sample, sheet)
+    audit_rows = len(sample) if sample is not None else len(pd.read_csv(sheet, dtype=str))
+    return {"path": str(target), "accepted_pairs": card["accepted_pairs"], "audit_rows": audit_rows,
             "funnel": {s["step"]: s["count"] for s in card["funnel"]}}
