@@ -13,6 +13,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
+from support.db import query
 from support.fake_llm import FAULT_KINDS, FakeLLM
 
 CORPUS = "sample/docs_stem.jsonl"  # 18 documents, ~130 LLM calls
@@ -29,14 +30,6 @@ def accepted(data_dir) -> list[tuple]:
     try:
         return con.execute("""SELECT g.qa_id, g.question, g.answer FROM verify v JOIN generate g USING (qa_id)
                               WHERE v.status = 'kept' ORDER BY g.qa_id""").fetchall()
-    finally:
-        con.close()
-
-
-def query(data_dir, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
     finally:
         con.close()
 

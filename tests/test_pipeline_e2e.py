@@ -14,6 +14,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT
+from support.db import query
 from webscale_rl.prompts import DOMAINS
 
 SAMPLE_DOCS = 76  # 74 JSONL records + 2 Parquet rows in data/sample
@@ -33,14 +34,6 @@ def states(dagrun) -> dict[str, str]:
             continue
         result[ti.task_id] = state
     return result
-
-
-def query(data_dir: Path, sql: str, params=None) -> list[tuple]:
-    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def check_dataset_card(data_dir: Path, export_dir: Path, run_id: str, accepted: int) -> None:

@@ -7,26 +7,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import duckdb
 import pyarrow.parquet as pq
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT
+from support.db import query
 
 
 @pytest.fixture(scope="module")
 def dags():
     bag = DagBag(dag_folder=str(ROOT / "dags"))
     return bag.dags["webscale_rl"], bag.dags["webscale_rl_train"]
-
-
-def query(data_dir: Path, sql: str, params=None) -> list[tuple]:
-    con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
-    try:
-        return con.execute(sql, params or []).fetchall()
-    finally:
-        con.close()
 
 
 def test_training_dag_on_the_export(dags, sample_data_dir, fake_llm):

@@ -11,6 +11,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
+from support.db import query
 from support.fake_llm import FakeLLM
 from webscale_rl import staging
 from webscale_rl.llm import LLMSettings
@@ -19,11 +20,7 @@ from webscale_rl.stages.ingest import ingest_files
 
 
 def count(db, sql) -> int:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()[0][0]
-    finally:
-        con.close()
+    return query(db, sql)[0][0]
 
 
 @pytest.fixture

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-import duckdb
 import pytest
 
 from conftest import SAMPLE_DIR
+from support.db import query
 from support.fake_llm import FakeLLM
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import classify, generate, heuristic_filter, llm_filter, near_dedup, verify
@@ -54,14 +54,6 @@ def warehouse_with_docs(tmp_path):
     return db
 
 
-def rows(db, sql):
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def test_stages_in_order_with_batched_generation_and_per_stage_models(warehouse_with_docs):
     db = warehouse_with_docs
     with FakeLLM() as server:
@@ -72,11 +64,11 @@ def test_stages_in_order_with_batched_generation_and_per_stage_models(warehouse_
         assert out["kept"] == 8
         assert server.stats["by_stage"]["generate_batch"] == 4  # one call per document
         verify.run_shard(db, "r", "00000000", None, s)
-        models = dict(rows(db, "SELECT stage, any_value(model) FROM llm_calls GROUP BY ALL"))
+        models = dict(query(db, "SELECT stage, any_value(model) FROM llm_calls GROUP BY ALL"))
     assert models == {"llm_filter": "big", "classify": "small", "generate": "big", "verify": "small"}
-    assert rows(db, "SELECT count(*), count(DISTINCT qa_id) FROM generate") == [(8, 8)]
-    assert rows(db, "SELECT count(*) FROM verify") == [(8,)]
-    personas = rows(db, "SELECT personas FROM classify")
+    assert query(db, "SELECT count(*), count(DISTINCT qa_id) FROM generate") == [(8, 8)]
+    assert query(db, "SELECT count(*) FROM verify") == [(8,)]
+    personas = query(db, "SELECT personas FROM classify")
     assert all(len(json.loads(p)) == 2 for (p,) in personas)
 
 
@@ -92,6 +84,6 @@ def test_out_of_list_domain_is_a_recorded_failure_not_other(warehouse_with_docs,
         llm_filter.run_shard(db, "r", "00000000", None, s)
         out = classify.run_shard(db, "r", "00000000", None, s)
     assert out == {"stage": "classify", "shard": ["00000000", None], "rows": 4, "failed": 4}
-    assert rows(db, "SELECT DISTINCT reason, domain FROM classify") == [("domain_out_of_list", None)]
-    [(raw,)] = rows(db, "SELECT DISTINCT json_extract_string(raw, '$.domain') FROM llm_calls WHERE stage = 'classify'")
+    assert query(db, "SELECT DISTINCT reason, domain FROM classify") == [("domain_out_of_list", None)]
+    [(raw,)] = query(db, "SELECT DISTINCT json_extract_string(raw, '$.domain') FROM llm_calls WHERE stage = 'classify'")
     assert raw == "Sports"

@@ -7,9 +7,8 @@ import json
 import random
 from datetime import UTC, datetime
 
-import duckdb
-
 from conftest import SAMPLE_DIR
+from support.db import query
 from webscale_rl.stages import heuristic_filter, near_dedup
 from webscale_rl.stages.ingest import ingest_files
 
@@ -59,14 +58,6 @@ def _ingest_and_filter(tmp_path, db, run_id: str, records: list[dict]):
     heuristic_filter.filter_shard(db, run_id, "00000000", None)
 
 
-def rows(db, sql: str) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def test_stage_is_incremental_against_everything_kept_before_and_idempotent(tmp_path):
     db = tmp_path / "w.duckdb"
     docs = sample_texts(4)
@@ -81,16 +72,16 @@ def test_stage_is_incremental_against_everything_kept_before_and_idempotent(tmp_
     _ingest_and_filter(tmp_path, db, "r2", planted)
     second = near_dedup.run(db, "r2")
     assert (second["kept"], second["rejected"], second["compared_with_prior"]) == (1, 2, 3)
-    linked = rows(db, """SELECT d.source_id, o.source_id FROM near_dedup n
+    linked = query(db, """SELECT d.source_id, o.source_id FROM near_dedup n
                          JOIN documents d ON d.doc_id = n.doc_id JOIN documents o ON o.doc_id = n.duplicate_of
                          WHERE n.status = 'rejected' ORDER BY 1""")
     assert linked == [("copy-of-0", docs[0]["id"]), ("copy-of-3", "new-3")]
 
     # Re-running run 2 gives the same rows, no duplicates, and no signature is recomputed.
-    before = rows(db, "SELECT * FROM near_dedup ORDER BY doc_id")
+    before = query(db, "SELECT * FROM near_dedup ORDER BY doc_id")
     again = near_dedup.run(db, "r2")
     assert again["signatures_computed"] == 0
-    assert rows(db, "SELECT * FROM near_dedup ORDER BY doc_id") == before
-    assert rows(db, "SELECT count(*), count(DISTINCT doc_id) FROM doc_minhash") == [(6, 6)]
-    assert rows(db, """SELECT outcome, last_stage, reason FROM doc_outcomes o JOIN documents d USING (doc_id)
+    assert query(db, "SELECT * FROM near_dedup ORDER BY doc_id") == before
+    assert query(db, "SELECT count(*), count(DISTINCT doc_id) FROM doc_minhash") == [(6, 6)]
+    assert query(db, """SELECT outcome, last_stage, reason FROM doc_outcomes o JOIN documents d USING (doc_id)
                        WHERE d.source_id = 'copy-of-0'""") == [("rejected", "near_dedup", "near_duplicate")]
