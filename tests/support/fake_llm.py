@@ -114,6 +114,9 @@ class FakeLLM:
         self.set_faults(faults or {})
         self._server: ThreadingHTTPServer | None = None
         self._connections: set = set()
+        self._released = threading.Event()  # cleared by hold(): completions wait unanswered
+        self._released.set()
+        self.held = 0  # completion requests waiting behind hold()
 
     # -- state -------------------------------------------------------------------------
     def reset(self) -> None:
@@ -140,6 +143,14 @@ class FakeLLM:
         """Identities (request minus seed) that got a valid reply more than once."""
         with self.lock:
             return sum(1 for n in self.successes_by_identity.values() if n > 1)
+
+    def hold(self) -> None:
+        """Stop answering: new completion requests wait (in flight) until release().
+        A test that kills its client now knows no reply is on the wire."""
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
 
     @property
     def base_url(self) -> str:
@@ -299,6 +310,12 @@ class _Handler(BaseHTTPRequestHandler):
             request = json.loads(body)
         except json.JSONDecodeError:
             return self._send(400, {"error": {"message": "body is not JSON"}})
+        if not fake._released.is_set():
+            with fake.lock:
+                fake.held += 1
+            fake._released.wait()
+            with fake.lock:
+                fake.held -= 1
         text = json.dumps(request.get("messages", []))
         fault = fake.pick_fault(body, request, text)
         with fake.lock:
