@@ -13,7 +13,8 @@ Stages: **ingest** (JSONL / Parquet; bad records land in `ingest_errors`) →
 **classify** (domain + personas) → **generate** (one QA pair per persona) → **verify**
 (rule checks, then context / correctness / leakage) → **decontaminate** (13-gram overlap
 with HumanEval and the files in the benchmarks dir; near-identical questions collapsed) →
-**dataset gate** → **export** (verl Parquet + JSONL, published as the `webscale_rl_export`
+**dataset gate** → **conservation check** (every record read, every document and every
+pair accounted for exactly once; a violation lists the ids and stops the run) → **export** (verl Parquet + JSONL, published as the `webscale_rl_export`
 Asset) → **dataset card** (`card.md`, `report.html`, `audit.csv` beside the export).
 Stages are mapped over
 doc_id-range shards; LLM shard tasks run in the `llm` pool and call the server named by
@@ -24,7 +25,8 @@ Runs by itself when `webscale_rl_ingest` emits the `webscale_rl_new_documents` A
 (then it processes the landing files the event names), or trigger it with the form:
 `corpus` is a file, directory or glob resolved under the data dir.
 Re-running is safe: documents already in the warehouse are skipped, and every write
-replaces its own rows.
+replaces its own rows. One run works on a warehouse at a time (a lease with heartbeats;
+a run whose process died is taken over after `WEBSCALE_RL_LEASE_TTL_S`, default 120 s).
 """
 
 from __future__ import annotations
@@ -127,12 +129,13 @@ def webscale_rl():
         from webscale_rl import pipeline
         from webscale_rl.config import ConfigError
         from webscale_rl.landing import files_from_events
+        from webscale_rl.lease import LeaseBusy
 
         context = get_current_context()
         try:
             return pipeline.start_run(dict(context["params"]), context["run_id"],
                                       context["dag_run"].start_date, files_from_events(triggering_extras(context)))
-        except ConfigError as exc:
+        except (ConfigError, LeaseBusy) as exc:
             raise fail_fast(exc) from exc
 
     @task(queue=WAREHOUSE_QUEUE)
@@ -221,8 +224,17 @@ def webscale_rl():
         except gates.GateFailed as exc:
             raise fail_fast(exc) from exc
 
+    @task(queue=WAREHOUSE_QUEUE)
+    def check_conservation(run: dict, _gate: dict) -> dict:
+        from webscale_rl import conservation, pipeline
+
+        try:
+            return pipeline.check_conservation(run)
+        except conservation.ConservationError as exc:  # a retry would count the same rows
+            raise fail_fast(exc) from exc
+
     @task(outlets=[EXPORT_ASSET], queue=WAREHOUSE_QUEUE)
-    def export(run: dict, _gate: dict) -> dict:
+    def export(run: dict, _conserved: dict) -> dict:
         from webscale_rl import pipeline
 
         result = pipeline.run_export(run)
@@ -238,10 +250,10 @@ def webscale_rl():
         return pipeline.run_dataset_card(run)
 
     @task(queue=WAREHOUSE_QUEUE)
-    def finalize_run(run: dict, ingested: dict, exported: dict, _card: dict) -> dict:
+    def finalize_run(run: dict, ingested: dict, exported: dict, conserved: dict, _card: dict) -> dict:
         from webscale_rl import pipeline
 
-        return pipeline.finalize_run(run, ingested, exported)
+        return pipeline.finalize_run(run, ingested, exported, conserved)
 
     run = start_run()
     ingested = ingest(run)
@@ -256,8 +268,9 @@ def webscale_rl():
         gate_ok = gate_llm_stage.override(task_id=f"gate_{stage}")(run, stage, results)
     gate_ok = gate.override(task_id="gate_decontaminate")(run, "decontaminate", decontaminate(run, gate_ok))
     dataset_ok = gate.override(task_id="gate_dataset")(run, "dataset", gate_ok)
-    exported = export(run, dataset_ok)
-    finalize_run(run, ingested, exported, dataset_card(run, exported))
+    conserved = check_conservation(run, dataset_ok)
+    exported = export(run, conserved)
+    finalize_run(run, ingested, exported, conserved, dataset_card(run, exported))
 
 
 webscale_rl()

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from webscale_rl import card, gates, staging, warehouse
+from webscale_rl import card, conservation, gates, lease, staging, warehouse
 from webscale_rl.config import ConfigError, Settings, load_settings, resolve_corpus
 from webscale_rl.llm import LLMSettings, ledger
 from webscale_rl.stages import (
@@ -135,10 +135,13 @@ def _now() -> datetime:
 
 
 @contextlib.contextmanager
-def recording_failure(settings: Settings, run_id: str, stage: str):
-    """Mark the run failed at `stage` with the error's message before re-raising it."""
+def task_step(settings: Settings, run_id: str, stage: str):
+    """Around every task's work: keep the run's warehouse lease alive (stopping at once if
+    another run took it over), and on an error mark the run failed at `stage` with the
+    error's message before re-raising it."""
     try:
-        yield
+        with lease.kept_alive(settings.db_path, run_id):
+            yield
     except Exception as exc:
         with contextlib.suppress(Exception), warehouse.write(settings.db_path) as con:
             con.execute(
@@ -162,7 +165,16 @@ def start_run(params: dict, run_id: str, started_at: datetime | None = None,
     else:
         files = resolve_corpus(p.corpus, settings)
     started_at = started_at or _now()
+    # One run at a time per warehouse: wait for a live run, take over from a dead one.
+    abandoned = lease.acquire(settings.db_path, run_id)
     with warehouse.write(settings.db_path) as con:
+        if abandoned:
+            con.execute(
+                "UPDATE runs SET status = 'failed', failed_stage = coalesce(failed_stage, 'abandoned'), message = ?, "
+                "ended_at = ? WHERE run_id = ? AND status = 'running'",
+                [f"abandoned: its process stopped sending heartbeats; run {run_id} took over the warehouse "
+                 "and resumes its unfinished documents", _now(), abandoned["run_id"]],
+            )
         con.execute(
             """
             INSERT OR REPLACE INTO runs (run_id, run_label, corpus, params, files, started_at, status)
@@ -179,7 +191,7 @@ def start_run(params: dict, run_id: str, started_at: datetime | None = None,
 def run_ingest(run: dict) -> dict:
     settings = load_settings()
     p = RunParams.from_params(run["params"])
-    with recording_failure(settings, run["run_id"], "ingest"):
+    with task_step(settings, run["run_id"], "ingest"):
         report = ingest.ingest_files(
             [Path(f) for f in run["files"]],
             db_path=settings.db_path,
@@ -194,7 +206,7 @@ def run_ingest(run: dict) -> dict:
 
 def _gate(run: dict, stage: str, frame_fn, expectations_fn) -> dict:
     settings = load_settings()
-    with recording_failure(settings, run["run_id"], f"gate_{stage}"):
+    with task_step(settings, run["run_id"], f"gate_{stage}"):
         # Remote shard workers staged their rows: load them before validating.
         committed = staging.commit(settings.db_path, run["run_id"], stage)
         if committed:
@@ -223,7 +235,7 @@ def plan_shards(run: dict) -> list[dict]:
     """
     settings = load_settings()
     p = RunParams.from_params(run["params"])
-    with warehouse.read(settings.db_path) as con:
+    with task_step(settings, run["run_id"], "plan_shards"), warehouse.read(settings.db_path) as con:
         n = warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]])[0]
     return shard_ranges(n, p.shard_size)
 
@@ -237,7 +249,7 @@ def shard_ranges(n_docs: int, shard_size: int) -> list[dict]:
 def run_heuristic_filter(run: dict, shard: dict) -> dict:
     settings = load_settings()
     p = RunParams.from_params(run["params"])
-    with recording_failure(settings, run["run_id"], "heuristic_filter"):
+    with task_step(settings, run["run_id"], "heuristic_filter"):
         result = heuristic_filter.filter_shard(
             settings.db_path, run["run_id"], shard["lo"], shard["hi"], p.heuristic_rule_overrides
         )
@@ -257,7 +269,7 @@ def gate_heuristic_filter(run: dict) -> dict:
 def run_near_dedup(run: dict) -> dict:
     settings = load_settings()
     p = RunParams.from_params(run["params"])
-    with recording_failure(settings, run["run_id"], "near_dedup"):
+    with task_step(settings, run["run_id"], "near_dedup"):
         result = near_dedup.run(settings.db_path, run["run_id"], p.near_dup_threshold)
     log.info("near_dedup: %s", json.dumps(result))
     return result
@@ -271,7 +283,7 @@ def gate_near_dedup(run: dict) -> dict:
 def run_decontaminate(run: dict) -> dict:
     settings = load_settings()
     p = RunParams.from_params(run["params"])
-    with recording_failure(settings, run["run_id"], "decontaminate"):
+    with task_step(settings, run["run_id"], "decontaminate"):
         benchmarks = decontaminate.load_benchmarks(settings.benchmarks_dir, p.builtin_benchmarks)
         log.info("decontaminate: %d benchmark items (%s built in, files from %s), %d-grams",
                  len(benchmarks), p.builtin_benchmarks, settings.benchmarks_dir, p.decontam_ngram)
@@ -300,7 +312,7 @@ def gate_dataset(run: dict) -> dict:
 def run_dataset_card(run: dict) -> dict:
     settings = load_settings()
     p = RunParams.from_params(run["params"])
-    with recording_failure(settings, run["run_id"], "dataset_card"):
+    with task_step(settings, run["run_id"], "dataset_card"):
         result = card.write_card(settings.db_path, settings.exports_dir, run["run_id"], p.audit_per_stratum)
     log.info("dataset card: %s/card.md and report.html; audit sample of %d pairs in audit.csv; funnel %s",
              result["path"], result["audit_rows"], json.dumps(result["funnel"]))
@@ -351,7 +363,7 @@ def run_llm_stage(run: dict, shard: dict, stage: str, settings: LLMSettings | No
     p = RunParams.from_params(run["params"])
     llm = llm_settings(p, settings)
     args = (data.db_path, run["run_id"], shard["lo"], shard["hi"], llm)
-    with recording_failure(data, run["run_id"], stage):
+    with task_step(data, run["run_id"], stage):
         if stage == "llm_filter":
             result = llm_filter.run_shard(*args)
         elif stage == "classify":
@@ -383,27 +395,48 @@ def gate_llm_stage(run: dict, stage: str) -> dict:
     raise ValueError(f"unknown LLM stage {stage!r}")
 
 
+def check_conservation(run: dict) -> dict:
+    """Fail the run, before anything is exported, if its records do not add up."""
+    settings = load_settings()
+    with task_step(settings, run["run_id"], "check_conservation"):
+        with warehouse.read(settings.db_path) as con:
+            violations = conservation.check(con, run["run_id"], run["files"])
+        conservation.enforce(violations, run["run_id"])
+    with warehouse.read(settings.db_path) as con:
+        work_set = warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]])[0]
+    log.info("conservation: every record of %d file(s) and every one of %d work-set documents and their "
+             "pairs is accounted for; no duplicate keys", len(run["files"]), work_set)
+    return {**conservation.summary(violations), "files": len(run["files"]), "work_set": work_set}
+
+
 def run_export(run: dict) -> dict:
     data = load_settings()
     p = RunParams.from_params(run["params"])
-    with recording_failure(data, run["run_id"], "export"):
+    with task_step(data, run["run_id"], "export"):
         result = export.export_run(data.db_path, data.exports_dir, run["run_id"], p.val_fraction)
+        # Check the files against the warehouse before the task (and its Asset event) succeeds.
+        with warehouse.read(data.db_path) as con:
+            conservation.enforce(conservation.check_export(con, run["run_id"], result["path"]), run["run_id"])
     log.info("export: %d accepted pairs (%d train / %d val) in %s",
              result["pairs"], result["train"], result["val"], result["path"])
     return result
 
 
-def finalize_run(run: dict, ingest_report: dict, export_result: dict | None = None) -> dict:
-    """Record the run's counts and mark it succeeded; returns the counts."""
+def finalize_run(run: dict, ingest_report: dict, export_result: dict | None = None,
+                 conservation_result: dict | None = None) -> dict:
+    """Record the run's counts, mark it succeeded and release the warehouse; returns the counts."""
     settings = load_settings()
-    with warehouse.write(settings.db_path) as con:
+    with task_step(settings, run["run_id"], "finalize_run"), warehouse.write(settings.db_path) as con:
         counts = run_counts(con, run["run_id"])
         counts["ingest"] = ingest_report
         if export_result:
             counts["export"] = {k: export_result[k] for k in ("pairs", "train", "val", "path")}
+        if conservation_result:
+            counts["conservation"] = conservation_result
         con.execute(
             "UPDATE runs SET status = 'success', ended_at = ?, counts = ?, failed_stage = NULL, message = NULL WHERE run_id = ?",
             [_now(), json.dumps(counts), run["run_id"]],
         )
+    lease.release(settings.db_path, run["run_id"])
     log.info("run %s finished: %s", run["run_id"], json.dumps(counts))
     return counts

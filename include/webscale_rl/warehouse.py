@@ -53,6 +53,16 @@ CREATE TABLE IF NOT EXISTS ingest_errors (
     run_id      VARCHAR NOT NULL,
     PRIMARY KEY (source_file, line_no)
 );
+CREATE TABLE IF NOT EXISTS ingest_files (
+    run_id           VARCHAR NOT NULL,   -- where every record of each file of a run went
+    source_file      VARCHAR NOT NULL,
+    records_seen     BIGINT NOT NULL,    -- = new_docs + already_ingested + deferred + errors
+    new_docs         BIGINT NOT NULL,
+    already_ingested BIGINT NOT NULL,
+    deferred         BIGINT NOT NULL,    -- new documents left for a later run by max_docs
+    errors           BIGINT NOT NULL,
+    PRIMARY KEY (run_id, source_file)
+);
 CREATE TABLE IF NOT EXISTS landing_files (
     path          VARCHAR PRIMARY KEY,   -- a file the scheduled ingestion has taken in
     size          BIGINT NOT NULL,

@@ -49,8 +49,11 @@ def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dag
         assert gate in dag.get_task(stage).downstream_task_ids, f"{stage} is not followed by {gate}"
         assert gate in dag.get_task(next_stage).get_flat_relative_ids(upstream=True), (
             f"{next_stage} may start before {gate}")
-    assert dag.get_task("export").upstream_task_ids == {"start_run", "gate_dataset"}
-    assert {"export", "dataset_card"} <= dag.get_task("finalize_run").upstream_task_ids
+    # The conservation check sits between the last gate and the export: a run that does not
+    # add up exports nothing (and fires no Asset event).
+    assert dag.get_task("check_conservation").upstream_task_ids == {"start_run", "gate_dataset"}
+    assert dag.get_task("export").upstream_task_ids == {"start_run", "check_conservation"}
+    assert {"export", "dataset_card", "check_conservation"} <= dag.get_task("finalize_run").upstream_task_ids
     assert dag.get_task("export").outlets[0].name == "webscale_rl_export"
 
 
@@ -64,8 +67,8 @@ def test_warehouse_writers_can_be_routed_to_the_warehouse_host():
         capture_output=True, text=True, check=True, env=env)
     queues = json.loads(out.stdout.strip().splitlines()[-1])
     for task_id in ("start_run", "ingest", "gate_ingest", "gate_heuristic_filter", "gate_llm_filter",
-                    "gate_verify", "near_dedup", "decontaminate", "gate_dataset", "export", "dataset_card",
-                    "finalize_run"):
+                    "gate_verify", "near_dedup", "decontaminate", "gate_dataset", "check_conservation", "export",
+                    "dataset_card", "finalize_run"):
         assert queues[task_id] == "warehouse", task_id
     for task_id in ("heuristic_filter", "llm_filter", "generate", "verify"):
         assert queues[task_id] != "warehouse", task_id

@@ -4,8 +4,9 @@ server (vLLM, llama.cpp server, OpenAI...).
 `LLMClient.run(requests)` is what a stage calls from its (synchronous) shard task: it
 answers every request it can from the ledger, sends the rest at most `max_concurrency`
 at a time, retries transient failures with exponential backoff and full jitter (honouring
-Retry-After), retries invalid replies a bounded number of times with a new seed, records
-every finished call in `llm_calls` in small batches, and logs progress every few seconds.
+Retry-After), retries invalid replies a bounded number of times with a new seed, journals
+every success the moment it arrives, records every finished call in `llm_calls` in small
+batches, and logs progress every few seconds.
 """
 
 from __future__ import annotations
@@ -300,6 +301,7 @@ class LLMClient:
         for req in requests:
             unique.setdefault(req.request_hash, req)
         stage = requests[0].stage if requests else "llm"
+        await asyncio.to_thread(ledger.adopt_orphans, self.db_path, self.run_id, stage, self.shard)
         cached = await asyncio.to_thread(ledger.successes, self.db_path, list(unique), self.run_id, stage)
         results: dict[str, LLMResult] = {
             h: LLMResult(request=unique[h], status="success", parsed=row["result"], raw=row["raw"],
@@ -326,21 +328,28 @@ class LLMClient:
             slots.put_nowait(i % n_pools)
         pending_rows: list[dict] = []
         last_flush = time.monotonic()
+        journal = ledger.Journal(self.db_path, self.run_id, stage)
         try:
             tasks = [asyncio.create_task(self._call(apis, req, slots, progress)) for req in todo]
             for next_done in asyncio.as_completed(tasks):
                 result = await next_done
                 results[result.request.request_hash] = result
-                pending_rows.append(self._ledger_row(result))
+                row = self._ledger_row(result)
+                if result.ok:
+                    journal.append(row)  # durable at once: a crash loses only calls in flight
+                pending_rows.append(row)
                 progress.add(result)
-                # Flush finished calls every couple of seconds: a crash loses only calls in flight.
+                # Flush finished calls to the ledger every couple of seconds.
                 if time.monotonic() - last_flush > 2.0 or len(pending_rows) >= 500:
                     await asyncio.to_thread(ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard)
                     pending_rows, last_flush = [], time.monotonic()
         finally:
-            await asyncio.to_thread(ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard)
-            for api in apis:
-                await api.close()
+            try:
+                await asyncio.to_thread(ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard)
+                journal.close()  # only once its rows are in the ledger; a failed flush leaves it to adopt
+            finally:
+                for api in apis:
+                    await api.close()
         log.info("%s: done. %s", stage, progress.line())
         return results
 

@@ -3,16 +3,27 @@
 A request whose hash already succeeded is answered from here and never sent again: this
 is the cache that makes re-runs and resumes free. Failed requests are retried by the
 next run and their row replaced.
+
+Between ledger flushes every success is also appended to a per-process journal file the
+moment its reply is parsed, so a crash (even SIGKILL) loses no call that was paid for: the
+next client adopts the journals of dead writers into the ledger before it looks anything up.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import socket
+import uuid
 from pathlib import Path
 
 import pandas as pd
 
 from webscale_rl import staging, warehouse
+from webscale_rl.config import run_folder_name
+
+log = logging.getLogger(__name__)
 
 COLUMNS = ["request_hash", "stage", "item_id", "model", "prompt_id", "status", "error_kind", "error",
            "attempts", "prompt_tokens", "completion_tokens", "latency_s", "raw", "result", "run_id"]
@@ -56,3 +67,73 @@ def per_stage(con, run_id: str) -> dict[str, dict]:
                       coalesce(sum(completion_tokens), 0)::BIGINT, list(DISTINCT model)
                FROM llm_calls WHERE run_id = ? GROUP BY ALL ORDER BY ALL""", [run_id]).fetchall()
     }
+
+
+# -- journal ---------------------------------------------------------------------------
+
+def journal_dir(db_path: Path) -> Path:
+    """Beside the warehouse, or on the shared staging storage when workers are remote."""
+    return (staging.staging_dir() or db_path.parent) / f"{db_path.stem}.llm_journal"
+
+
+class Journal:
+    """This process's append-only record of successful calls not yet flushed to the ledger.
+    The file name carries host and pid, so a later client can tell whether its writer died."""
+
+    def __init__(self, db_path: Path, run_id: str, stage: str):
+        folder = journal_dir(db_path)
+        folder.mkdir(parents=True, exist_ok=True)
+        name = f"{socket.gethostname()}--{os.getpid()}--{run_folder_name(run_id)}--{stage}--{uuid.uuid4().hex[:8]}"
+        self.path = folder / f"{name}.jsonl"
+        self._handle = None
+
+    def append(self, row: dict) -> None:
+        if self._handle is None:
+            self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+        # One write + flush per line: the OS has it even if this process is killed next.
+        self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        """Called once every row is in the ledger: the journal is then redundant."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        self.path.unlink(missing_ok=True)
+
+
+def _writer_is_dead(path: Path) -> bool:
+    host, _, rest = path.name.partition("--")
+    pid = rest.partition("--")[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host's writer: only that host can tell whether it is alive
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def adopt_orphans(db_path: Path, run_id: str, stage: str, part: str = "all") -> int:
+    """Record the journals of dead writers (a crashed task) in the ledger, then remove them.
+    Returns how many successful calls were recovered."""
+    folder = journal_dir(db_path)
+    if not folder.exists():
+        return 0
+    recovered = 0
+    for path in sorted(folder.glob("*.jsonl")):
+        if not _writer_is_dead(path):
+            continue
+        rows = []
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut by the crash: that call is simply sent again
+        record(db_path, rows, run_id, stage, part=f"{part}-adopted")
+        path.unlink(missing_ok=True)
+        recovered += len(rows)
+        log.info("recovered %d successful calls from %s (its writer died before flushing them)", len(rows), path.name)
+    return recovered

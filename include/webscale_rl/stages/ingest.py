@@ -66,9 +66,22 @@ class Record:
 
 @dataclass
 class FileTally:
-    records: int = 0
-    usable: int = 0
+    """Where each record of one file went; the conservation check recounts the file and
+    compares. seen = new + already + deferred + errors."""
+
+    seen: int = 0       # records the reader yielded, errors included
+    records: int = 0    # of those, parsed objects
+    usable: int = 0     # valid documents
+    new: int = 0        # taken on by this run (inserted, or inserted by an earlier attempt of it)
+    already: int = 0    # the same text was ingested by an earlier run
+    offered: int = 0    # new documents offered to the max_docs sample
+    chosen: int = 0     # of those, taken
     errors: Counter = field(default_factory=Counter)
+
+    @property
+    def deferred(self) -> int:
+        """New documents left for a later run by max_docs."""
+        return self.offered - self.chosen
 
 
 def _short(text: str, limit: int = 200) -> str:
@@ -176,23 +189,39 @@ def to_document(record: Record, limits: IngestLimits) -> tuple[dict | None, str 
 class _Writer:
     """Buffers new documents and errors, writing them in short locked transactions."""
 
-    def __init__(self, db_path: Path, run_id: str, ingested_at: datetime):
+    def __init__(self, db_path: Path, run_id: str, ingested_at: datetime, tallies: dict[str, FileTally]):
         self.db_path, self.run_id, self.ingested_at = db_path, run_id, ingested_at
+        self.tallies = tallies
         self.docs: list[dict] = []
         self.errors: list[dict] = []
         self.new_docs = 0
         self.already_ingested = 0
 
+    def _count(self, docs, existing: dict[str, str]) -> None:
+        """Tally documents found in the warehouse: ingested by this run (an earlier attempt
+        of this task) counts as new, by another run as already ingested."""
+        for d in docs:
+            owner = existing.get(d["doc_id"])
+            if owner is None:
+                continue
+            tally = self.tallies[d["source_file"]]
+            if owner == self.run_id:
+                tally.new += 1
+                self.new_docs += 1
+            else:
+                tally.already += 1
+                self.already_ingested += 1
+
     def drop_existing(self, docs: list[dict]) -> list[dict]:
-        """The documents not yet in the warehouse; the others count as already ingested."""
+        """The documents not yet in the warehouse; the others are tallied."""
         if not docs:
             return []
         with warehouse.read(self.db_path) as con:
             con.register("_batch", pd.DataFrame({"doc_id": [d["doc_id"] for d in docs]}))
-            existing = {r[0] for r in con.execute(
-                "SELECT doc_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)").fetchall()}
+            existing = dict(con.execute(
+                "SELECT doc_id, ingest_run_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)").fetchall())
             con.unregister("_batch")
-        self.already_ingested += len(existing)
+        self._count(docs, existing)
         return [d for d in docs if d["doc_id"] not in existing]
 
     def flush(self) -> None:
@@ -202,15 +231,18 @@ class _Writer:
             if self.docs:
                 frame = pd.DataFrame(self.docs)
                 con.register("_batch", frame)
-                existing = {
-                    row[0]
-                    for row in con.execute(
-                        "SELECT doc_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)"
-                    ).fetchall()
-                }
+                existing = dict(con.execute(
+                    "SELECT doc_id, ingest_run_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)"
+                ).fetchall())
                 con.unregister("_batch")
+                self._count(self.docs, existing)
+                # An earlier attempt of this task may have inserted some: claim them again.
+                mine = [doc_id for doc_id, owner in existing.items() if owner == self.run_id]
+                if mine:
+                    con.execute("INSERT OR IGNORE INTO run_docs SELECT ?, unnest(?::VARCHAR[])", [self.run_id, mine])
                 fresh = frame[~frame["doc_id"].isin(existing)].copy()
-                self.already_ingested += len(frame) - len(fresh)
+                for name, n in fresh["source_file"].value_counts().items():
+                    self.tallies[name].new += int(n)
                 if len(fresh):
                     start = warehouse.one(con, "SELECT coalesce(max(ingest_seq), 0) FROM documents")[0]
                     fresh["ingest_seq"] = range(start + 1, start + 1 + len(fresh))
@@ -272,11 +304,11 @@ def ingest_files(
     still read and checked, and the new documents with the smallest doc_ids are kept, so
     successive capped runs walk through a large corpus in uniform random batches.
     """
-    writer = _Writer(db_path, run_id, ingested_at)
+    tallies: dict[str, FileTally] = {}
+    writer = _Writer(db_path, run_id, ingested_at, tallies)
     sample = _HashSample(max_docs) if max_docs else None
     candidates: list[dict] = []
     seen_in_run: dict[str, str] = {}
-    tallies: dict[str, FileTally] = {}
     errors_by_reason: Counter = Counter()
     records_read = 0
 
@@ -291,6 +323,7 @@ def ingest_files(
     def offer_candidates() -> None:
         new = writer.drop_existing(candidates)
         for doc in new:
+            tallies[doc["source_file"]].offered += 1
             sample.offer(doc)
         candidates.clear()
 
@@ -298,6 +331,7 @@ def ingest_files(
         tally = tallies.setdefault(str(path), FileTally())
         source_ids: dict[str, int] = {}
         for record in read_records(path):
+            tally.seen += 1
             if record.error:
                 record_error(path, tally, record, record.error, record.detail)
                 continue
@@ -335,7 +369,10 @@ def ingest_files(
     if sample is not None:
         offer_candidates()
         writer.docs = sample.chosen()
+        for doc in writer.docs:
+            tallies[doc["source_file"]].chosen += 1
     writer.flush()
+    _record_tallies(db_path, run_id, tallies)
 
     resumed = _claim_pending(db_path, run_id, files)
     unusable = {
@@ -364,6 +401,18 @@ def ingest_files(
             f"the other files were ingested):\n" + "\n".join(lines)
         )
     return report
+
+
+def _record_tallies(db_path: Path, run_id: str, tallies: dict[str, FileTally]) -> None:
+    rows = [{"run_id": run_id, "source_file": name, "records_seen": t.seen, "new_docs": t.new,
+             "already_ingested": t.already, "deferred": t.deferred, "errors": sum(t.errors.values())}
+            for name, t in tallies.items()]
+    if not rows:
+        return
+    with warehouse.write(db_path) as con:
+        con.register("_tallies", pd.DataFrame(rows))
+        con.execute("INSERT OR REPLACE INTO ingest_files BY NAME SELECT * FROM _tallies")
+        con.unregister("_tallies")
 
 
 def _claim_pending(db_path: Path, run_id: str, files: list[Path]) -> int:
