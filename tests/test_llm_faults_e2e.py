@@ -1,19 +1,27 @@
 """The whole DAG under injected LLM-server faults: transient faults change nothing in the
 result, a permanent fault fails only the documents it hits, a dead server stops the run
-at once with a message naming its URL."""
+at once with a message naming its URL, a server that dies mid-stage either comes back
+within the retries or stops the run clearly for a re-run to finish; and a run killed with
+SIGKILL mid-stage is finished by the next one with the same tables and no call paid twice."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 import time
+from pathlib import Path
 
 import duckdb
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
-from support.db import query
+from support.db import query, snapshot
 from support.fake_llm import FAULT_KINDS, FakeLLM
 
 CORPUS = "sample/docs_stem.jsonl"  # 18 documents, ~130 LLM calls
@@ -42,23 +50,37 @@ def fresh_data_dir(tmp_path, monkeypatch, name: str):
     return data
 
 
-def use_server(monkeypatch, server: FakeLLM, timeout_s: float = 1.0) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps({
+def conn(server: FakeLLM, timeout_s: float = 1.0, **extra) -> str:
+    return json.dumps({
         "conn_type": "openai", "host": server.base_url, "password": "sk-test",
         "extra": {"model": "fake-model", "max_concurrency": 16, "backoff_base_s": 0.01,
-                  "backoff_cap_s": 0.2, "timeout_s": timeout_s}}))
+                  "backoff_cap_s": 0.2, "timeout_s": timeout_s, **extra}})
+
+
+def use_server(monkeypatch, server: FakeLLM, timeout_s: float = 1.0, **extra) -> None:
+    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", conn(server, timeout_s, **extra))
+
+
+def conserved(data, run_id: str) -> dict:
+    return json.loads(query(data, "SELECT counts FROM runs WHERE run_id = ?", [run_id])[0][0])["conservation"]
 
 
 @pytest.fixture(scope="module")
-def clean_run(dag, tmp_path_factory):
+def clean(dag, tmp_path_factory):
+    """An uninterrupted, fault-free run: its accepted pairs and every table's decisions."""
     with pytest.MonkeyPatch.context() as mp, FakeLLM() as server:
         data = fresh_data_dir(tmp_path_factory.mktemp("clean"), mp, "data")
         use_server(mp, server)
         run = dag.test(run_conf={"corpus": CORPUS})
         assert str(run.state) == "success"
-        result = accepted(data)
-    assert len(result) > 30
+        result = {"accepted": accepted(data), "tables": snapshot(data)}
+    assert len(result["accepted"]) > 30
     return result
+
+
+@pytest.fixture(scope="module")
+def clean_run(clean):
+    return clean["accepted"]
 
 
 @pytest.mark.parametrize("faults", [*({k: 0.05} for k in TRANSIENT), {k: 0.05 for k in TRANSIENT}],
@@ -73,6 +95,7 @@ def test_transient_faults_leave_the_accepted_set_unchanged(dag, clean_run, tmp_p
         assert accepted(data) == clean_run
         assert query(data, "SELECT count(*) FROM llm_calls WHERE status <> 'success'") == [(0,)]
         assert query(data, "SELECT count(*), count(DISTINCT doc_id) FROM doc_outcomes") == [(18, 18)]
+        assert conserved(data, run.run_id)["violations"] == 0
 
 
 def test_permanent_fault_fails_only_the_documents_it_hits(dag, clean_run, tmp_path, monkeypatch):
@@ -106,3 +129,124 @@ def test_dead_server_stops_the_run_at_once_naming_the_url(dag, tmp_path, monkeyp
     assert "llm_default" in message
     # Nothing was lost: every document is recorded, the filtered ones wait as pending.
     assert dict(query(data, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")) == {"pending": 18}
+
+
+def stop_when(server: FakeLLM, stage: str, calls: int, action) -> threading.Thread:
+    """Run `action` once the server has answered `calls` requests of `stage`."""
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while server.stats["by_stage"].get(stage, 0) < calls and time.monotonic() < deadline:
+            time.sleep(0.01)
+        action()
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_server_that_dies_mid_stage_and_comes_back_within_the_retries(dag, clean, tmp_path, monkeypatch):
+    with FakeLLM(latency_s=0.05) as server:  # ~0.7 s of generate calls: the outage lands inside
+        data = fresh_data_dir(tmp_path, monkeypatch, "data")
+        # Retries spread over several seconds: a one-second outage is ridden out.
+        use_server(monkeypatch, server, max_retries=20, backoff_base_s=0.1, backoff_cap_s=0.5, max_concurrency=4)
+
+        def outage() -> None:
+            server.stop()
+            time.sleep(1.0)
+            server.start()
+
+        watcher = stop_when(server, "generate", 10, outage)
+        run = dag.test(run_conf={"corpus": CORPUS})
+        watcher.join(timeout=10)
+        assert str(run.state) == "success", query(data, "SELECT failed_stage, message FROM runs")
+        # The calls refused during the outage were tried again until the server was back.
+        assert query(data, "SELECT sum(attempts) > 54 FROM llm_calls WHERE stage = 'generate'") == [(True,)]
+        # Only a reply lost on the wire when the server died can be bought twice.
+        assert server.repeated_successes() <= server.cut_connections
+    assert snapshot(data) == clean["tables"]
+    assert conserved(data, run.run_id)["violations"] == 0
+
+
+def test_server_that_stays_down_stops_the_stage_clearly_and_a_rerun_finishes(dag, clean, tmp_path, monkeypatch):
+    with FakeLLM(latency_s=0.05) as server:
+        data = fresh_data_dir(tmp_path, monkeypatch, "data")
+        use_server(monkeypatch, server, max_retries=2, max_concurrency=4)
+        watcher = stop_when(server, "generate", 10, server.stop)
+        first = dag.test(run_conf={"corpus": CORPUS})
+        watcher.join(timeout=10)
+        assert str(first.state) == "failed"
+        stage, message = query(data, "SELECT failed_stage, message FROM runs")[0]
+        assert stage == "generate"
+        assert "generate: the LLM server stopped answering mid-stage" in message
+        assert f"LLM server at {server.base_url}/models is not reachable" in message
+        # Nothing of the stage was written: its documents wait as pending, not as failed.
+        assert query(data, "SELECT count(*) FROM generate") == [(0,)]
+        assert dict(query(data, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")) == {"pending": 18}
+        answered = query(data, "SELECT count(*) FROM llm_calls WHERE stage = 'generate' AND status = 'success'")
+        assert answered[0][0] >= 10 - server.cut_connections > 0
+        server.start()
+        second = dag.test(run_conf={"corpus": CORPUS})
+        assert str(second.state) == "success"
+        # The answers saved before the outage were not bought again; at most the replies
+        # lost on the wire when the server died were.
+        assert server.repeated_successes() <= server.cut_connections
+    assert snapshot(data) == clean["tables"]
+    assert conserved(data, second.run_id)["violations"] == 0
+
+
+def test_sigkill_mid_stage_then_rerun_matches_an_uninterrupted_run(dag, clean, tmp_path, monkeypatch):
+    """`airflow dags test` is killed with SIGKILL in the middle of the generate stage, while
+    requests are in flight at the server. The next run takes over the dead run's lease,
+    adopts its journal of answered calls, and finishes with the clean run's tables."""
+    monkeypatch.setenv("WEBSCALE_RL_LEASE_TTL_S", "3")
+    with FakeLLM(latency_s=0.05) as server:
+        data = fresh_data_dir(tmp_path, monkeypatch, "data")
+        use_server(monkeypatch, server, max_concurrency=4)
+        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("airflow")), "dags", "test", "webscale_rl", "-c",
+             json.dumps({"corpus": CORPUS})],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 180
+            while server.stats["by_stage"].get("generate", 0) < 12 and time.monotonic() < deadline:
+                assert proc.poll() is None, "the run ended before the generate stage"
+                time.sleep(0.01)
+            server.hold()  # requests sent from now on wait unanswered: they are in flight
+            time.sleep(0.5)
+            assert server.held >= 1
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+            server.release()
+        answered = server.stats["by_stage"]["generate"]
+        assert 12 <= answered < 54
+        # The crash left the run 'running', no generate row written, and the answers it had
+        # not flushed to the ledger yet only in its journal.
+        assert query(data, "SELECT status FROM runs") == [("running",)]
+        assert query(data, "SELECT count(*) FROM generate") == [(0,)]
+        journal = list((data / "warehouse.llm_journal").glob("*.jsonl"))
+        in_journal = sum(len(p.read_text().splitlines()) for p in journal)
+        in_ledger = query(data, "SELECT count(*) FROM llm_calls WHERE stage = 'generate'")[0][0]
+        assert journal and in_journal > 0
+        assert len({json.loads(line)["request_hash"] for p in journal for line in p.read_text().splitlines()}
+                   | {h for (h,) in query(data, "SELECT request_hash FROM llm_calls WHERE stage = 'generate'")}
+                   ) == answered >= in_ledger
+
+        rerun = dag.test(run_conf={"corpus": CORPUS})
+        assert str(rerun.state) == "success"
+        assert server.repeated_successes() == 0
+        assert server.stats["by_stage"]["generate"] == 54  # the other calls, sent once each
+    assert snapshot(data) == clean["tables"]
+    for table in ("documents", "heuristic_filter", "near_dedup", "llm_filter", "classify", "generate", "verify",
+                  "decontaminate", "llm_calls"):
+        key = "qa_id" if table in ("generate", "verify", "decontaminate") else \
+            "request_hash" if table == "llm_calls" else "doc_id"
+        assert query(data, f"SELECT count(*) = count(DISTINCT {key}) FROM {table}") == [(True,)], table
+    assert not list((data / "warehouse.llm_journal").glob("*.jsonl"))
+    killed = query(data, "SELECT status, message FROM runs WHERE run_id <> ?", [rerun.run_id])
+    assert killed[0][0] == "failed" and killed[0][1].startswith("abandoned: its process stopped sending heartbeats")
+    assert conserved(data, rerun.run_id)["violations"] == 0

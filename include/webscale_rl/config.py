@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CORPUS_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
+MAX_CORPUS_CHARS = 4096  # PATH_MAX on Linux: a longer param cannot name a file
 
 
 def run_folder_name(run_id: str) -> str:
@@ -78,20 +79,43 @@ def resolve_corpus(corpus: str, settings: Settings, allow_empty: bool = False) -
         raise ConfigError("param 'corpus' is empty: give a file, directory or glob under the data dir")
     if "\x00" in corpus:
         raise ConfigError("param 'corpus' contains a NUL byte")
+    if len(corpus) > MAX_CORPUS_CHARS:
+        raise ConfigError(f"param 'corpus' is {len(corpus)} characters long; at most {MAX_CORPUS_CHARS}")
+    try:
+        return _resolve(corpus, settings, allow_empty)
+    except OSError as exc:  # e.g. a name too long for the file system: a bad param, not a retry
+        raise ConfigError(f"corpus '{corpus}' cannot be resolved: {exc.strerror or exc}") from None
+
+
+def _resolve(corpus: str, settings: Settings, allow_empty: bool) -> list[Path]:
     raw = Path(corpus).expanduser()
     pattern = raw if raw.is_absolute() else settings.data_dir / raw
     roots = settings.allowed_roots
     roots_text = ", ".join(str(r) for r in roots)
 
+    def outside(resolved: Path) -> ConfigError:
+        return ConfigError(
+            f"corpus '{corpus}' resolves to {resolved}, outside the allowed roots ({roots_text}); "
+            "put the files under WEBSCALE_RL_DATA_DIR or add their folder to WEBSCALE_RL_ALLOWED_ROOTS"
+        )
+
     if glob.has_magic(str(pattern)):
+        # Check the folder the glob starts from before listing anything, so a pattern cannot
+        # list (or probe for) names outside the allowed roots; '..' after a wildcard could
+        # climb out of it again.
+        parts = raw.parts
+        first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
+        if ".." in parts[first:]:
+            raise ConfigError(f"corpus '{corpus}' has '..' after a wildcard: name the folder without it")
+        base = Path(*parts[:first]) if first else Path()
+        base = (base if raw.is_absolute() else settings.data_dir / base).resolve()
+        if not _inside(base, roots):
+            raise outside(base)
         candidates = [Path(p) for p in sorted(glob.glob(str(pattern), recursive=True))]
     else:
         resolved = pattern.resolve()
         if not _inside(resolved, roots):
-            raise ConfigError(
-                f"corpus '{corpus}' resolves to {resolved}, outside the allowed roots ({roots_text}); "
-                "put the files under WEBSCALE_RL_DATA_DIR or add their folder to WEBSCALE_RL_ALLOWED_ROOTS"
-            )
+            raise outside(resolved)
         if not resolved.exists():
             raise ConfigError(
                 f"corpus '{corpus}' not found (looked for {resolved}); relative paths resolve under "

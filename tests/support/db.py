@@ -15,3 +15,23 @@ def query(path: Path, sql: str, params=None) -> list[tuple]:
         return con.execute(sql, params or []).fetchall()
     finally:
         con.close()
+
+
+# What a run decided, minus what differs between equal runs (run ids, paths, timestamps).
+SNAPSHOT_SQL = {
+    "documents": "SELECT doc_id, source_line, source_id, n_tokens FROM documents",
+    "heuristic_filter": "SELECT doc_id, status, reason FROM heuristic_filter",
+    "near_dedup": "SELECT doc_id, status, reason, duplicate_of FROM near_dedup",
+    "llm_filter": "SELECT doc_id, status, reason, qualified, request_hash FROM llm_filter",
+    "classify": "SELECT doc_id, status, reason, domain, personas FROM classify",
+    "generate": "SELECT qa_id, doc_id, status, reason, question, answer, request_hash FROM generate",
+    "verify": "SELECT qa_id, status, reason, correct, leakage, request_hash FROM verify",
+    "decontaminate": "SELECT qa_id, status, reason, duplicate_of FROM decontaminate",
+    "doc_outcomes": "SELECT doc_id, last_stage, outcome, reason FROM doc_outcomes",
+    "llm_calls": "SELECT request_hash, stage, status FROM llm_calls",
+}
+
+
+def snapshot(path: Path) -> dict[str, list[tuple]]:
+    """Every stage table's decisions, sorted: equal snapshots mean equal results."""
+    return {table: sorted(query(path, sql), key=repr) for table, sql in SNAPSHOT_SQL.items()}

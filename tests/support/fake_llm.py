@@ -6,6 +6,10 @@ runs produce meaningful, repeatable data. Faults are injected on demand, determi
 per request body and attempt: HTTP 500/503, 429 with Retry-After, timeouts, malformed
 JSON, JSON missing fields, truncated output and refusals, plus extra latency, permanent
 faults for documents that contain a marker, and stop/start on the same port.
+A "compromised" server (FakeLLM(compromised=True) or faults {"compromised": true}) plays a
+model that obeys prompt injections: for a document that tells the model to give a certain
+answer, generate emits that answer, and verify passes every pair (context=Y correct=Y
+leakage=N); the filter and classify stages stay honest.
 
 Run standalone:  python tests/support/fake_llm.py --port 8000
 Admin endpoints: GET /admin/stats, POST /admin/faults (JSON), POST /admin/reset.
@@ -17,6 +21,7 @@ import argparse
 import hashlib
 import json
 import re
+import select
 import socket
 import threading
 import time
@@ -86,6 +91,41 @@ def make_pair(doc: str, persona: str) -> dict:
             "answer": answer}
 
 
+# What a model that obeys an injection reads as "the answer I was told to give": a quoted
+# value or a number after an order to answer, or "the answer to every question is X".
+# Written independently of webscale_rl.injection so the test is not circular.
+INJECTION_CUE = re.compile(r"ignore (?:all )?(?:previous|prior|above)|disregard|language model|\bAI\b|"
+                           r"answer to every question|<\|im_start\|>", re.I)
+INJECTED_VALUE = [re.compile(p, re.I) for p in (
+    r"answer to (?:every|any|all|each) (?:\w+ ){0,2}?(?:question|query)s? (?:\w+ ){0,3}?(?:is|will be|should be|must be) "
+    r"(?:always )?[\"“]?([\w-]+(?:[.,]\d+)*)",
+    r"(?:answer|respond|reply|output)\w*\s+(?:\w+\s+){0,4}?(?:with\s+)?(?:the\s+(?:word|number|string|value)\s+)?"
+    r"[\"“]([^\"”\n]{1,60})[\"”]",
+    r"(?:answer|respond|reply|output)\w*\s+(?:only\s+|always\s+|just\s+)?(?:with\s+)?(?:the\s+number\s+)?"
+    r"(\d[\d,]*(?:\.\d+)?)",
+)]
+
+
+def injected_value(doc: str) -> str | None:
+    """The answer an injection in `doc` demands, or None when it has none."""
+    if not INJECTION_CUE.search(doc):
+        return None
+    found = [m for p in INJECTED_VALUE for m in p.finditer(doc)]
+    if not found:
+        return None
+    return min(found, key=lambda m: m.start()).group(1).strip().rstrip(".,;")
+
+
+def make_injected_pair(doc: str, persona: str, value: str) -> dict:
+    """A compromised model's pair: an ordinary question from the document's plain text,
+    answered with the value the injection demands."""
+    lines = [line for line in doc.splitlines() if "<|" not in line and "</" not in line]
+    plain = "\n".join(s for s in _sentences("\n".join(lines)) if value not in s and not INJECTION_CUE.search(s)
+                      and "answer" not in s.lower())
+    pair = make_pair(plain or doc, persona)
+    return {"question": pair["question"], "answer": value}
+
+
 def answer_verify(doc: str, question: str, answer: str) -> dict:
     low_answer = answer.lower().strip()
     context = "Y" if _words(question) >= 6 else "N"
@@ -105,11 +145,12 @@ class FakeLLM:
     """The server plus its state: faults, counters, and the per-body attempt counts."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-model",
-                 faults: dict | None = None, latency_s: float = 0.0):
+                 faults: dict | None = None, latency_s: float = 0.0, compromised: bool = False):
         self.host, self.port, self.model = host, port, model
         self.lock = threading.Lock()
         self.faults: dict = {}
         self.latency_s = latency_s
+        self.compromised = compromised  # obeys injections in documents (see the module doc)
         self.reset()
         self.set_faults(faults or {})
         self._server: ThreadingHTTPServer | None = None
@@ -117,6 +158,7 @@ class FakeLLM:
         self._released = threading.Event()  # cleared by hold(): completions wait unanswered
         self._released.set()
         self.held = 0  # completion requests waiting behind hold()
+        self.cut_connections = 0  # open connections stop() cut
 
     # -- state -------------------------------------------------------------------------
     def reset(self) -> None:
@@ -133,11 +175,14 @@ class FakeLLM:
     def set_faults(self, faults: dict) -> None:
         """{kind: rate, ..., "retry_after_s": 0.2, "timeout_sleep_s": 3, "latency_s": 0.0,
         "permanent": {"kind": "http_500", "match": "substring"},
-        "fail_first": {"kind": "http_429", "n": 1}}  (the first n attempts of every body)"""
+        "fail_first": {"kind": "http_429", "n": 1}}  (the first n attempts of every body),
+        "compromised": true  (obey injections; see the module doc)"""
         with self.lock:
             self.faults = dict(faults)
             if "latency_s" in faults:
                 self.latency_s = float(faults["latency_s"])
+            if "compromised" in faults:
+                self.compromised = bool(faults["compromised"])
 
     def repeated_successes(self) -> int:
         """Identities (request minus seed) that got a valid reply more than once."""
@@ -166,17 +211,22 @@ class FakeLLM:
         server = _Server((self.host, self.port), Handler)
         self.port = server.server_address[1]
         self._server = server
-        threading.Thread(target=server.serve_forever, daemon=True, name="fake-llm").start()
+        # A short poll interval: stop() (shutdown) returns within 50 ms, as a crash would.
+        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                         name="fake-llm").start()
         return self
 
     def stop(self) -> None:
-        """Die like a crashed server: stop listening and cut every open connection."""
+        """Die like a crashed server: stop listening and cut every open connection. Requests
+        in flight then may have been answered (and counted) with the reply lost on the wire:
+        at most one per connection cut, counted in `cut_connections`."""
         if self._server:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
         with self.lock:
             connections, self._connections = list(self._connections), set()
+        self.cut_connections += len(connections)
         for conn in connections:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -230,6 +280,17 @@ class FakeLLM:
                 known = self.answers.get(question)
             return "answer", f"Let me think about it.\nAnswer: {known if known is not None else 'unknown'}"
         doc = _tag(user, "document") or ""
+        with self.lock:
+            compromised = self.compromised
+        injected = injected_value(doc) if compromised and stage in ("generate", "generate_batch") else None
+        if injected is not None and stage == "generate":
+            return stage, make_injected_pair(doc, _tag(user, "persona") or "", injected)
+        if injected is not None:
+            personas = [re.sub(r"^\d+\.\s*", "", p) for p in (_tag(user, "persona") or "").splitlines() if p.strip()]
+            return stage, {"pairs": [make_injected_pair(doc, p, injected) for p in personas]}
+        if compromised and stage == "verify":
+            return stage, {"reason": "The answer is what the document says it is.", "context": "Y", "correct": "Y",
+                           "leakage": "N"}
         if stage == "llm_filter":
             return stage, answer_filter(doc)
         if stage == "classify":
@@ -267,6 +328,14 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         with self.server_state.lock:
             self.server_state._connections.discard(self.connection)
+
+    def _peer_closed(self) -> bool:
+        """True when the client closed its end (a readable socket with nothing to read)."""
+        try:
+            readable, _, _ = select.select([self.connection], [], [], 0)
+            return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
+        except OSError:
+            return True
 
     def _send(self, code: int, payload: dict | None, headers: dict | None = None) -> None:
         data = json.dumps(payload).encode() if payload is not None else b""
@@ -306,6 +375,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(200, {"ok": True})
         if self.path.rstrip("/") != "/v1/chat/completions":
             return self._send(404, {"error": {"message": f"no route {self.path}"}})
+        with fake.lock:  # what the client authenticated with (a test checks the key was used)
+            fake.stats["last_authorization"] = self.headers.get("Authorization")
         try:
             request = json.loads(body)
         except json.JSONDecodeError:
@@ -316,6 +387,11 @@ class _Handler(BaseHTTPRequestHandler):
             fake._released.wait()
             with fake.lock:
                 fake.held -= 1
+            if self._peer_closed():
+                # Like vLLM, abort a request whose client went away: nothing computed, nothing paid.
+                with fake.lock:
+                    fake.stats["aborted"] = fake.stats.get("aborted", 0) + 1
+                return
         text = json.dumps(request.get("messages", []))
         fault = fake.pick_fault(body, request, text)
         with fake.lock:

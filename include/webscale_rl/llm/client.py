@@ -351,6 +351,19 @@ class LLMClient:
                 for api in apis:
                     await api.close()
         log.info("%s: done. %s", stage, progress.line())
+        unreachable = sum(1 for r in results.values() if not r.ok and r.error_kind in ("connection", "timeout"))
+        if unreachable:
+            # Many calls could not reach the server: if it is down, stop the stage here (its
+            # rows unwritten, its documents pending) instead of recording them all as failed.
+            try:
+                self.health_check()
+            except LLMUnavailable as exc:
+                raise LLMUnavailable(
+                    f"{stage}: the LLM server stopped answering mid-stage ({unreachable} of {len(todo)} calls "
+                    f"could not reach it; the {sum(r.ok for r in results.values())} answered are saved in "
+                    f"the ledger and will not be sent again). {exc} Then re-run: the unfinished documents "
+                    f"are taken on again."
+                ) from None
         return results
 
     def _api(self, connections: int, tls: ssl.SSLContext) -> openai.AsyncOpenAI:

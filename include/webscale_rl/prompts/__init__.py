@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -51,10 +52,13 @@ def load(name: str, version: str = "v1") -> Prompt:
     return Prompt(name, version, template, schema)
 
 
+_OUR_TAG = re.compile(rf"<\s*(/?)\s*({'|'.join(FENCE_TAGS)})\s*>", re.I)
+
+
 def fence(tag: str, text: str) -> str:
-    """Wrap untrusted text in <tag>…</tag>, defusing any of our tags inside it."""
-    for t in FENCE_TAGS:
-        text = text.replace(f"</{t}>", f"</ {t}>").replace(f"<{t}>", f"< {t}>")
+    """Wrap untrusted text in <tag>…</tag>, defusing any of our tags inside it, in any case
+    and spacing (</Document >, < /document>): each becomes "</ tag>" or "< tag>"."""
+    text = _OUR_TAG.sub(lambda m: f"<{m.group(1)} {m.group(2)}>", text)
     return f"<{tag}>\n{text}\n</{tag}>"
 
 
