@@ -211,15 +211,12 @@ def test_ingest_dag_with_an_escaping_landing_param_fails_at_once(dags, world, ca
 
 @pytest.mark.parametrize("param", ["/nonexistent-outside-{u}", "a" * 300], ids=["missing_outside", "name_too_long"])
 def test_landing_param_errors_are_config_errors_that_do_not_probe_outside(world, param):
-    """Reported gap (landing.py checks existence before the roots): a missing folder outside the
-    roots is reported as missing (an existence probe), and an over-long name raises OSError
-    (retried by Airflow) instead of a ConfigError."""
+    """A missing folder outside the roots is refused as outside (not reported as missing, which
+    would be an existence probe), and an over-long name is a ConfigError (no Airflow retry)."""
     param = param.replace("{u}", uuid.uuid4().hex)
-    with pytest.raises(Exception) as failed:
+    with pytest.raises(ConfigError) as failed:
         landing.scan_and_ingest(param, "ingest-hostile")
-    gap = not isinstance(failed.value, ConfigError) or "does not exist" in str(failed.value)
-    if gap:
-        pytest.xfail(f"known gap in landing.landing_files: {type(failed.value).__name__}: {str(failed.value)[:120]}")
+    assert "does not exist" not in str(failed.value)
     assert "outside the allowed roots" in str(failed.value) or "cannot be resolved" in str(failed.value)
 
 

@@ -12,6 +12,7 @@ is emitted, and no processing run starts.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,8 +44,13 @@ def _sha256(path: Path) -> str:
 def landing_files(landing: str) -> list[Path]:
     """Corpus files under the landing directory (inside the allowed roots); none is fine."""
     settings = load_settings()
-    root = (settings.data_dir / landing) if not Path(landing).is_absolute() else Path(landing)
-    if not root.exists():
+    # The roots are checked first (by resolve_corpus): saying whether a folder outside them
+    # exists would let the param probe the host's file system.
+    missing = False
+    with contextlib.suppress(OSError):
+        root = ((settings.data_dir / landing) if not Path(landing).is_absolute() else Path(landing)).resolve()
+        missing = any(root.is_relative_to(r) for r in settings.allowed_roots) and not root.exists()
+    if missing:
         raise ConfigError(f"landing directory {root} does not exist: create it and drop "
                           f"{', '.join(CORPUS_SUFFIXES)} files there")
     return resolve_corpus(landing, settings, allow_empty=True)

@@ -174,6 +174,12 @@ class LLMClient:
         self.shard = shard  # names the ledger's staged files when workers are remote
         self.progress_every_s = progress_every_s
 
+    def redact(self, text: str | None) -> str | None:
+        """Server text with our API key blanked: some servers quote the Authorization header
+        in their errors, and error text is logged and stored."""
+        key = self.settings.api_key
+        return text.replace(key, "[redacted]") if text and key and key != "EMPTY" else text
+
     # -- health ----------------------------------------------------------------------
     def health_check(self) -> list[str]:
         """GET {base_url}/models; raises LLMUnavailable with the URL and the fix."""
@@ -181,15 +187,15 @@ class LLMClient:
         try:
             response = httpx.get(url, headers={"Authorization": f"Bearer {self.settings.api_key}"}, timeout=10)
         except httpx.HTTPError as exc:
-            raise LLMUnavailable(
+            raise LLMUnavailable(self.redact(
                 f"LLM server at {url} is not reachable ({type(exc).__name__}: {exc}). Start the server "
                 f"or point the Airflow connection 'llm_default' at a running one."
-            ) from None
+            )) from None
         if response.status_code != 200:
-            raise LLMUnavailable(
+            raise LLMUnavailable(self.redact(
                 f"LLM server at {url} answered HTTP {response.status_code}: {response.text[:200]!r}. "
                 f"Check the URL and API key of the Airflow connection 'llm_default'."
-            )
+            ))
         return [m.get("id") for m in response.json().get("data", [])]
 
     # -- one call --------------------------------------------------------------------
@@ -289,6 +295,7 @@ class LLMClient:
             await asyncio.sleep(self._delay(transient_tries, retry_after))
             transient_tries += 1
         result.latency_s = time.monotonic() - started
+        result.error, result.raw = self.redact(result.error), self.redact(result.raw)
         return result
 
     # -- a batch -----------------------------------------------------------------------
