@@ -35,6 +35,7 @@ FIXES = {
     "empty_text": "every record needs a non-empty string field 'text'",
     "missing_text_column": "a Parquet corpus file needs a string column named 'text'",
     "unreadable_file": "check that the file is a complete, readable JSONL or Parquet file",
+    "oversized": "raise the max_doc_chars param, or set oversize_policy to 'truncate'",
 }
 
 
@@ -105,7 +106,7 @@ def read_jsonl(path: Path) -> Iterator[Record]:
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    yield Record(line_no, error="malformed_json", detail=_short(f"{exc.msg} at column {exc.colno}"))
+                    yield Record(line_no, error="malformed_json", detail=_short(f"{exc.msg}: column {exc.colno}"))
                     continue
                 if not isinstance(obj, dict):
                     yield Record(line_no, error="not_an_object", detail=f"got {type(obj).__name__}")
