@@ -66,8 +66,9 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,embedded-llm)
 	  $(if $(GGUF),--gguf $(GGUF)) $(if $(SCRIPTED),--scripted) --conf '$(DEMO_CONF)'
 
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
+TEST_WORKERS ?= 2
 test: airflow-db embedded-llm browser lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 ## make lint: ruff (pyflakes, pycodestyle, isort, bugbear, Airflow 3 rules).
 lint: $(STAMP)

@@ -22,6 +22,18 @@ SAMPLE_DIR = ROOT / "data" / "sample"
 HOSTILE_DIR = ROOT / "tests" / "fixtures" / "hostile"
 
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".airflow"))
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER:
+    # Parallel workers (make test runs pytest -n 2) each get their own metadata DB: two
+    # dag.test() runs in one SQLite file would lock each other out. A copy of the migrated
+    # DB `make airflow-db` made is enough; without one, the worker migrates its own.
+    _shared = Path(os.environ["AIRFLOW_HOME"])
+    _home = _shared / "workers" / _WORKER
+    if (_shared / ".migrated").exists() and not (_home / ".migrated").exists():
+        _home.mkdir(parents=True, exist_ok=True)
+        shutil.copy(_shared / "airflow.db", _home / "airflow.db")
+        (_home / ".migrated").touch()
+    os.environ["AIRFLOW_HOME"] = str(_home)
 os.environ["AIRFLOW__CORE__LOAD_EXAMPLES"] = "False"
 os.environ["AIRFLOW__CORE__DAGS_FOLDER"] = str(ROOT / "dags")
 os.environ["AIRFLOW__CORE__PLUGINS_FOLDER"] = str(ROOT / "plugins")

@@ -17,11 +17,12 @@ from webscale_rl import prompts
 from webscale_rl.embedded_llm import MODEL_ALIAS, EmbeddedLLM, server_available
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings
 
-pytestmark = pytest.mark.skipif(
+# One worker runs the heavy live tests (a real model, airflow standalone) one after another.
+pytestmark = [pytest.mark.xdist_group("live"), pytest.mark.skipif(
     not server_available(),
     reason="embedded LLM not built: run `make embedded-llm` (builds llama-cpp-python once, ~7 min); "
            "`make test` does this itself",
-)
+)]
 
 
 @pytest.fixture(scope="module")

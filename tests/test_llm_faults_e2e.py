@@ -24,6 +24,9 @@ from conftest import ROOT, SAMPLE_DIR
 from support.db import query, snapshot
 from support.fake_llm import FAULT_KINDS, FakeLLM
 
+# One worker: the module's clean run is computed once.
+pytestmark = pytest.mark.xdist_group("llm_faults")
+
 CORPUS = "sample/docs_stem.jsonl"  # 18 documents, ~130 LLM calls
 TRANSIENT = [k for k in FAULT_KINDS if k != "http_400"]
 

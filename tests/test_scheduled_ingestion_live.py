@@ -16,6 +16,9 @@ from support.airflow_server import AirflowServer
 from support.browser import artifacts_dir
 from webscale_rl import landing
 
+# One worker runs the heavy live tests (a real model, airflow standalone) one after another.
+pytestmark = pytest.mark.xdist_group("live")
+
 TIMEOUT_S = 420
 
 

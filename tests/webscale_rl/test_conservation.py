@@ -16,6 +16,9 @@ from support.db import query
 from support.fake_llm import FakeLLM
 from webscale_rl import conservation
 
+# One worker: the module's finished run is computed once.
+pytestmark = pytest.mark.xdist_group("conservation")
+
 
 def make_corpus(data_dir):
     corpus = data_dir / "mixed"
