@@ -115,6 +115,7 @@ def test_permanent_fault_fails_only_the_documents_it_hits(dag, clean_run, tmp_pa
     lost = {row for row in clean_run} - set(accepted(data))
     assert set(accepted(data)) <= set(clean_run) and lost
     assert query(data, "SELECT count(*) FROM doc_outcomes") == [(18,)]
+    assert conserved(data, run.run_id)["violations"] == 0  # a failed document is a final outcome
 
 
 def test_dead_server_stops_the_run_at_once_naming_the_url(dag, tmp_path, monkeypatch):

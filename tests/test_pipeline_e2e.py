@@ -86,6 +86,7 @@ def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fak
     run_row = query(sample_data_dir, "SELECT run_id, status, run_label, counts FROM runs")
     assert len(run_row) == 1 and run_row[0][1:3] == ("success", "e2e")
     counts = json.loads(run_row[0][3])
+    assert counts["conservation"] == {"violations": 0, "rules": [], "files": 5, "work_set": SAMPLE_DOCS}
     assert counts["work_set"] == SAMPLE_DOCS and counts["heuristic_filter"]["by_status"] == {"kept": 61, "rejected": 15}
     assert counts["heuristic_filter"]["by_reason"]["exact_duplicate"] == 1
     # The planted 3 %-edited copy of sample-travel-01 is caught by MinHash and linked to it.
