@@ -78,11 +78,6 @@ def fake_llm(monkeypatch):
     from support.fake_llm import FakeLLM
 
     server = FakeLLM(model="fake-model").start()
-    conn = {
-        "conn_type": "openai", "host": server.base_url, "password": "sk-test-secret",
-        "extra": {"model": "fake-model", "structured_output": "json_schema", "max_concurrency": 16,
-                  "backoff_base_s": 0.01, "backoff_cap_s": 0.2, "timeout_s": 2},
-    }
-    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(conn))
+    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(server.connection()))
     yield server
     server.stop()

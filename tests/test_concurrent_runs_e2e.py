@@ -46,9 +46,7 @@ def test_two_runs_at_once_do_the_work_once(tmp_path):
     with FakeLLM(latency_s=0.02) as server:
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
                    WEBSCALE_RL_DATA_DIR=str(data),
-                   AIRFLOW_CONN_LLM_DEFAULT=json.dumps({
-                       "conn_type": "openai", "host": server.base_url, "password": "sk-test",
-                       "extra": {"model": "fake-model", "max_concurrency": 8}}))
+                   AIRFLOW_CONN_LLM_DEFAULT=json.dumps(server.connection(max_concurrency=8)))
         procs = {name: start(name, tmp_path, env) for name in ("first", "second")}
         for proc in procs.values():
             proc.wait(timeout=600)

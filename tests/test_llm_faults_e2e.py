@@ -53,15 +53,8 @@ def fresh_data_dir(tmp_path, monkeypatch, name: str):
     return data
 
 
-def conn(server: FakeLLM, timeout_s: float = 1.0, **extra) -> str:
-    return json.dumps({
-        "conn_type": "openai", "host": server.base_url, "password": "sk-test",
-        "extra": {"model": "fake-model", "max_concurrency": 16, "backoff_base_s": 0.01,
-                  "backoff_cap_s": 0.2, "timeout_s": timeout_s, **extra}})
-
-
 def use_server(monkeypatch, server: FakeLLM, timeout_s: float = 1.0, **extra) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", conn(server, timeout_s, **extra))
+    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(server.connection(timeout_s=timeout_s, **extra)))
 
 
 def conserved(data, run_id: str) -> dict:

@@ -84,10 +84,7 @@ def injected_run(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp, FakeLLM(compromised=True) as server:
         mp.setenv("WEBSCALE_RL_DATA_DIR", str(data))
         mp.delenv("WEBSCALE_RL_DB", raising=False)
-        mp.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps({
-            "conn_type": "openai", "host": server.base_url, "password": "sk-test",
-            "extra": {"model": "fake-model", "max_concurrency": 16, "backoff_base_s": 0.01,
-                      "backoff_cap_s": 0.2, "timeout_s": 2}}))
+        mp.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(server.connection()))
         run = dag.test(run_conf={"corpus": "web/pages.jsonl", "max_personas": PERSONAS})
         assert str(run.state) == "success"
         log = list(server.requests_log)

@@ -24,10 +24,7 @@ TIMEOUT_S = 420
 
 @pytest.fixture
 def airflow(data_dir, fake_llm):
-    conn = {"conn_type": "openai", "host": fake_llm.base_url, "password": "sk-test-secret",
-            "extra": {"model": "fake-model", "structured_output": "json_schema", "max_concurrency": 16,
-                      "backoff_base_s": 0.01, "backoff_cap_s": 0.2, "timeout_s": 2}}
-    server = AirflowServer(data_dir=data_dir, llm_conn=conn, log_copy=artifacts_dir() / "airflow-scheduled.log")
+    server = AirflowServer(data_dir=data_dir, llm_conn=fake_llm.connection(), log_copy=artifacts_dir() / "airflow-scheduled.log")
     server.start()
     try:
         yield server

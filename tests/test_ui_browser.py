@@ -39,12 +39,7 @@ UI_TIMEOUT_S = 60
 @pytest.fixture
 def airflow(sample_data_dir, fake_llm):
     """Airflow standalone wired to the sample data dir and the test LLM; always stopped."""
-    conn = {
-        "conn_type": "openai", "host": fake_llm.base_url, "password": "sk-test-secret",
-        "extra": {"model": "fake-model", "structured_output": "json_schema", "max_concurrency": 16,
-                  "backoff_base_s": 0.01, "backoff_cap_s": 0.2, "timeout_s": 2},
-    }
-    server = AirflowServer(data_dir=sample_data_dir, llm_conn=conn,
+    server = AirflowServer(data_dir=sample_data_dir, llm_conn=fake_llm.connection(),
                            log_copy=artifacts_dir() / "airflow-standalone.log")
     server.start()
     try:

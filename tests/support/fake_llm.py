@@ -197,6 +197,13 @@ class FakeLLM:
     def release(self) -> None:
         self._released.set()
 
+    def connection(self, password: str = "sk-test-secret", **extra) -> dict:
+        """The `llm_default` connection (as AIRFLOW_CONN_LLM_DEFAULT takes it) for this server,
+        with fast retries for tests; `extra` overrides the connection extras."""
+        return {"conn_type": "openai", "host": self.base_url, "password": password,
+                "extra": {"model": self.model, "structured_output": "json_schema", "max_concurrency": 16,
+                          "backoff_base_s": 0.01, "backoff_cap_s": 0.2, "timeout_s": 2, **extra}}
+
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"

@@ -34,9 +34,7 @@ def dag():
 
 
 def use_server(mp, server: FakeLLM) -> None:
-    mp.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps({
-        "conn_type": "openai", "host": server.base_url, "password": "sk-test",
-        "extra": {"model": "fake-model", "max_concurrency": 16, "backoff_base_s": 0.01, "backoff_cap_s": 0.2}}))
+    mp.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(server.connection()))
 
 
 @pytest.fixture(scope="module")
