@@ -401,9 +401,8 @@ def check_conservation(run: dict) -> dict:
     with task_step(settings, run["run_id"], "check_conservation"):
         with warehouse.read(settings.db_path) as con:
             violations = conservation.check(con, run["run_id"], run["files"])
+            work_set = warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]])[0]
         conservation.enforce(violations, run["run_id"])
-    with warehouse.read(settings.db_path) as con:
-        work_set = warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]])[0]
     log.info("conservation: every record of %d file(s) and every one of %d work-set documents and their "
              "pairs is accounted for; no duplicate keys", len(run["files"]), work_set)
     return {**conservation.summary(violations), "files": len(run["files"]), "work_set": work_set}
