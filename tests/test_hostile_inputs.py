@@ -9,8 +9,10 @@ test_manifest_covers_every_fixture. The 5 MB document is generated at test time.
 
 from __future__ import annotations
 
+import gzip
 import json
 import re
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +23,7 @@ from conftest import HOSTILE_DIR
 from support.db import query
 from webscale_rl import pipeline
 from webscale_rl.config import ConfigError
+from webscale_rl.conservation import count_records
 from webscale_rl.stages.ingest import IngestError
 
 UNUSABLE = ("1 corpus file(s) had no usable record (details in table ingest_errors; the other files were "
@@ -33,6 +36,7 @@ class Ingested:
 
     source_ids: list
     errors: list = field(default_factory=list)  # (line_no, reason, detail: exact str or regex)
+    notes: list | None = None  # ingest_files.notes: about the file, not errors
 
 
 @dataclass(frozen=True)
@@ -80,6 +84,12 @@ MANIFEST = {
     ]),
     "no_matching_files": Refused("corpus 'hostile/no_matching_files' matched no corpus files (expected .jsonl, "
                                  ".jsonl.gz, .parquet) under {data}/hostile/no_matching_files"),
+    # Saved by Windows tools: a UTF-8 byte-order mark, CRLF line endings and blank lines. The
+    # mark is stripped and noted on the file's tally; the first record is a document like the rest.
+    "utf8_bom_crlf.jsonl": Ingested(["bom-1", "bom-2", "bom-3"], [], notes=["utf8_bom_stripped"]),
+    # UTF-16 cannot be read line by line: one error for the file, naming the encoding and the fix.
+    "utf16_bom.jsonl": Unusable([(0, "wrong_encoding", "the file is UTF-16 LE (byte-order mark FF FE), not UTF-8")],
+                                "re-encode the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 in.jsonl > out.jsonl`)"),
     "truncated.parquet": Unusable([
         (0, "unreadable_file", "ArrowInvalid: Parquet magic bytes not found in footer. Either the file is "
                                "corrupted or this is not a parquet file."),
@@ -151,6 +161,33 @@ def test_hostile_fixture_gives_its_recorded_reason_or_message(hostile_data_dir, 
     assert report["errors_by_reason"] == dict(sorted(Counter(r for _, r, _ in expected.errors).items()))
     assert report["unusable_files"] == []
     assert query(data, "SELECT status FROM runs WHERE run_id = ?", [run_id]) == [("running",)]
+    [(notes,)] = query(data, "SELECT notes FROM ingest_files WHERE run_id = ?", [run_id])
+    assert (json.loads(notes) if notes else None) == expected.notes
+    assert report["file_notes"] == ({str(path): expected.notes} if expected.notes else {})
+    # The conservation check's independent recount agrees with what the reader yielded.
+    assert count_records(path) == len(expected.source_ids) + len(expected.errors)
+
+
+def test_a_utf16_file_fails_once_and_the_good_files_of_the_run_are_kept(data_dir):
+    corpus = data_dir / "mixed"
+    corpus.mkdir()
+    shutil.copy(HOSTILE_DIR / "utf16_bom.jsonl", corpus / "a_utf16.jsonl")
+    good = (HOSTILE_DIR / "utf8_bom_crlf.jsonl").read_bytes()
+    (corpus / "b_bom.jsonl.gz").write_bytes(gzip.compress(good))  # the mark inside a gzip stream too
+    run = pipeline.start_run({"corpus": "mixed"}, "mixed-encodings")
+    with pytest.raises(IngestError) as failed:
+        pipeline.run_ingest(run)
+    utf16 = (corpus / "a_utf16.jsonl").resolve()
+    assert str(failed.value) == UNUSABLE.format(
+        path=utf16, n=1, reason="wrong_encoding",
+        fix="re-encode the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 in.jsonl > out.jsonl`)")
+    assert recorded_errors(data_dir, "mixed-encodings") == [
+        (str(utf16), 0, "wrong_encoding", "the file is UTF-16 LE (byte-order mark FF FE), not UTF-8")]
+    assert query(data_dir, "SELECT source_id FROM documents ORDER BY source_line") == [
+        ("bom-1",), ("bom-2",), ("bom-3",)]
+    assert query(data_dir, "SELECT regexp_extract(source_file, '[^/]+$'), records_seen, new_docs, errors, notes "
+                           "FROM ingest_files ORDER BY 1") == [
+        ("a_utf16.jsonl", 1, 0, 1, None), ("b_bom.jsonl.gz", 3, 3, 0, '["utf8_bom_stripped"]')]
 
 
 HUGE_WORDS = 1_050_000  # "word " x 1.05 M: a 5.25 MB document, over the default max_doc_chars 200,000

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from webscale_rl import warehouse
+from webscale_rl.stages.ingest import sniff_first_line
 
 MAX_IDS = 10
 
@@ -66,7 +67,10 @@ def count_records(path: Path) -> int | None:
             return parquet.metadata.num_rows or 1
         opener = gzip.open if path.name.endswith(".gz") else open
         with opener(path, "rb") as handle:
-            return sum(1 for line in handle if line.strip()) or 1
+            first, _, foreign = sniff_first_line(next(handle, b""))
+            if foreign:  # UTF-16/32: one error record for the whole file
+                return 1
+            return bool(first.strip()) + sum(1 for line in handle if line.strip()) or 1
     except Exception:  # the reader recorded it as unreadable_file
         return None
 

@@ -61,8 +61,10 @@ CREATE TABLE IF NOT EXISTS ingest_files (
     already_ingested BIGINT NOT NULL,
     deferred         BIGINT NOT NULL,    -- new documents left for a later run by max_docs
     errors           BIGINT NOT NULL,
+    notes            JSON,               -- about the file, not errors: ["utf8_bom_stripped"]
     PRIMARY KEY (run_id, source_file)
 );
+ALTER TABLE ingest_files ADD COLUMN IF NOT EXISTS notes JSON;  -- warehouses made before the column
 CREATE TABLE IF NOT EXISTS landing_files (
     path          VARCHAR PRIMARY KEY,   -- a file the scheduled ingestion has taken in
     size          BIGINT NOT NULL,

@@ -63,7 +63,7 @@ def _read_records(path: Path) -> list[dict]:
         return pd.read_parquet(path).to_dict("records")
     opener = gzip.open if path.name.endswith(".gz") else open
     records = []
-    with opener(path, "rt", encoding="utf-8") as handle:
+    with opener(path, "rt", encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is dropped
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue

@@ -8,6 +8,7 @@ record at all is reported as a whole and fails the task after the good files are
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import heapq
 import json
@@ -36,7 +37,19 @@ FIXES = {
     "missing_text_column": "a Parquet corpus file needs a string column named 'text'",
     "unreadable_file": "check that the file is a complete, readable JSONL or Parquet file",
     "oversized": "raise the max_doc_chars param, or set oversize_policy to 'truncate'",
+    "wrong_encoding": "re-encode the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 in.jsonl > out.jsonl`)",
 }
+# Byte-order marks of encodings a JSONL corpus file must not use (UTF-32 before UTF-16: FF FE
+# starts both), and the leading bytes of UTF-16 JSON without a mark ("{" and a NUL).
+FOREIGN_ENCODINGS = (
+    (codecs.BOM_UTF32_LE, "UTF-32 LE (byte-order mark FF FE 00 00)"),
+    (codecs.BOM_UTF32_BE, "UTF-32 BE (byte-order mark 00 00 FE FF)"),
+    (codecs.BOM_UTF16_LE, "UTF-16 LE (byte-order mark FF FE)"),
+    (codecs.BOM_UTF16_BE, "UTF-16 BE (byte-order mark FE FF)"),
+    (b"{\x00", "UTF-16 LE (no byte-order mark; NUL bytes between the characters)"),
+    (b"\x00{", "UTF-16 BE (no byte-order mark; NUL bytes between the characters)"),
+)
+UTF8_BOM_NOTE = "utf8_bom_stripped"
 
 
 class IngestError(RuntimeError):
@@ -57,12 +70,27 @@ class IngestLimits:
 
 @dataclass
 class Record:
-    """One raw record from a file: either a candidate document or an error."""
+    """One raw record from a file: a candidate document, an error, or (neither) a note
+    about the file as a whole that is not an error, such as a stripped byte-order mark."""
 
     line_no: int
     fields: dict | None = None
     error: str | None = None
     detail: str | None = None
+    note: str | None = None
+
+
+def sniff_first_line(raw: bytes) -> tuple[bytes, str | None, str | None]:
+    """Check the first line of a JSONL file for a byte-order mark.
+
+    Returns (the line without a UTF-8 BOM, a note when one was stripped, the name of a
+    foreign encoding when the file is UTF-16/32 and cannot be read line by line)."""
+    if raw.startswith(codecs.BOM_UTF8):
+        return raw[len(codecs.BOM_UTF8):], UTF8_BOM_NOTE, None
+    for prefix, name in FOREIGN_ENCODINGS:
+        if raw.startswith(prefix):
+            return raw, None, name
+    return raw, None, None
 
 
 @dataclass
@@ -78,6 +106,7 @@ class FileTally:
     offered: int = 0    # new documents offered to the max_docs sample
     chosen: int = 0     # of those, taken
     errors: Counter = field(default_factory=Counter)
+    notes: list = field(default_factory=list)  # about the file, not errors (e.g. utf8_bom_stripped)
 
     @property
     def deferred(self) -> int:
@@ -95,6 +124,13 @@ def read_jsonl(path: Path) -> Iterator[Record]:
         with opener(path, "rb") as handle:
             saw_content = False
             for line_no, raw in enumerate(handle, start=1):
+                if line_no == 1:
+                    raw, note, foreign = sniff_first_line(raw)
+                    if foreign:  # one error for the file, not one per "line" of UTF-16 bytes
+                        yield Record(0, error="wrong_encoding", detail=f"the file is {foreign}, not UTF-8")
+                        return
+                    if note:
+                        yield Record(0, note=note)
                 if not raw.strip():
                     continue
                 saw_content = True
@@ -332,6 +368,9 @@ def ingest_files(
         tally = tallies.setdefault(str(path), FileTally())
         source_ids: dict[str, int] = {}
         for record in read_records(path):
+            if record.note:
+                tally.notes.append(record.note)
+                continue
             tally.seen += 1
             if record.error:
                 record_error(path, tally, record, record.error, record.detail)
@@ -390,6 +429,7 @@ def ingest_files(
         "errors": sum(errors_by_reason.values()),
         "errors_by_reason": dict(sorted(errors_by_reason.items())),
         "capped_at_max_docs": bool(sample and sample.offered > max_docs),
+        "file_notes": {name: t.notes for name, t in sorted(tallies.items()) if t.notes},
         "unusable_files": sorted(unusable),
     }
     if unusable:
@@ -406,7 +446,8 @@ def ingest_files(
 
 def _record_tallies(db_path: Path, run_id: str, tallies: dict[str, FileTally]) -> None:
     rows = [{"run_id": run_id, "source_file": name, "records_seen": t.seen, "new_docs": t.new,
-             "already_ingested": t.already, "deferred": t.deferred, "errors": sum(t.errors.values())}
+             "already_ingested": t.already, "deferred": t.deferred, "errors": sum(t.errors.values()),
+             "notes": json.dumps(t.notes) if t.notes else None}
             for name, t in tallies.items()]
     if not rows:
         return
@@ -444,7 +485,7 @@ def _claim_pending(db_path: Path, run_id: str, files: list[Path]) -> int:
 ERROR_REASONS = (
     "malformed_json", "not_an_object", "invalid_utf8", "invalid_unicode", "missing_text",
     "non_string_text", "empty_text", "oversized", "duplicate_source_id", "duplicate_content",
-    "empty_file", "unreadable_file", "missing_text_column",
+    "empty_file", "unreadable_file", "missing_text_column", "wrong_encoding",
 )
 GATE_COLUMNS = ["status", "doc_id", "source_file", "line_no", "n_chars", "n_tokens", "reason"]
 

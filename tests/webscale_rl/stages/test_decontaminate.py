@@ -13,7 +13,7 @@ from conftest import ROOT
 from support import pairs
 from webscale_rl.config import ConfigError
 from webscale_rl.stages import decontaminate
-from webscale_rl.stages.decontaminate import NgramIndex, QuestionIndex, load_benchmarks
+from webscale_rl.stages.decontaminate import NgramIndex, QuestionIndex, load_benchmark_file, load_benchmarks
 
 BENCH_DIR = ROOT / "tests" / "fixtures" / "benchmarks"
 GSM_1 = json.loads((BENCH_DIR / "mini_gsm.jsonl").open().readline())
@@ -110,3 +110,11 @@ def test_documents_can_be_decontaminated_too(tmp_path):
     assert decontaminate.run(db, "r1", load_benchmarks(BENCH_DIR))["kept"] == 1
     flagged = decontaminate.run(db, "r1", load_benchmarks(BENCH_DIR), check_documents=True)
     assert flagged["kept"] == 0 and flagged["benchmark_contamination"] == 1
+
+
+def test_a_benchmark_file_with_a_byte_order_mark_keeps_its_first_item(tmp_path):
+    path = tmp_path / "bom_bench.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"id": "q1", "question": "How many apples are left?"}\r\n'
+                     b'{"id": "q2", "question": "How many pears are left?"}\r\n')
+    assert [(i.item_id, i.text) for i in load_benchmark_file(path)] == [
+        ("q1", "How many apples are left?"), ("q2", "How many pears are left?")]
