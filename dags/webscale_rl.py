@@ -166,8 +166,12 @@ def webscale_rl():
     @task(max_active_tis_per_dagrun=4)
     def heuristic_filter(run: dict, shard: dict) -> dict:
         from webscale_rl import pipeline
+        from webscale_rl.staging import ShardWriteError
 
-        return pipeline.run_heuristic_filter(run, shard)
+        try:
+            return pipeline.run_heuristic_filter(run, shard)
+        except ShardWriteError as exc:  # the same rows would fail again
+            raise fail_fast(exc) from exc
 
     @task(queue=WAREHOUSE_QUEUE)
     def gate_heuristic_filter(run: dict, shard_results: list[dict]) -> dict:
@@ -182,10 +186,11 @@ def webscale_rl():
     def llm_stage(run: dict, stage: str, shard: dict, _previous_gate: dict) -> dict:
         from webscale_rl import pipeline
         from webscale_rl.llm import LLMUnavailable
+        from webscale_rl.staging import ShardWriteError
 
         try:
             return pipeline.run_llm_stage(run, shard, stage)
-        except LLMUnavailable as exc:
+        except (LLMUnavailable, ShardWriteError) as exc:
             raise fail_fast(exc) from exc
 
     @task(queue=WAREHOUSE_QUEUE)

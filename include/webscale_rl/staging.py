@@ -15,6 +15,7 @@ import shutil
 import uuid
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 
 from webscale_rl import warehouse
@@ -26,6 +27,25 @@ ENV = "WEBSCALE_RL_STAGING_DIR"
 KEYS = {"heuristic_filter": "doc_id", "llm_filter": "doc_id", "classify": "doc_id", "generate": "doc_id",
         "verify": "qa_id", "llm_calls": "request_hash"}
 PRIMARY_KEYS = {**KEYS, "generate": "qa_id"}
+
+
+class ShardWriteError(RuntimeError):
+    """A shard's rows cannot be written for a reason a retry cannot fix (duplicate keys, a
+    value the table refuses); the message names the table and the offending keys."""
+
+
+def _check_keys(table: str, frame: pd.DataFrame) -> None:
+    key = PRIMARY_KEYS[table]
+    if len(frame) == 0:  # an empty shard may have no columns at all
+        return
+    repeated = frame.loc[frame[key].duplicated(keep=False), key]
+    if len(repeated):
+        shown = sorted(set(repeated))
+        raise ShardWriteError(
+            f"{table}: the shard's rows repeat {len(shown)} {key}(s), so none of them was written "
+            f"(a retry would build the same rows; this is a defect in the stage's row building): "
+            f"{', '.join(map(str, shown[:10]))}{' …' if len(shown) > 10 else ''}"
+        )
 
 
 def staging_dir() -> Path | None:
@@ -43,9 +63,15 @@ def write_shard(db_path: Path, table: str, frame: pd.DataFrame, *, run_id: str, 
 
     A stage table's part is the shard, so a retried shard replaces its file; ledger parts
     are unique per flush, so every finished call of every attempt is kept."""
+    _check_keys(table, frame)
     if staging_dir() is None:
-        with warehouse.write(db_path) as con:
-            warehouse.replace_rows(con, table, frame, key=KEYS[table])
+        try:
+            with warehouse.write(db_path) as con:
+                warehouse.replace_rows(con, table, frame, key=KEYS[table])
+        except (duckdb.ConstraintException, duckdb.ConversionException) as exc:
+            keys = ", ".join(map(str, frame[PRIMARY_KEYS[table]].head(10)))
+            raise ShardWriteError(f"{table}: the warehouse refused the shard's rows ({exc}); none was "
+                                  f"written. Keys in the shard: {keys}{' …' if len(frame) > 10 else ''}") from exc
         return
     if len(frame) == 0:  # an empty shard has nothing to commit (and Parquet needs columns)
         return
@@ -66,8 +92,6 @@ def staged_successes(run_id: str, stage: str, hashes: list[str]) -> dict[str, di
     if not files:
         return {}
     import json
-
-    import duckdb
 
     con = duckdb.connect()
     try:

@@ -117,9 +117,11 @@ CREATE TABLE IF NOT EXISTS classify (
     status       VARCHAR NOT NULL,
     reason       VARCHAR,
     domain       VARCHAR,
-    personas     JSON,
-    request_hash VARCHAR
+    personas     JSON,                   -- distinct (case, spacing, punctuation ignored)
+    request_hash VARCHAR,
+    personas_dropped INTEGER             -- repeated or wordless personas in the reply
 );
+ALTER TABLE classify ADD COLUMN IF NOT EXISTS personas_dropped INTEGER;
 CREATE TABLE IF NOT EXISTS generate (
     qa_id        VARCHAR PRIMARY KEY,    -- sha256 of doc_id + persona
     doc_id       VARCHAR NOT NULL,
@@ -128,8 +130,8 @@ CREATE TABLE IF NOT EXISTS generate (
     persona      VARCHAR NOT NULL,
     question     VARCHAR,
     answer       VARCHAR,
-    status       VARCHAR NOT NULL,       -- kept = generated, failed = no valid pair
-    reason       VARCHAR,
+    status       VARCHAR NOT NULL,       -- kept = generated, rejected = blank question or answer,
+    reason       VARCHAR,                -- failed = no valid reply
     request_hash VARCHAR
 );
 CREATE TABLE IF NOT EXISTS verify (
@@ -329,6 +331,8 @@ WITH qa AS (
                                   OR (v.status = 'kept' AND x.status IS NULL))) AS n_unverified,
            count(*) FILTER (WHERE g.status = 'failed' OR v.status = 'failed') AS n_failed,
            count(*) FILTER (WHERE g.status = 'failed') AS n_gen_failed,
+           count(*) FILTER (WHERE g.status <> 'kept') AS n_gen_stopped,
+           count(*) AS n_pairs,
            count(x.status) AS n_decontaminated,
            arg_min(coalesce(x.reason, v.reason, g.reason), g.persona_idx)
                FILTER (WHERE coalesce(x.status, v.status, g.status) <> 'kept') AS first_reason
@@ -343,6 +347,7 @@ SELECT
          WHEN qa.n_accepted > 0 THEN 'decontaminate'
          WHEN qa.n_unverified > 0 THEN 'generate'
          WHEN qa.n_failed > 0 AND qa.n_failed = qa.n_gen_failed THEN 'generate'
+         WHEN qa.n_gen_stopped = qa.n_pairs THEN 'generate'
          WHEN qa.n_decontaminated > 0 THEN 'decontaminate'
          ELSE 'verify' END AS last_stage,
     CASE {' '.join(outcome_cases)}
@@ -370,7 +375,10 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame, key: str = "
         con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _incoming)")
         con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming")
     finally:
-        con.unregister("_incoming")
+        # After a failed statement the transaction is aborted and unregister fails too: let
+        # the statement's own error through (the caller's write() rolls back).
+        with contextlib.suppress(duckdb.TransactionException):
+            con.unregister("_incoming")
     return len(frame)
 
 

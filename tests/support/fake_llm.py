@@ -6,6 +6,10 @@ runs produce meaningful, repeatable data. Faults are injected on demand, determi
 per request body and attempt: HTTP 500/503, 429 with Retry-After, timeouts, malformed
 JSON, JSON missing fields, truncated output and refusals, plus extra latency, permanent
 faults for documents that contain a marker, and stop/start on the same port.
+Scripted replies (FakeLLM.script, or faults {"script": {stage: [reply, ...]}}) replace a
+stage's answer: a list of replies (a dict is sent as JSON, a str as is), one picked per
+request by a hash of its user message, or (in-process) a function of the default reply
+and the request; property tests serve any schema-valid reply this way.
 A "compromised" server (FakeLLM(compromised=True) or faults {"compromised": true}) plays a
 model that obeys prompt injections: for a document that tells the model to give a certain
 answer, generate emits that answer, and verify passes every pair (context=Y correct=Y
@@ -151,6 +155,7 @@ class FakeLLM:
         self.faults: dict = {}
         self.latency_s = latency_s
         self.compromised = compromised  # obeys injections in documents (see the module doc)
+        self.scripted: dict = {}  # stage -> list of replies, or fn(default_reply, request)
         self.reset()
         self.set_faults(faults or {})
         self._server: ThreadingHTTPServer | None = None
@@ -183,6 +188,18 @@ class FakeLLM:
                 self.latency_s = float(faults["latency_s"])
             if "compromised" in faults:
                 self.compromised = bool(faults["compromised"])
+            if "script" in faults:
+                self.scripted = dict(faults["script"] or {})
+
+    def script(self, stage: str, replies) -> None:
+        """Answer `stage` (as named on the prompt's first line: llm_filter, classify, generate,
+        generate_batch, verify) with `replies`: a list (picked per request by a hash of the
+        user message) or fn(default_reply, request); None restores the default."""
+        with self.lock:
+            if replies is None:
+                self.scripted.pop(stage, None)
+            else:
+                self.scripted[stage] = replies
 
     def repeated_successes(self) -> int:
         """Identities (request minus seed) that got a valid reply more than once."""
@@ -274,7 +291,18 @@ class FakeLLM:
                 return kind
         return None
 
-    def reply_for(self, request: dict) -> tuple[str, dict]:
+    def reply_for(self, request: dict) -> tuple[str, dict | str]:
+        stage, answer = self.default_reply(request)
+        with self.lock:
+            scripted = self.scripted.get(stage)
+        if scripted is None:
+            return stage, answer
+        if callable(scripted):
+            return stage, scripted(answer, request)
+        user = (request.get("messages") or [{}])[-1].get("content") or ""
+        return stage, scripted[_stable(user) % len(scripted)]
+
+    def default_reply(self, request: dict) -> tuple[str, dict | str]:
         messages = request.get("messages", [])
         system = next((m["content"] for m in messages if m.get("role") == "system"), "")
         user = messages[-1]["content"] if messages else ""

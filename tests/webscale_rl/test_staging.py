@@ -13,7 +13,7 @@ from airflow.dag_processing.dagbag import DagBag
 from conftest import ROOT, SAMPLE_DIR
 from support.db import query
 from support.fake_llm import FakeLLM
-from webscale_rl import staging
+from webscale_rl import staging, warehouse
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import heuristic_filter, llm_filter, near_dedup
 from webscale_rl.stages.ingest import ingest_files
@@ -72,3 +72,31 @@ def test_dag_with_staged_writes_gives_the_same_result_as_direct_writes(sample_da
     assert tokens == fake_llm.stats["prompt_tokens"]
     assert counts["export"]["pairs"] > 100
     assert not any(p.suffix == ".parquet" for p in staged.rglob("*")), "staged files left uncommitted"
+
+
+def test_a_shard_repeating_a_key_fails_at_once_naming_the_keys_and_writes_nothing(tmp_path):
+    import pandas as pd
+
+    db = tmp_path / "w.duckdb"
+    with warehouse.write(db):
+        pass
+    frame = pd.DataFrame({"qa_id": ["q1", "q2", "q1"], "doc_id": ["d"] * 3, "run_id": ["r"] * 3,
+                          "persona_idx": [0, 1, 2], "persona": ["a teacher", "a nurse", "a teacher"],
+                          "status": ["kept"] * 3})
+    with pytest.raises(staging.ShardWriteError) as failed:
+        staging.write_shard(db, "generate", frame, run_id="r", stage="generate", part="00000000")
+    assert str(failed.value).startswith("generate: the shard's rows repeat 1 qa_id(s), so none of them was written")
+    assert str(failed.value).endswith(": q1")
+    assert count(db, "SELECT count(*) FROM generate") == 0
+
+
+def test_a_value_the_table_refuses_is_a_shard_write_error_too(tmp_path):
+    import pandas as pd
+
+    db = tmp_path / "w.duckdb"
+    frame = pd.DataFrame({"doc_id": ["d1"], "run_id": ["r"], "status": [None]})  # status is NOT NULL
+    with pytest.raises(staging.ShardWriteError) as failed:
+        staging.write_shard(db, "llm_filter", frame, run_id="r", stage="llm_filter", part="00000000")
+    assert "llm_filter: the warehouse refused the shard's rows" in str(failed.value)
+    assert str(failed.value).endswith("Keys in the shard: d1")
+    assert count(db, "SELECT count(*) FROM llm_filter") == 0

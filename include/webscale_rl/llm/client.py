@@ -158,6 +158,10 @@ def parse_reply(content: str | None, schema: dict) -> dict:
     except json.JSONDecodeError as exc:
         raise _InvalidReply("invalid_json", f"reply is not JSON: {exc.msg} at char {exc.pos}", content) from None
     try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:  # "\\ud800" is valid JSON but no text: it cannot be stored
+        raise _InvalidReply("invalid_json", f"reply holds an unpaired surrogate ({exc.reason})", content) from None
+    try:
         _validator(json.dumps(schema, sort_keys=True)).validate(value)
     except jsonschema.ValidationError as exc:
         path = "/".join(str(p) for p in exc.absolute_path) or "(root)"
@@ -175,10 +179,14 @@ class LLMClient:
         self.progress_every_s = progress_every_s
 
     def redact(self, text: str | None) -> str | None:
-        """Server text with our API key blanked: some servers quote the Authorization header
-        in their errors, and error text is logged and stored."""
+        """Server text made safe to log and store: our API key blanked (some servers quote the
+        Authorization header in their errors), unpaired surrogates replaced (UTF-8 cannot
+        hold them, and the journal and the warehouse are UTF-8)."""
+        if not text:
+            return text
+        text = text.encode("utf-8", "replace").decode("utf-8")
         key = self.settings.api_key
-        return text.replace(key, "[redacted]") if text and key and key != "EMPTY" else text
+        return text.replace(key, "[redacted]") if key and key != "EMPTY" else text
 
     # -- health ----------------------------------------------------------------------
     def health_check(self) -> list[str]:

@@ -3,19 +3,46 @@
 A domain outside the ten is a recorded failure (`domain_out_of_list`), never coerced to
 "Other": the schema enumerates the ten, and a reply that names anything else fails
 validation, is retried, and is then recorded with the model's raw reply.
+
+Personas are de-duplicated here, ignoring case, spacing and punctuation: a pair's key is
+(document, persona), and models, small ones often, repeat list items. The schema cannot
+ask for unique items: no structured-output engine enforces `uniqueItems` (vLLM's xgrammar
+and llguidance back-ends and llama.cpp's grammars do not, OpenAI's strict mode refuses the
+keyword), and it would not catch "A teacher." beside "a teacher" anyway. How many were
+dropped is kept in `personas_dropped`; a reply with no usable persona is a recorded
+failure (`no_usable_persona`).
 """
 
 from __future__ import annotations
 
 import json
+import unicodedata
 
 from webscale_rl import prompts
 from webscale_rl.llm import LLMRequest, LLMResult, LLMSettings
 from webscale_rl.stages import common
+from webscale_rl.text import folded_words
 
 STAGE = "classify"
 PREVIOUS = "llm_filter"
-REASONS = ["domain_out_of_list", *common.LLM_FAILURE_REASONS]
+REASONS = ["domain_out_of_list", "no_usable_persona", *common.LLM_FAILURE_REASONS]
+
+
+def persona_key(persona: str) -> str:
+    """What makes two personas the same: their words, compatibility-normalised and casefolded."""
+    return " ".join(folded_words(unicodedata.normalize("NFKC", persona)))
+
+
+def distinct_personas(personas: list[str]) -> tuple[list[str], int]:
+    """The personas in the model's order, spacing collapsed, each kept once (the first
+    spelling wins); those without a word (blank, punctuation only) are dropped. Returns
+    (personas, how many were dropped)."""
+    kept: dict[str, str] = {}
+    for persona in personas:
+        key = persona_key(persona)
+        if key and key not in kept:
+            kept[key] = " ".join(persona.split())
+    return list(kept.values()), len(personas) - len(kept)
 
 INPUT_SQL = common.kept_docs_sql(PREVIOUS)
 
@@ -38,10 +65,11 @@ def make_row(row: dict, result: LLMResult) -> dict:
         reason = common.failure_reason(result)
         if result.error_kind == "schema_mismatch" and "at domain:" in (result.error or ""):
             reason = "domain_out_of_list"
-        return {"status": "failed", "reason": reason, "domain": None, "personas": None}
-    personas = [p.strip() for p in result.parsed["personas"] if p.strip()]
-    return {"status": "kept", "reason": None, "domain": result.parsed["domain"],
-            "personas": json.dumps(personas, ensure_ascii=False)}
+        return {"status": "failed", "reason": reason, "domain": None, "personas": None, "personas_dropped": None}
+    personas, dropped = distinct_personas(result.parsed["personas"])
+    return {"status": "kept" if personas else "failed", "reason": None if personas else "no_usable_persona",
+            "domain": result.parsed["domain"], "personas": json.dumps(personas, ensure_ascii=False),
+            "personas_dropped": dropped}
 
 
 def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, max_personas: int = 3) -> dict:

@@ -16,7 +16,7 @@ from webscale_rl.stages import common
 STAGE = "generate"
 PREVIOUS = "classify"
 MODES = ("per_persona", "batched")
-REASONS = common.LLM_FAILURE_REASONS
+REASONS = ["empty_question", "empty_answer", *common.LLM_FAILURE_REASONS]
 
 INPUT_SQL = common.kept_docs_sql(PREVIOUS, columns="p.domain, p.personas")
 
@@ -56,7 +56,10 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, few_shot: int = 2,
                "persona": persona, "question": None, "answer": None, "request_hash": req.request_hash}
         if result.ok:
             pair = result.parsed if pair_index is None else result.parsed["pairs"][pair_index]
-            row.update(question=pair["question"].strip(), answer=pair["answer"].strip(), status="kept", reason=None)
+            question, answer = pair["question"].strip(), pair["answer"].strip()
+            # The schema's minLength counts spaces: a blank field is a valid reply but no pair.
+            reason = "empty_question" if not question else "empty_answer" if not answer else None
+            row.update(question=question, answer=answer, status="rejected" if reason else "kept", reason=reason)
         else:
             row.update(status="failed", reason=common.failure_reason(result))
         rows.append(row)

@@ -185,3 +185,19 @@ def test_parse_reply_is_strict():
 
 def test_api_key_is_not_in_repr():
     assert "sk-secret" not in repr(LLMSettings(base_url="http://x/v1", api_key="sk-secret"))
+
+
+def test_a_reply_holding_an_unpaired_surrogate_is_invalid_and_stored_safely(server, tmp_path):
+    # '\ud800' is a valid JSON escape but no character: UTF-8 (journal, warehouse) cannot hold it.
+    server.script("llm_filter", ['{"reason": "half an emoji \\ud83d", "qualified": "Y"}'])
+    [result] = client(server, tmp_path, max_invalid_retries=1).run(requests(1)).values()
+    assert (result.status, result.error_kind, result.attempts) == ("failed", "invalid_json", 2)
+    assert result.error == "reply holds an unpaired surrogate (surrogates not allowed)"
+    [(status, kind, attempts, _, _, raw)] = ledger(tmp_path)
+    assert (status, kind, attempts) == ("failed", "invalid_json", 2)
+    assert raw == '{"reason": "half an emoji \\ud83d", "qualified": "Y"}'
+
+
+def test_server_text_with_a_raw_surrogate_is_stored_with_a_replacement_mark(server, tmp_path):
+    c = client(server, tmp_path)
+    assert c.redact("cut \ud83d here") == "cut ? here"

@@ -13,7 +13,12 @@ from conftest import ROOT
 from support import pairs
 from webscale_rl.config import ConfigError
 from webscale_rl.stages import decontaminate
-from webscale_rl.stages.decontaminate import NgramIndex, QuestionIndex, load_benchmark_file, load_benchmarks
+from webscale_rl.stages.decontaminate import (
+    NgramIndex,
+    QuestionIndex,
+    load_benchmark_file,
+    load_benchmarks,
+)
 
 BENCH_DIR = ROOT / "tests" / "fixtures" / "benchmarks"
 GSM_1 = json.loads((BENCH_DIR / "mini_gsm.jsonl").open().readline())

@@ -87,3 +87,15 @@ def test_out_of_list_domain_is_a_recorded_failure_not_other(warehouse_with_docs,
     assert query(db, "SELECT DISTINCT reason, domain FROM classify") == [("domain_out_of_list", None)]
     [(raw,)] = query(db, "SELECT DISTINCT json_extract_string(raw, '$.domain') FROM llm_calls WHERE stage = 'classify'")
     assert raw == "Sports"
+
+
+@pytest.mark.parametrize(("personas", "kept", "dropped"), [
+    (["a teacher", "a teacher", "a curious journalist"], ["a teacher", "a curious journalist"], 1),
+    (["A Teacher.", "  a   teacher ", "a TEACHER!", "a nurse"], ["A Teacher.", "a nurse"], 2),
+    (["   ", "...", "a teacher"], ["a teacher"], 2),
+    (["?!?"], [], 1),
+    (["ｅｌｅｖｅ", "eleve"], ["ｅｌｅｖｅ"], 1),  # full-width letters are the same word
+    (["a\nmulti-line\tpersona"], ["a multi-line persona"], 0),
+])
+def test_personas_are_distinct_ignoring_case_spacing_and_punctuation(personas, kept, dropped):
+    assert classify.distinct_personas(personas) == (kept, dropped)

@@ -1,0 +1,200 @@
+"""Property tests: any reply valid against a stage's schema is used or recorded with a reason.
+
+For each LLM stage, hypothesis-jsonschema draws lists of replies valid against the
+stage's own output schema (repeated list items, blank-after-strip strings, every length
+limit, any unicode); the test server serves them (one per request, picked by a hash of
+the request) while the other stages answer as usual; and the real stage code runs the
+whole chain, llm_filter → classify → generate → verify → decontaminate, on three sample
+documents in a fresh copy of a warehouse. After each stage its real gate expectations
+must hold, except the policy bounds on failure and kept rates (those stop a run on
+purpose, with a message); at the end the dataset gate's expectations and the
+conservation check must hold: one final outcome per document, every pair decided with a
+reason, no key twice.
+
+`make test` runs a fixed, derandomised set of examples per stage (PROPERTY_EXAMPLES,
+default 12); `HYPOTHESIS_PROFILE=explore` draws new random ones (PROPERTY_EXAMPLES=300 for
+a long search).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections import Counter
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+from hypothesis_jsonschema import from_schema
+
+from conftest import SAMPLE_DIR
+from support import gx_check
+from support.fake_llm import FakeLLM
+from webscale_rl import conservation, prompts, warehouse
+from webscale_rl.llm import LLMSettings
+from webscale_rl.stages import (
+    classify,
+    decontaminate,
+    export,
+    generate,
+    heuristic_filter,
+    llm_filter,
+    near_dedup,
+    verify,
+)
+from webscale_rl.stages.ingest import ingest_files
+
+RUN = "any-reply"
+SHARD = ("00000000", None)
+CORPUS = SAMPLE_DIR / "docs_stem.jsonl"
+DOCS = 3
+MAX_PERSONAS = 3
+MAX_ANSWER_WORDS = 8
+EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "12"))
+
+settings.register_profile(
+    "ci", max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+settings.register_profile(
+    "explore", max_examples=EXAMPLES, deadline=None, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+SERVED: Counter = Counter()  # replies drawn per stage, reported at the end of the module
+
+
+def replies(schema: dict):
+    return st.lists(from_schema(schema), min_size=1, max_size=3)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    """A warehouse with three sample documents through ingest, heuristic filter and near-dedup."""
+    db = tmp_path_factory.mktemp("template") / "w.duckdb"
+    ingest_files([CORPUS], db_path=db, run_id=RUN, ingested_at=datetime(2026, 11, 1, tzinfo=UTC), max_docs=DOCS)
+    heuristic_filter.filter_shard(db, RUN, *SHARD)
+    near_dedup.run(db, RUN)
+    with warehouse.read(db) as con:
+        assert warehouse.one(con, "SELECT count(*) FROM near_dedup WHERE status = 'kept'") == (DOCS,)
+    return db
+
+
+@pytest.fixture(scope="module")
+def server():
+    with FakeLLM() as fake:
+        yield fake
+    print("\nschema-valid replies drawn per stage:", dict(SERVED))
+
+
+def check_gate(db: Path, frame_fn, expectations_fn) -> None:
+    with warehouse.read(db) as con:
+        frame = frame_fn(con, RUN)
+    assert gx_check.failures(frame, expectations_fn(len(frame))) == []
+
+
+def run_chain(template: Path, server: FakeLLM, stage: str, scripted: list, mode: str = "per_persona") -> Path:
+    """Every LLM stage and decontaminate on a fresh copy of the template, `stage` answering
+    with `scripted`; each stage's gate (no rate bounds) is checked as it finishes."""
+    SERVED[stage] += len(scripted)
+    db = Path(tempfile.mkdtemp(prefix="any-reply-")) / "w.duckdb"
+    shutil.copy(template, db)
+    llm = LLMSettings(base_url=server.base_url, model=server.model, max_concurrency=8,
+                      backoff_base_s=0.01, backoff_cap_s=0.05)
+    server.script(stage, scripted)
+    try:
+        llm_filter.run_shard(db, RUN, *SHARD, llm)
+        check_gate(db, llm_filter.gate_frame, lambda n: llm_filter.gate_expectations(n, 1.0, 0.0))
+        classify.run_shard(db, RUN, *SHARD, llm, max_personas=MAX_PERSONAS)
+        check_gate(db, classify.gate_frame, lambda n: classify.gate_expectations(n, 1.0, MAX_PERSONAS))
+        generate.run_shard(db, RUN, *SHARD, llm, few_shot=2, mode=mode)
+        check_gate(db, generate.gate_frame, lambda n: generate.gate_expectations(n, 1.0))
+        verify.run_shard(db, RUN, *SHARD, llm, max_answer_words=MAX_ANSWER_WORDS)
+        check_gate(db, verify.gate_frame, lambda n: verify.gate_expectations(n, 1.0, 0.0))
+    finally:
+        server.script(stage, None)
+    decontaminate.run(db, RUN, benchmarks=[])
+    check_gate(db, decontaminate.gate_frame, decontaminate.gate_expectations)
+    check_gate(db, export.dataset_frame, lambda n: export.dataset_expectations(
+        n, min_pairs=0, max_answer_words=MAX_ANSWER_WORDS, work_set=DOCS))
+    with warehouse.read(db) as con:
+        assert conservation.check(con, RUN, [str(CORPUS)]) == []
+    return db
+
+
+def rows(db: Path, sql: str) -> list[tuple]:
+    with warehouse.read(db) as con:
+        return con.execute(sql).fetchall()
+
+
+def cleanup(db: Path) -> None:
+    shutil.rmtree(db.parent, ignore_errors=True)
+
+
+@PROFILE
+@given(scripted=replies(prompts.load("llm_filter").schema))
+@example(scripted=[{"reason": " ", "qualified": "Y"}, {"reason": "\x00\u202e" + "x" * 598, "qualified": "N"}])
+def test_any_llm_filter_reply(template, server, scripted):
+    db = run_chain(template, server, "llm_filter", scripted)
+    qualified = {r["qualified"] for r in scripted}
+    statuses = {s for (s,) in rows(db, "SELECT DISTINCT status FROM llm_filter")}
+    assert statuses <= {"kept" if q == "Y" else "rejected" for q in qualified}
+    cleanup(db)
+
+
+@PROFILE
+@given(scripted=replies(prompts.classify_schema(MAX_PERSONAS)))
+@example(scripted=[{"domain": "Education", "personas": ["a teacher", "a teacher", "a curious journalist"]}])
+@example(scripted=[{"domain": "Math", "personas": ["A Teacher.", " a  teacher ", "a TEACHER!"]}])
+@example(scripted=[{"domain": "Other", "personas": ["   ", "...", "a teacher"]}, {"domain": "Other", "personas": ["?!?"]}])
+@example(scripted=[{"domain": "Coding", "personas": ["\u00e9l\u00e8ve", "e\u0301le\u0300ve", "ｅｌｅｖｅ"]}])
+def test_any_classify_reply(template, server, scripted):
+    db = run_chain(template, server, "classify", scripted)
+    for doc_id, status, reason, personas, dropped in rows(
+            db, "SELECT doc_id, status, reason, personas, personas_dropped FROM classify"):
+        personas = json.loads(personas)
+        keys = [classify.persona_key(p) for p in personas]
+        assert all(keys) and len(set(keys)) == len(keys), "kept personas are distinct and have words"
+        assert 0 <= dropped <= MAX_PERSONAS and len(personas) + dropped <= MAX_PERSONAS
+        assert (status, reason) == (("kept", None) if personas else ("failed", "no_usable_persona"))
+        pairs = rows(db, f"SELECT persona FROM generate WHERE doc_id = '{doc_id}' ORDER BY persona_idx")
+        assert [p for (p,) in pairs] == personas, "one pair per distinct persona"
+    cleanup(db)
+
+
+@PROFILE
+@given(scripted=replies(prompts.load("generate").schema))
+@example(scripted=[{"question": "  ", "answer": "Paris"}, {"question": "Which city?", "answer": " \t"}])
+@example(scripted=[{"question": "Paris", "answer": "Paris"}])  # the same pair for every persona
+@example(scripted=[{"question": "?" * 600, "answer": "!" * 60}])
+def test_any_generate_reply(template, server, scripted):
+    db = run_chain(template, server, "generate", scripted)
+    for status, reason, question, answer in rows(db, "SELECT status, reason, question, answer FROM generate"):
+        if status == "kept":
+            assert question == question.strip() and answer == answer.strip() and question and answer
+        else:
+            assert (status, reason) in {("rejected", "empty_question"), ("rejected", "empty_answer")}
+    cleanup(db)
+
+
+@PROFILE
+@given(scripted=replies(prompts.generate_batch_schema(MAX_PERSONAS)))
+@example(scripted=[{"pairs": [{"question": "Same?", "answer": "yes"}] * MAX_PERSONAS}])
+def test_any_batched_generate_reply(template, server, scripted):
+    db = run_chain(template, server, "generate_batch", scripted, mode="batched")
+    assert rows(db, "SELECT count(*) = count(DISTINCT qa_id) FROM generate") == [(True,)]
+    cleanup(db)
+
+
+@PROFILE
+@given(scripted=replies(prompts.load("verify").schema))
+@example(scripted=[{"reason": " ", "context": "Y", "correct": "Y", "leakage": "N"}])
+def test_any_verify_reply(template, server, scripted):
+    db = run_chain(template, server, "verify", scripted)
+    accepting = any(r["context"] == "Y" and r["correct"] == "Y" and r["leakage"] == "N" for r in scripted)
+    if not accepting:
+        assert rows(db, "SELECT count(*) FROM verify WHERE status = 'kept'") == [(0,)]
+    cleanup(db)
