@@ -36,10 +36,10 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from webscale_rl.airflow_tasks import fail_fast, triggering_extras
+from webscale_rl.airflow_tasks import call_pipeline, triggering_extras
 from webscale_rl.assets import EXPORT_ASSET, NEW_DOCUMENTS_ASSET
+from webscale_rl.stages import registry  # stage metadata only: no pandas, DuckDB or LLM client
 
-LLM_STAGES = ("llm_filter", "classify", "generate", "verify")
 # Tasks that write the DuckDB warehouse run on its host. With Celery workers on other hosts,
 # set this to a queue only the warehouse host's worker serves, and WEBSCALE_RL_STAGING_DIR
 # so shard tasks (default queue, any host) stage Parquet instead of writing the warehouse.
@@ -126,156 +126,77 @@ default_args = {
 def webscale_rl():
     @task(queue=WAREHOUSE_QUEUE)
     def start_run() -> dict:
-        from webscale_rl import pipeline
-        from webscale_rl.config import ConfigError
         from webscale_rl.landing import files_from_events
-        from webscale_rl.lease import LeaseBusy
 
         context = get_current_context()
-        try:
-            return pipeline.start_run(dict(context["params"]), context["run_id"],
-                                      context["dag_run"].start_date, files_from_events(triggering_extras(context)))
-        except (ConfigError, LeaseBusy) as exc:
-            raise fail_fast(exc) from exc
+        return call_pipeline("start_run", dict(context["params"]), context["run_id"], context["dag_run"].start_date,
+                             files_from_events(triggering_extras(context)))
 
     @task(queue=WAREHOUSE_QUEUE)
     def ingest(run: dict) -> dict:
-        from webscale_rl import pipeline
-        from webscale_rl.stages.ingest import IngestError
-
-        try:
-            return pipeline.run_ingest(run)
-        except IngestError as exc:
-            raise fail_fast(exc) from exc
+        return call_pipeline("run_ingest", run)
 
     @task(queue=WAREHOUSE_QUEUE)
-    def gate_ingest(run: dict, _ingested: dict) -> dict:
-        from webscale_rl import gates, pipeline
-
-        try:
-            return pipeline.gate_ingest(run)
-        except gates.GateFailed as exc:
-            raise fail_fast(exc) from exc
+    def gate_ingest(run: dict) -> dict:
+        return call_pipeline("gate_ingest", run)
 
     @task
-    def plan_shards(run: dict, _gate: dict) -> list[dict]:
-        from webscale_rl import pipeline
-
-        return pipeline.plan_shards(run)
+    def plan_shards(run: dict) -> list[dict]:
+        return call_pipeline("plan_shards", run)
 
     @task(max_active_tis_per_dagrun=4)
-    def heuristic_filter(run: dict, shard: dict) -> dict:
-        from webscale_rl import pipeline
-        from webscale_rl.staging import ShardWriteError
-
-        try:
-            return pipeline.run_heuristic_filter(run, shard)
-        except ShardWriteError as exc:  # the same rows would fail again
-            raise fail_fast(exc) from exc
+    def stage_shard(run: dict, stage: str, shard: dict) -> dict:
+        return call_pipeline("run_stage", run, stage, shard)
 
     @task(queue=WAREHOUSE_QUEUE)
-    def gate_heuristic_filter(run: dict, shard_results: list[dict]) -> dict:
-        from webscale_rl import gates, pipeline
-
-        try:
-            return pipeline.gate_heuristic_filter(run)
-        except gates.GateFailed as exc:
-            raise fail_fast(exc) from exc
-
-    @task(pool="llm", max_active_tis_per_dagrun=4)
-    def llm_stage(run: dict, stage: str, shard: dict, _previous_gate: dict) -> dict:
-        from webscale_rl import pipeline
-        from webscale_rl.llm import LLMUnavailable
-        from webscale_rl.staging import ShardWriteError
-
-        try:
-            return pipeline.run_llm_stage(run, shard, stage)
-        except (LLMUnavailable, ShardWriteError) as exc:
-            raise fail_fast(exc) from exc
+    def stage_whole_run(run: dict, stage: str) -> dict:
+        return call_pipeline("run_stage", run, stage)
 
     @task(queue=WAREHOUSE_QUEUE)
-    def gate_llm_stage(run: dict, stage: str, shard_results: list[dict]) -> dict:
-        from webscale_rl import gates, pipeline
-
-        try:
-            return pipeline.gate_llm_stage(run, stage)
-        except gates.GateFailed as exc:
-            raise fail_fast(exc) from exc
+    def gate_stage(run: dict, stage: str) -> dict:
+        return call_pipeline("gate_stage", run, stage)
 
     @task(queue=WAREHOUSE_QUEUE)
-    def near_dedup(run: dict, _gate: dict) -> dict:
-        from webscale_rl import pipeline
-
-        return pipeline.run_near_dedup(run)
+    def gate_dataset(run: dict) -> dict:
+        return call_pipeline("gate_dataset", run)
 
     @task(queue=WAREHOUSE_QUEUE)
-    def decontaminate(run: dict, _gate: dict) -> dict:
-        from webscale_rl import pipeline
-        from webscale_rl.config import ConfigError
-
-        try:
-            return pipeline.run_decontaminate(run)
-        except ConfigError as exc:  # an unreadable benchmark file: say which and stop
-            raise fail_fast(exc) from exc
-
-    @task(queue=WAREHOUSE_QUEUE)
-    def gate(run: dict, stage: str, _result: dict) -> dict:
-        from webscale_rl import gates, pipeline
-
-        gate_fn = {"near_dedup": pipeline.gate_near_dedup, "decontaminate": pipeline.gate_decontaminate,
-                   "dataset": pipeline.gate_dataset}[stage]
-        try:
-            return gate_fn(run)
-        except gates.GateFailed as exc:
-            raise fail_fast(exc) from exc
-
-    @task(queue=WAREHOUSE_QUEUE)
-    def check_conservation(run: dict, _gate: dict) -> dict:
-        from webscale_rl import conservation, pipeline
-
-        try:
-            return pipeline.check_conservation(run)
-        except conservation.ConservationError as exc:  # a retry would count the same rows
-            raise fail_fast(exc) from exc
+    def check_conservation(run: dict) -> dict:
+        return call_pipeline("check_conservation", run)
 
     @task(outlets=[EXPORT_ASSET], queue=WAREHOUSE_QUEUE)
-    def export(run: dict, _conserved: dict) -> dict:
-        from webscale_rl import pipeline
-
-        result = pipeline.run_export(run)
+    def export(run: dict) -> dict:
+        result = call_pipeline("run_export", run)
         # The Asset event names the export, so the training DAG it triggers trains on this one.
         get_current_context()["outlet_events"][EXPORT_ASSET].extra = {
             "path": result["path"], "run_id": result["run_id"], "pairs": result["pairs"]}
         return result
 
     @task(queue=WAREHOUSE_QUEUE)
-    def dataset_card(run: dict, _exported: dict) -> dict:
-        from webscale_rl import pipeline
-
-        return pipeline.run_dataset_card(run)
+    def dataset_card(run: dict) -> dict:
+        return call_pipeline("run_dataset_card", run)
 
     @task(queue=WAREHOUSE_QUEUE)
-    def finalize_run(run: dict, ingested: dict, exported: dict, conserved: dict, _card: dict) -> dict:
-        from webscale_rl import pipeline
-
-        return pipeline.finalize_run(run, ingested, exported, conserved)
+    def finalize_run(run: dict, ingested: dict, exported: dict, conserved: dict) -> dict:
+        return call_pipeline("finalize_run", run, ingested, exported, conserved)
 
     run = start_run()
     ingested = ingest(run)
-    ingest_ok = gate_ingest(run, ingested)
-    shards = plan_shards(run, ingest_ok)
-    filtered = heuristic_filter.partial(run=run).expand(shard=shards)
-    gate_ok = gate_heuristic_filter(run, filtered)
-    gate_ok = gate.override(task_id="gate_near_dedup")(run, "near_dedup", near_dedup(run, gate_ok))
-    for stage in LLM_STAGES:
-        results = llm_stage.override(task_id=stage).partial(
-            run=run, stage=stage, _previous_gate=gate_ok).expand(shard=shards)
-        gate_ok = gate_llm_stage.override(task_id=f"gate_{stage}")(run, stage, results)
-    gate_ok = gate.override(task_id="gate_decontaminate")(run, "decontaminate", decontaminate(run, gate_ok))
-    dataset_ok = gate.override(task_id="gate_dataset")(run, "dataset", gate_ok)
-    conserved = check_conservation(run, dataset_ok)
-    exported = export(run, conserved)
-    finalize_run(run, ingested, exported, conserved, dataset_card(run, exported))
+    shards = plan_shards(run)
+    done = ingested >> gate_ingest(run) >> shards
+    # One task per registered stage (mapped over the shards, or one for the run), then its gate.
+    for stage in registry.stages():
+        if stage.sharded:
+            work = stage_shard.override(task_id=stage.name, pool="llm" if stage.llm else "default_pool").partial(
+                run=run, stage=stage.name).expand(shard=shards)
+        else:
+            work = stage_whole_run.override(task_id=stage.name)(run, stage.name)
+        done = done >> work >> gate_stage.override(task_id=f"gate_{stage.name}")(run, stage.name)
+    conserved = check_conservation(run)
+    exported = export(run)
+    card = dataset_card(run)
+    done >> gate_dataset(run) >> conserved >> exported >> card
+    card >> finalize_run(run, ingested, exported, conserved)
 
 
 webscale_rl()

@@ -31,6 +31,7 @@ from support.db import query
 from webscale_rl import landing, pipeline, warehouse
 from webscale_rl.config import ConfigError
 from webscale_rl.llm import LLMSettings
+from webscale_rl.stages import registry
 
 MARK = f"OUTSIDE-{uuid.uuid4().hex[:12]}"  # the text of the document planted outside the roots
 ADVICE = "; put the files under WEBSCALE_RL_DATA_DIR or add their folder to WEBSCALE_RL_ALLOWED_ROOTS"
@@ -279,22 +280,15 @@ def test_a_run_named_in_sql_stores_it_verbatim_and_runs_no_sql_built_from_it(dat
     ingested = pipeline.run_ingest(run)
     pipeline.gate_ingest(run)
     shards = pipeline.plan_shards(run)
-    for shard in shards:
-        pipeline.run_heuristic_filter(run, shard)
-    pipeline.gate_heuristic_filter(run)
-    pipeline.run_near_dedup(run)
-    pipeline.gate_near_dedup(run)
-    for stage in ("llm_filter", "classify", "generate", "verify"):
-        for shard in shards:
-            pipeline.run_llm_stage(run, shard, stage, settings=llm)
-        pipeline.gate_llm_stage(run, stage)
-    pipeline.run_decontaminate(run)
-    pipeline.gate_decontaminate(run)
+    for stage in registry.stages():
+        for shard in shards if stage.sharded else [None]:
+            pipeline.run_stage(run, stage.name, shard, settings=llm)
+        pipeline.gate_stage(run, stage.name)
     pipeline.gate_dataset(run)
-    checked = pipeline.check_conservation(run) if hasattr(pipeline, "check_conservation") else None
+    checked = pipeline.check_conservation(run)
     exported = pipeline.run_export(run)
     pipeline.run_dataset_card(run)
-    pipeline.finalize_run(run, ingested, exported, *([checked] if checked is not None else []))
+    pipeline.finalize_run(run, ingested, exported, checked)
     monkeypatch.setattr(duckdb, "connect", real_connect)
 
     # Stored verbatim, the run succeeded, and every table is there with its rows.
@@ -335,41 +329,65 @@ SCANNED = [ROOT / "include" / "webscale_rl", ROOT / "dags", ROOT / "plugins"]
 # Every expression interpolated into SQL text, per file, and where its value comes from.
 # None is a param: a run's values always go in as `?`/`$name` parameters or registered frames.
 SQL_INTERPOLATIONS = {
-    ("include/webscale_rl/card.py", "stage"): "table name from warehouse.DOC_STAGES + QA_STAGES / the card's "
-                                              "fixed stage-label dicts",
+    ("include/webscale_rl/card.py", "stage"): "a stage name from the stage registry (fixed Stage declarations)",
     ("include/webscale_rl/card.py", "_examples_sql(stage)"): "SQL text built from such a stage name",
     ("include/webscale_rl/card.py", "ACCEPTED_SQL"): "module constant (a fixed query)",
     ("include/webscale_rl/card.py", "EXAMPLES_PER_REASON"): "int constant",
-    ("include/webscale_rl/pipeline.py", "stage"): "table name from warehouse.DOC_STAGES + QA_STAGES",
+    ("include/webscale_rl/pipeline.py", "stage"): "a stage name from the stage registry (fixed Stage declarations)",
     ("include/webscale_rl/stages/common.py", "extra"): "column list written as a literal by each stage module",
-    ("include/webscale_rl/stages/common.py", "previous"): "a stage module's PREVIOUS constant",
+    ("include/webscale_rl/stages/common.py", "previous"): "registry.previous(): a stage name from the stage registry (fixed Stage declarations)",
     ("include/webscale_rl/stages/common.py", "stage"): "a stage module's STAGE constant",
-    ("include/webscale_rl/stages/common.py", "join_prev"): "fixed JOIN text naming PREVIOUS",
+    ("include/webscale_rl/stages/common.py", "join_prev"): "fixed JOIN text naming registry.previous()",
     ("include/webscale_rl/stages/common.py", "SHARD_FILTER"): "constant predicate on $lo/$hi parameters",
     ("include/webscale_rl/stages/decontaminate.py", "STAGE"): "module constant",
-    ("include/webscale_rl/stages/decontaminate.py", "PREVIOUS"): "module constant",
     ("include/webscale_rl/stages/generate.py", "STAGE"): "module constant",
-    ("include/webscale_rl/stages/generate.py", "PREVIOUS"): "module constant",
     ("include/webscale_rl/stages/near_dedup.py", "STAGE"): "module constant",
-    ("include/webscale_rl/stages/near_dedup.py", "PREVIOUS"): "module constant",
     ("include/webscale_rl/stages/verify.py", "STAGE"): "module constant",
-    ("include/webscale_rl/stages/verify.py", "PREVIOUS"): "module constant",
     ("include/webscale_rl/stages/verify.py", "common.SHARD_FILTER"): "constant predicate on $lo/$hi parameters",
-    ("include/webscale_rl/staging.py", "PRIMARY_KEYS[table]"): "dict constant (an unknown table is a KeyError)",
     ("include/webscale_rl/staging.py", "order"): "one of two literal ORDER BY clauses",
-    ("include/webscale_rl/warehouse.py", "' '.join(stage_cases)"): "CASE text built from DOC_STAGES",
-    ("include/webscale_rl/warehouse.py", "' '.join(outcome_cases)"): "CASE text built from DOC_STAGES",
-    ("include/webscale_rl/warehouse.py", "' '.join(reason_cases)"): "CASE text built from DOC_STAGES",
-    ("include/webscale_rl/warehouse.py", "stages[-1]"): "last of DOC_STAGES",
-    ("include/webscale_rl/warehouse.py", "joins"): "JOIN text built from DOC_STAGES",
-    ("include/webscale_rl/warehouse.py", "s"): "a DOC_STAGES name",
+    ("include/webscale_rl/card.py", "stage.name"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/card.py", "registry.first_pair_stage().name"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/conservation.py", "' '.join(cases)"): "CASE text built from registry stage names",
+    ("include/webscale_rl/conservation.py", "i"): "loop index",
+    ("include/webscale_rl/conservation.py", "joins"): "JOIN text built from registry stage names",
+    ("include/webscale_rl/conservation.py", "name"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/conservation.py", "pair_stages[0]"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/stages/decontaminate.py", "pairs_table"): "registry.first_pair_stage(): a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/stages/decontaminate.py", "previous"): "registry.previous(): a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/stages/decontaminate.py", "registry.first_pair_stage().name"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/stages/generate.py", "common.SHARD_FILTER"): "constant predicate on $lo/$hi parameters",
+    ("include/webscale_rl/stages/generate.py", "previous"): "registry.previous(): a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/stages/heuristic_filter.py", "common.SHARD_FILTER"): "constant predicate on $lo/$hi parameters",
+    ("include/webscale_rl/stages/near_dedup.py", "previous"): "registry.previous(): a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/stages/registry.py", "kept"): "JOIN text built from registry stage names",
+    ("include/webscale_rl/stages/registry.py", "made"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/stages/registry.py", "s"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/stages/verify.py", "pairs"): "registry.first_pair_stage(): a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/stages/verify.py", "previous"): "registry.previous(): a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/staging.py", "primary_key"): "staging.keys(): a registry stage's key column or request_hash",
+    ("include/webscale_rl/warehouse.py", "awaiting or 'false'"): "predicate text built from registry stage aliases",
+    ("include/webscale_rl/warehouse.py", "failed"): "predicate text built from registry stage aliases",
+    ("include/webscale_rl/warehouse.py", "last"): "int: index of the last pair stage",
+    ("include/webscale_rl/warehouse.py", 'latest.format("reason")'): "coalesce list of registry stage aliases",
+    ("include/webscale_rl/warehouse.py", 'latest.format("status")'): "coalesce list of registry stage aliases",
+    ("include/webscale_rl/warehouse.py", "pair_joins"): "JOIN text built from registry stage names",
+    ("include/webscale_rl/warehouse.py", "pair_stages[-1]"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/warehouse.py", "pair_stages[0]"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/warehouse.py", "pair_stages[min(1, last)]"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/warehouse.py", "registry.accepted_pairs_sql()"): "SQL text built from registry stage names",
+    ("include/webscale_rl/warehouse.py", "' '.join(stage_cases)"): "CASE text built from registry doc stage names",
+    ("include/webscale_rl/warehouse.py", "' '.join(outcome_cases)"): "CASE text built from registry doc stage names",
+    ("include/webscale_rl/warehouse.py", "' '.join(reason_cases)"): "CASE text built from registry doc stage names",
+    ("include/webscale_rl/warehouse.py", "stages[-1]"): "a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/warehouse.py", "joins"): "JOIN text built from registry stage names",
+    ("include/webscale_rl/warehouse.py", "s"): "a stage name from the stage registry (fixed Stage declarations)",
     ("include/webscale_rl/warehouse.py", "i"): "loop index",
     ("include/webscale_rl/warehouse.py", "table"): "replace_rows' table: a literal stage/table name from its "
-                                                   "callers (or staging's KEYS)",
+                                                   "callers (or staging.keys())",
     ("include/webscale_rl/warehouse.py", "key"): "replace_rows' key column: a literal from its callers",
     ("include/webscale_rl/warehouse.py", "columns"): "the DataFrame's columns, built by the writing code",
-    ("include/webscale_rl/conservation.py", "table"): "a key of the KEYED_TABLES constant",
-    ("include/webscale_rl/conservation.py", "cols"): "columns from the KEYED_TABLES constant",
+    ("include/webscale_rl/conservation.py", "table"): "a key of keyed_tables(): constants + registry names",
+    ("include/webscale_rl/conservation.py", "cols"): "key columns from keyed_tables()",
     ("include/webscale_rl/conservation.py", "MAX_IDS + 1"): "int constant",
 }
 # SQL text joined with + (allowed only between constants; % and .format() never).
@@ -423,14 +441,15 @@ def test_sql_fstrings_interpolate_only_the_listed_fixed_identifiers():
 
 def test_the_interpolated_constants_are_plain_table_names(tmp_path):
     from webscale_rl import conservation, staging
-    from webscale_rl.stages import common, decontaminate, generate, near_dedup, verify
+    from webscale_rl.stages import common, registry
 
     tables = schema_tables(tmp_path)
-    for module in (decontaminate, generate, near_dedup, verify):
-        assert module.STAGE in tables and module.PREVIOUS in tables
-    assert set(warehouse.DOC_STAGES + warehouse.QA_STAGES) <= tables
-    assert set(conservation.KEYED_TABLES) <= tables and set(staging.PRIMARY_KEYS) <= tables
-    assert common.SHARD_FILTER == "d.doc_id >= $lo AND ($hi IS NULL OR d.doc_id < $hi)"
+    assert set(registry.names()) <= tables
+    assert all(registry.previous(name) in tables for name in registry.names()[1:])
+    assert set(conservation.keyed_tables()) <= tables
     ident = re.compile(r"^[a-z_]+$")
-    for key in conservation.KEYED_TABLES.values():
+    assert all(ident.match(name) for name in registry.names())
+    assert all(ident.match(c) for name in [*registry.names(), staging.LEDGER] for c in staging.keys(name))
+    assert common.SHARD_FILTER == "d.doc_id >= $lo AND ($hi IS NULL OR d.doc_id < $hi)"
+    for key in conservation.keyed_tables().values():
         assert all(ident.match(c) for c in key)

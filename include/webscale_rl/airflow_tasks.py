@@ -1,5 +1,6 @@
-"""What the DAG files' tasks share: the fail-fast exception and the triggering Asset events.
-Light (Airflow's task SDK only), so DAG files may import it at parse time."""
+"""What the DAG files' tasks share: calling the pipeline with errors a retry cannot fix
+failing the task at once, and the triggering Asset events. Light (Airflow's task SDK only),
+so DAG files may import it at parse time; the pipeline is imported when a task runs."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ def fail_fast(exc: Exception):
     from airflow.sdk.exceptions import AirflowFailException
 
     return AirflowFailException(str(exc))
+
+
+def call_pipeline(function: str, *args, **kwargs):
+    """`webscale_rl.pipeline.<function>(*args, **kwargs)` for a task: a FatalError fails the
+    task at once with its message (no Airflow retry); anything else may be retried."""
+    from webscale_rl import pipeline
+    from webscale_rl.errors import FatalError
+
+    try:
+        return getattr(pipeline, function)(*args, **kwargs)
+    except FatalError as exc:
+        raise fail_fast(exc) from exc
 
 
 def triggering_extras(context) -> list[dict]:

@@ -20,18 +20,8 @@ import pandas as pd
 from webscale_rl import audit, warehouse
 from webscale_rl.config import run_folder_name
 from webscale_rl.llm import ledger as llm_ledger
+from webscale_rl.stages import registry
 
-DOC_STAGE_LABELS = {
-    "heuristic_filter": "kept by the heuristic filter",
-    "near_dedup": "kept by near-duplicate removal",
-    "llm_filter": "kept by the LLM filter",
-    "classify": "classified (domain + personas)",
-}
-QA_STAGE_LABELS = {
-    "generate": "QA pairs generated",
-    "verify": "pairs accepted by verify",
-    "decontaminate": "pairs in the dataset (decontaminated, deduplicated)",
-}
 EXAMPLES_PER_REASON = 2
 
 
@@ -45,44 +35,47 @@ def _stage_rows(con, run_id: str, stage: str) -> tuple[int, dict[str, int]]:
 
 
 def funnel(con, run_id: str) -> list[dict]:
-    """Docs in, then what each stage kept; then pairs generated, verified and accepted."""
+    """Docs in, then what each stage kept (its registry label); then the documents behind
+    the accepted pairs."""
     steps = [{"step": "documents in (new in this run)", "unit": "docs", "count": warehouse.one(
         con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[0]}]
-    for stage, label in DOC_STAGE_LABELS.items():
-        _, by_status = _stage_rows(con, run_id, stage)
-        steps.append({"step": label, "unit": "docs", "stage": stage, "count": by_status.get("kept", 0)})
-    for stage, label in QA_STAGE_LABELS.items():
-        _, by_status = _stage_rows(con, run_id, stage)
-        steps.append({"step": label, "unit": "pairs", "stage": stage, "count": by_status.get("kept", 0)})
+    for stage in registry.stages():
+        _, by_status = _stage_rows(con, run_id, stage.name)
+        steps.append({"step": stage.label, "unit": _unit(stage), "stage": stage.name,
+                      "count": by_status.get("kept", 0)})
     steps.append({"step": "documents with an accepted pair", "unit": "docs", "count": warehouse.one(
-        con, """SELECT count(DISTINCT x.doc_id) FROM run_docs r JOIN decontaminate x USING (doc_id)
-                WHERE r.run_id = ? AND x.status = 'kept'""", [run_id])[0]})
+        con, "SELECT count(DISTINCT doc_id) FROM accepted_pairs WHERE run_id = ?", [run_id])[0]})
     return steps
 
 
-def _examples_sql(stage: str) -> str:
-    if stage in warehouse.DOC_STAGES:
+def _unit(stage) -> str:
+    return "docs" if stage.unit == "doc" else "pairs"
+
+
+def _examples_sql(stage) -> str:
+    if stage.unit == "doc":
         return f"""SELECT s.reason, s.doc_id AS id, left(d.text, 160) AS example FROM run_docs r
-                   JOIN {stage} s USING (doc_id) JOIN documents d ON d.doc_id = s.doc_id
+                   JOIN {stage.name} s USING (doc_id) JOIN documents d ON d.doc_id = s.doc_id
                    WHERE r.run_id = ? AND s.status <> 'kept'"""
     return f"""SELECT s.reason, s.qa_id AS id,
                       'Q: ' || left(coalesce(g.question, ''), 140) || ' | A: ' || coalesce(g.answer, '') AS example
-               FROM run_docs r JOIN {stage} s USING (doc_id) JOIN generate g ON g.qa_id = s.qa_id
+               FROM run_docs r JOIN {stage.name} s USING (doc_id)
+               JOIN {registry.first_pair_stage().name} g ON g.qa_id = s.qa_id
                WHERE r.run_id = ? AND s.status <> 'kept'"""
 
 
 def stage_table(con, run_id: str) -> list[dict]:
     """Per stage: inputs, kept, rejected, failed, pass rate, and reasons with two examples each."""
     out = []
-    for stage in warehouse.DOC_STAGES + warehouse.QA_STAGES:
-        inputs, by_status = _stage_rows(con, run_id, stage)
+    for stage in registry.stages():
+        inputs, by_status = _stage_rows(con, run_id, stage.name)
         reasons = con.execute(
             f"""WITH x AS ({_examples_sql(stage)})
                 SELECT reason, count(*) AS n,
                        list({{'id': id, 'example': example}} ORDER BY id)[1:{EXAMPLES_PER_REASON}] AS examples
                 FROM x GROUP BY reason ORDER BY n DESC, reason""", [run_id]).fetchall()
         out.append({
-            "stage": stage, "unit": "pairs" if stage in warehouse.QA_STAGES else "docs", "inputs": inputs,
+            "stage": stage.name, "unit": _unit(stage), "inputs": inputs,
             "kept": by_status.get("kept", 0), "rejected": by_status.get("rejected", 0),
             "failed": by_status.get("failed", 0),
             "pass_rate": round(by_status.get("kept", 0) / inputs, 4) if inputs else None,
@@ -91,13 +84,7 @@ def stage_table(con, run_id: str) -> list[dict]:
     return out
 
 
-ACCEPTED_SQL = """
-SELECT g.qa_id, g.doc_id, g.persona, g.answer, c.domain FROM run_docs r
-JOIN decontaminate x ON x.doc_id = r.doc_id AND x.status = 'kept'
-JOIN generate g ON g.qa_id = x.qa_id
-JOIN classify c ON c.doc_id = g.doc_id
-WHERE r.run_id = ?
-"""
+ACCEPTED_SQL = "SELECT qa_id, doc_id, persona, answer, domain FROM accepted_pairs WHERE run_id = ?"
 
 
 def distributions(con, run_id: str) -> dict:
@@ -131,11 +118,10 @@ def collect(con, run_id: str) -> dict:
     if run is None:
         raise ValueError(f"run {run_id!r} is not in the warehouse")
     steps = funnel(con, run_id)
-    accepted = steps[-2]["count"]
-    source_docs, source_tokens = warehouse.one(
-        con, """SELECT count(*), coalesce(sum(d.n_tokens), 0)::BIGINT FROM documents d
-                WHERE d.doc_id IN (SELECT x.doc_id FROM run_docs r JOIN decontaminate x USING (doc_id)
-                                   WHERE r.run_id = ? AND x.status = 'kept')""", [run_id])
+    accepted, source_docs, source_tokens = warehouse.one(
+        con, """SELECT (SELECT count(*) FROM accepted_pairs WHERE run_id = $run), count(*),
+                       coalesce(sum(d.n_tokens), 0)::BIGINT FROM documents d
+                WHERE d.doc_id IN (SELECT doc_id FROM accepted_pairs WHERE run_id = $run)""", {"run": run_id})
     led = ledger(con, run_id, accepted)
     return {
         "run_id": run_id, "run_label": run[0], "corpus": run[1], "params": json.loads(run[2]) if run[2] else {},

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from webscale_rl import audit, card, warehouse
 from webscale_rl.config import load_settings
+from webscale_rl.stages import registry
 
 
 def summary(run_id: str | None) -> int:
@@ -40,10 +41,9 @@ def summary(run_id: str | None) -> int:
               f"{ing['new_docs']} new, {ing['already_ingested']} already in the warehouse, "
               f"{ing['errors']} errors {ing['errors_by_reason']}")
     print(f"  work set: {counts.get('work_set', 0)} documents")
-    for stage in warehouse.DOC_STAGES + warehouse.QA_STAGES:
-        s = counts.get(stage, {})
-        unit = "pairs" if stage in warehouse.QA_STAGES else "docs"
-        print(f"  {stage} ({unit}): {s.get('by_status', {})}")
+    for stage in registry.stages():
+        s = counts.get(stage.name, {})
+        print(f"  {stage.name} ({'docs' if stage.unit == 'doc' else 'pairs'}): {s.get('by_status', {})}")
         for reason, n in sorted(s.get("by_reason", {}).items(), key=lambda kv: -kv[1]):
             print(f"      {reason}: {n}")
     print(f"  outcomes of this run's documents: {counts.get('outcomes', {})}")

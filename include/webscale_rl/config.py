@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from webscale_rl.errors import FatalError
+
 CORPUS_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 MAX_CORPUS_CHARS = 4096  # PATH_MAX on Linux: a longer param cannot name a file
 
@@ -17,7 +19,7 @@ def run_folder_name(run_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", run_id)
 
 
-class ConfigError(ValueError):
+class ConfigError(FatalError, ValueError):
     """A setting or parameter is wrong; the message says which and how to fix it."""
 
 

@@ -25,20 +25,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from webscale_rl import warehouse
+from webscale_rl.errors import FatalError
+from webscale_rl.stages import registry
 from webscale_rl.stages.ingest import sniff_first_line
 
 MAX_IDS = 10
 
-# Tables that must hold one row per key: the key each declares as its primary key.
-KEYED_TABLES = {
+# Tables that must hold one row per key: the key each declares as its primary key (every
+# stage table by its unit, from the registry, besides these).
+OTHER_KEYED_TABLES = {
     "documents": ("doc_id",), "ingest_errors": ("source_file", "line_no"), "ingest_files": ("run_id", "source_file"),
-    "run_docs": ("run_id", "doc_id"), "heuristic_filter": ("doc_id",), "doc_minhash": ("doc_id",),
-    "near_dedup": ("doc_id",), "llm_filter": ("doc_id",), "classify": ("doc_id",), "generate": ("qa_id",),
-    "verify": ("qa_id",), "decontaminate": ("qa_id",), "llm_calls": ("request_hash",), "runs": ("run_id",),
+    "run_docs": ("run_id", "doc_id"), "doc_minhash": ("doc_id",), "llm_calls": ("request_hash",), "runs": ("run_id",),
 }
 
 
-class ConservationError(RuntimeError):
+def keyed_tables() -> dict[str, tuple[str, ...]]:
+    return {**OTHER_KEYED_TABLES, **{s.name: (s.key,) for s in registry.stages()}}
+
+
+class ConservationError(FatalError):
     """The run's records do not add up; the message names each rule and the offending ids."""
 
 
@@ -132,17 +137,16 @@ def _outcomes(con, run_id: str) -> list[Violation]:
 
 
 def _pairs(con, run_id: str) -> list[Violation]:
+    pair_stages = registry.names("pair")
+    cases = [f"WHEN p{i}.status = 'kept' AND p{i + 1}.qa_id IS NULL THEN '{a} kept it but {b} never saw it'"
+             for i, (a, b) in enumerate(zip(pair_stages, pair_stages[1:], strict=False))]
+    cases += [f"WHEN p{i}.status <> 'kept' AND p{i}.reason IS NULL THEN '{name} stopped it without a reason'"
+              for i, name in enumerate(pair_stages)]
+    joins = " ".join(f"LEFT JOIN {name} p{i} ON p{i}.qa_id = p0.qa_id" for i, name in enumerate(pair_stages) if i)
     rows = con.execute(
-        """SELECT g.qa_id,
-                  CASE WHEN g.status = 'kept' AND v.qa_id IS NULL THEN 'generated but never verified'
-                       WHEN v.status = 'kept' AND x.qa_id IS NULL THEN 'verified but never decontaminated'
-                       WHEN g.status <> 'kept' AND g.reason IS NULL THEN 'generate stopped it without a reason'
-                       WHEN v.status <> 'kept' AND v.reason IS NULL THEN 'verify rejected it without a reason'
-                       WHEN x.status <> 'kept' AND x.reason IS NULL THEN 'decontaminate rejected it without a reason'
-                  END AS problem
-           FROM run_docs r JOIN generate g USING (doc_id)
-           LEFT JOIN verify v ON v.qa_id = g.qa_id LEFT JOIN decontaminate x ON x.qa_id = g.qa_id
-           WHERE r.run_id = ? AND problem IS NOT NULL ORDER BY ALL""", [run_id]).fetchall()
+        f"""SELECT p0.qa_id, CASE {' '.join(cases)} END AS problem
+            FROM run_docs r JOIN {pair_stages[0]} p0 USING (doc_id) {joins}
+            WHERE r.run_id = ? AND problem IS NOT NULL ORDER BY ALL""", [run_id]).fetchall()
     by_problem: dict[str, list] = {}
     for qa_id, problem in rows:
         by_problem.setdefault(problem, []).append(qa_id)
@@ -179,10 +183,11 @@ def _keys(con) -> list[Violation]:
         "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
     ).fetchall()}
     found = []
-    undeclared = [f"{t}({', '.join(k)})" for t, k in KEYED_TABLES.items() if (t, k) not in declared]
+    keyed = keyed_tables()
+    undeclared = [f"{t}({', '.join(k)})" for t, k in keyed.items() if (t, k) not in declared]
     if undeclared:
         found.append(Violation("keys_declared", "tables without their primary key", undeclared))
-    for table, key in KEYED_TABLES.items():
+    for table, key in keyed.items():
         cols = ", ".join(key)
         dupes = con.execute(f"SELECT {cols} FROM {table} GROUP BY ALL HAVING count(*) > 1 LIMIT {MAX_IDS + 1}"
                             ).fetchall()

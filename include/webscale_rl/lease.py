@@ -26,17 +26,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from webscale_rl import staging, warehouse
+from webscale_rl.errors import FatalError
 
 log = logging.getLogger(__name__)
 TTL_ENV, WAIT_ENV = "WEBSCALE_RL_LEASE_TTL_S", "WEBSCALE_RL_LEASE_WAIT_S"
 DEFAULT_TTL_S, DEFAULT_WAIT_S = 120.0, 900.0
 
 
-class LeaseBusy(RuntimeError):
+class LeaseBusy(FatalError):
     """Another live run held the warehouse for longer than we were willing to wait."""
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(FatalError):
     """This run's lease was taken over (it was presumed dead): it must not write on."""
 
 

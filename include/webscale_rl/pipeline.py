@@ -14,19 +14,17 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from webscale_rl import card, conservation, gates, lease, staging, warehouse
+from webscale_rl import card, conservation, gates, lease, runner, staging, warehouse
 from webscale_rl.config import ConfigError, Settings, load_settings, resolve_corpus
 from webscale_rl.llm import LLMSettings, ledger
 from webscale_rl.stages import (
-    classify,
     decontaminate,
     export,
     generate,
     heuristic_filter,
     ingest,
-    llm_filter,
     near_dedup,
-    verify,
+    registry,
 )
 
 log = logging.getLogger(__name__)
@@ -97,7 +95,7 @@ class RunParams:
             raise bad("max_answer_words", f"must be >= 1, got {self.max_answer_words}")
         if self.generate_mode not in generate.MODES:
             raise bad("generate_mode", f"must be one of {list(generate.MODES)}, got {self.generate_mode!r}")
-        llm_stages = ("llm_filter", "classify", "generate", "verify")
+        llm_stages = [stage.name for stage in registry.stages() if stage.llm]
         if not isinstance(self.models, dict) or set(self.models) - set(llm_stages):
             raise bad("models", f"must be an object mapping stages {list(llm_stages)} to model names, "
                                 f"got {self.models!r}")
@@ -204,7 +202,8 @@ def run_ingest(run: dict) -> dict:
     return report
 
 
-def _gate(run: dict, stage: str, frame_fn, expectations_fn) -> dict:
+def _gate(run: dict, stage: str, gate_inputs) -> dict:
+    """Validate what `gate_inputs(con)` returns, (frame, expectations), as `stage`'s gate."""
     settings = load_settings()
     with task_step(settings, run["run_id"], f"gate_{stage}"):
         # Remote shard workers staged their rows: load them before validating.
@@ -212,9 +211,8 @@ def _gate(run: dict, stage: str, frame_fn, expectations_fn) -> dict:
         if committed:
             log.info("committed staged rows of %s: %s", stage, committed)
         with warehouse.read(settings.db_path) as con:
-            frame = frame_fn(con)
-        result = gates.run_gate(stage, frame, expectations_fn(len(frame)),
-                                data_dir=settings.data_dir, run_name=run["run_id"])
+            frame, expectations = gate_inputs(con)
+        result = gates.run_gate(stage, frame, expectations, data_dir=settings.data_dir, run_name=run["run_id"])
         gates.enforce(result)
     return {"stage": stage, "rows": result.rows, "expectations": result.evaluated,
             "data_docs": result.docs_url, "committed_from_staging": committed}
@@ -222,8 +220,34 @@ def _gate(run: dict, stage: str, frame_fn, expectations_fn) -> dict:
 
 def gate_ingest(run: dict) -> dict:
     p = RunParams.from_params(run["params"])
-    return _gate(run, "ingest", lambda con: ingest.gate_frame(con, run["files"]),
-                 lambda rows: ingest.gate_expectations(p.max_ingest_error_rate))
+    return _gate(run, "ingest", lambda con: (ingest.gate_frame(con, run["files"]),
+                                             ingest.gate_expectations(p.max_ingest_error_rate)))
+
+
+def llm_settings(params: RunParams, settings: LLMSettings | None = None) -> LLMSettings:
+    """The `llm_default` connection (read through Airflow unless given), with the run's
+    per-stage model overrides."""
+    if settings is None:
+        from webscale_rl.llm.settings import from_airflow
+
+        settings = from_airflow()
+    return settings.with_overrides(stage_models=params.models)
+
+
+def run_stage(run: dict, name: str, shard: dict | None = None, settings: LLMSettings | None = None) -> dict:
+    """One registered stage (one shard of a sharded one) through the generic runner."""
+    data = load_settings()
+    p = RunParams.from_params(run["params"])
+    llm = llm_settings(p, settings) if registry.get(name).llm else None
+    with task_step(data, run["run_id"], name):
+        result = runner.execute(name, runner.context(name, data.db_path, run["run_id"], p, shard, llm))
+    log.info("%s%s: %s", name, f" shard {shard}" if shard else "", json.dumps(result))
+    return result
+
+
+def gate_stage(run: dict, name: str) -> dict:
+    p = RunParams.from_params(run["params"])
+    return _gate(run, name, lambda con: runner.gate_inputs(name, con, run["run_id"], p))
 
 
 def plan_shards(run: dict) -> list[dict]:
@@ -246,67 +270,18 @@ def shard_ranges(n_docs: int, shard_size: int) -> list[dict]:
     return [{"lo": lo, "hi": bounds[i + 1] if i + 1 < count else None} for i, lo in enumerate(bounds)]
 
 
-def run_heuristic_filter(run: dict, shard: dict) -> dict:
-    settings = load_settings()
-    p = RunParams.from_params(run["params"])
-    with task_step(settings, run["run_id"], "heuristic_filter"):
-        result = heuristic_filter.filter_shard(
-            settings.db_path, run["run_id"], shard["lo"], shard["hi"], p.heuristic_rule_overrides
-        )
-    log.info("heuristic_filter shard %s: %s", shard, json.dumps(result))
-    return result
-
-
-def gate_heuristic_filter(run: dict) -> dict:
-    p = RunParams.from_params(run["params"])
-    return _gate(
-        run, "heuristic_filter",
-        lambda con: heuristic_filter.gate_frame(con, run["run_id"]),
-        lambda rows: heuristic_filter.gate_expectations(p.min_heuristic_kept_rate, p.max_heuristic_kept_rate, rows),
-    )
-
-
-def run_near_dedup(run: dict) -> dict:
-    settings = load_settings()
-    p = RunParams.from_params(run["params"])
-    with task_step(settings, run["run_id"], "near_dedup"):
-        result = near_dedup.run(settings.db_path, run["run_id"], p.near_dup_threshold)
-    log.info("near_dedup: %s", json.dumps(result))
-    return result
-
-
-def gate_near_dedup(run: dict) -> dict:
-    return _gate(run, "near_dedup", lambda con: near_dedup.gate_frame(con, run["run_id"]),
-                 near_dedup.gate_expectations)
-
-
-def run_decontaminate(run: dict) -> dict:
-    settings = load_settings()
-    p = RunParams.from_params(run["params"])
-    with task_step(settings, run["run_id"], "decontaminate"):
-        benchmarks = decontaminate.load_benchmarks(settings.benchmarks_dir, p.builtin_benchmarks)
-        log.info("decontaminate: %d benchmark items (%s built in, files from %s), %d-grams",
-                 len(benchmarks), p.builtin_benchmarks, settings.benchmarks_dir, p.decontam_ngram)
-        result = decontaminate.run(settings.db_path, run["run_id"], benchmarks, p.decontam_ngram,
-                                   p.question_dup_threshold, p.decontaminate_documents)
-    log.info("decontaminate: %s", json.dumps(result))
-    return result
-
-
-def gate_decontaminate(run: dict) -> dict:
-    return _gate(run, "decontaminate", lambda con: decontaminate.gate_frame(con, run["run_id"]),
-                 decontaminate.gate_expectations)
-
-
 def gate_dataset(run: dict) -> dict:
     """The final gate: what the export would write must be clean before it is written."""
     p = RunParams.from_params(run["params"])
     settings = load_settings()
     with warehouse.read(settings.db_path) as con:
         work_set = warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]])[0]
-    return _gate(run, "dataset", lambda con: export.dataset_frame(con, run["run_id"]),
-                 lambda rows: export.dataset_expectations(rows, min_pairs=p.min_accepted_pairs,
-                                                          max_answer_words=p.max_answer_words, work_set=work_set))
+    def inputs(con):
+        frame = export.dataset_frame(con, run["run_id"])
+        return frame, export.dataset_expectations(len(frame), min_pairs=p.min_accepted_pairs,
+                                                  max_answer_words=p.max_answer_words, work_set=work_set)
+
+    return _gate(run, "dataset", inputs)
 
 
 def run_dataset_card(run: dict) -> dict:
@@ -333,7 +308,7 @@ def run_counts(con, run_id: str) -> dict:
     """Per-stage counts for the run's work set, its LLM ledger, and its documents' outcomes."""
     counts: dict = {"work_set": warehouse.one(
         con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[0]}
-    for stage in warehouse.DOC_STAGES + warehouse.QA_STAGES:
+    for stage in registry.names():
         counts[stage] = _status_counts(
             con, f"""SELECT s.status, s.reason, count(*) FROM run_docs r JOIN {stage} s USING (doc_id)
                      WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""", run_id)
@@ -345,54 +320,6 @@ def run_counts(con, run_id: str) -> dict:
         [run_id],
     ).fetchall())
     return counts
-
-
-def llm_settings(params: RunParams, settings: LLMSettings | None = None) -> LLMSettings:
-    """The `llm_default` connection (read through Airflow unless given), with the run's
-    per-stage model overrides."""
-    if settings is None:
-        from webscale_rl.llm.settings import from_airflow
-
-        settings = from_airflow()
-    return settings.with_overrides(stage_models=params.models)
-
-
-def run_llm_stage(run: dict, shard: dict, stage: str, settings: LLMSettings | None = None) -> dict:
-    """One shard of an LLM stage. Every LLM stage goes through here and the one client."""
-    data = load_settings()
-    p = RunParams.from_params(run["params"])
-    llm = llm_settings(p, settings)
-    args = (data.db_path, run["run_id"], shard["lo"], shard["hi"], llm)
-    with task_step(data, run["run_id"], stage):
-        if stage == "llm_filter":
-            result = llm_filter.run_shard(*args)
-        elif stage == "classify":
-            result = classify.run_shard(*args, max_personas=p.max_personas)
-        elif stage == "generate":
-            result = generate.run_shard(*args, few_shot=p.few_shot, mode=p.generate_mode)
-        elif stage == "verify":
-            result = verify.run_shard(*args, max_answer_words=p.max_answer_words)
-        else:
-            raise ValueError(f"unknown LLM stage {stage!r}")
-    log.info("%s shard %s: %s", stage, shard, json.dumps(result))
-    return result
-
-
-def gate_llm_stage(run: dict, stage: str) -> dict:
-    p = RunParams.from_params(run["params"])
-    if stage == "llm_filter":
-        return _gate(run, stage, lambda con: llm_filter.gate_frame(con, run["run_id"]),
-                     lambda rows: llm_filter.gate_expectations(rows, p.max_llm_failed_rate, p.min_llm_filter_kept_rate))
-    if stage == "classify":
-        return _gate(run, stage, lambda con: classify.gate_frame(con, run["run_id"]),
-                     lambda rows: classify.gate_expectations(rows, p.max_llm_failed_rate, p.max_personas))
-    if stage == "generate":
-        return _gate(run, stage, lambda con: generate.gate_frame(con, run["run_id"]),
-                     lambda rows: generate.gate_expectations(rows, p.max_llm_failed_rate))
-    if stage == "verify":
-        return _gate(run, stage, lambda con: verify.gate_frame(con, run["run_id"]),
-                     lambda rows: verify.gate_expectations(rows, p.max_llm_failed_rate, p.min_accepted_rate))
-    raise ValueError(f"unknown LLM stage {stage!r}")
 
 
 def check_conservation(run: dict) -> dict:

@@ -20,22 +20,29 @@ import pandas as pd
 
 from webscale_rl import warehouse
 from webscale_rl.config import run_folder_name
+from webscale_rl.errors import FatalError
+from webscale_rl.stages import registry
 
 ENV = "WEBSCALE_RL_STAGING_DIR"
-# The key each staged table is replaced by (generate: a document's pairs as a whole) and
-# its primary key (one row per value when attempts overlap).
-KEYS = {"heuristic_filter": "doc_id", "llm_filter": "doc_id", "classify": "doc_id", "generate": "doc_id",
-        "verify": "qa_id", "llm_calls": "request_hash"}
-PRIMARY_KEYS = {**KEYS, "generate": "qa_id"}
+LEDGER = "llm_calls"
 
 
-class ShardWriteError(RuntimeError):
+def keys(table: str) -> tuple[str, str]:
+    """(the key a shard's rows replace by, the table's primary key) of a stage table (from
+    the registry: generate replaces a document's pairs as a whole) or of the ledger."""
+    if table == LEDGER:
+        return "request_hash", "request_hash"
+    stage = registry.get(table)
+    return stage.replace_key, stage.key
+
+
+class ShardWriteError(FatalError):
     """A shard's rows cannot be written for a reason a retry cannot fix (duplicate keys, a
     value the table refuses); the message names the table and the offending keys."""
 
 
 def _check_keys(table: str, frame: pd.DataFrame) -> None:
-    key = PRIMARY_KEYS[table]
+    key = keys(table)[1]
     if len(frame) == 0:  # an empty shard may have no columns at all
         return
     repeated = frame.loc[frame[key].duplicated(keep=False), key]
@@ -67,11 +74,11 @@ def write_shard(db_path: Path, table: str, frame: pd.DataFrame, *, run_id: str, 
     if staging_dir() is None:
         try:
             with warehouse.write(db_path) as con:
-                warehouse.replace_rows(con, table, frame, key=KEYS[table])
+                warehouse.replace_rows(con, table, frame, key=keys(table)[0])
         except (duckdb.ConstraintException, duckdb.ConversionException) as exc:
-            keys = ", ".join(map(str, frame[PRIMARY_KEYS[table]].head(10)))
+            shown = ", ".join(map(str, frame[keys(table)[1]].head(10)))
             raise ShardWriteError(f"{table}: the warehouse refused the shard's rows ({exc}); none was "
-                                  f"written. Keys in the shard: {keys}{' …' if len(frame) > 10 else ''}") from exc
+                                  f"written. Keys in the shard: {shown}{' …' if len(frame) > 10 else ''}") from exc
         return
     if len(frame) == 0:  # an empty shard has nothing to commit (and Parquet needs columns)
         return
@@ -122,12 +129,13 @@ def commit(db_path: Path, run_id: str, stage: str) -> dict[str, int]:
             if not files:
                 continue
             # One row per primary key: for the ledger a success wins over a failed attempt.
-            order = "(status = 'success') DESC, filename DESC" if table == "llm_calls" else "filename DESC"
+            order = "(status = 'success') DESC, filename DESC" if table == LEDGER else "filename DESC"
+            replace_key, primary_key = keys(table)
             frame = con.execute(
                 f"SELECT * EXCLUDE (filename) FROM read_parquet(?, union_by_name = true, filename = true) "
-                f"QUALIFY row_number() OVER (PARTITION BY {PRIMARY_KEYS[table]} ORDER BY {order}) = 1",
+                f"QUALIFY row_number() OVER (PARTITION BY {primary_key} ORDER BY {order}) = 1",
                 [files],
             ).df()
-            committed[table] = warehouse.replace_rows(con, table, frame, key=KEYS[table])
+            committed[table] = warehouse.replace_rows(con, table, frame, key=replace_key)
     shutil.rmtree(folder)
     return committed

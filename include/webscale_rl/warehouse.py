@@ -20,14 +20,12 @@ import duckdb
 
 LOCK_TIMEOUT_S = 600.0
 
-# Document-level stages in pipeline order. Each has a table keyed by doc_id with status
-# in (kept, rejected, failed) and a reason. After them come the pair-level stages
-# (`generate`, `verify`, `decontaminate`, keyed by qa_id); the doc_outcomes view is generated from both.
-DOC_STAGES: tuple[str, ...] = ("heuristic_filter", "near_dedup", "llm_filter", "classify")
-QA_STAGES: tuple[str, ...] = ("generate", "verify", "decontaminate")
+# Every stage table (webscale_rl.stages.registry: its module's TABLE_DDL) has a status in
+# STATUSES and a reason; the doc_outcomes and accepted_pairs views are built from the registry.
 STATUSES = ("kept", "rejected", "failed")
 OUTCOMES = ("accepted", "rejected", "failed", "pending")
 
+# The tables that are not a stage's (the stages declare theirs).
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
     doc_id        VARCHAR PRIMARY KEY,   -- sha256 of the normalised text
@@ -77,86 +75,6 @@ CREATE TABLE IF NOT EXISTS run_docs (
     run_id VARCHAR NOT NULL,
     doc_id VARCHAR NOT NULL,
     PRIMARY KEY (run_id, doc_id)
-);
-CREATE TABLE IF NOT EXISTS heuristic_filter (
-    doc_id       VARCHAR PRIMARY KEY,
-    run_id       VARCHAR NOT NULL,
-    status       VARCHAR NOT NULL,
-    reason       VARCHAR,                -- first failing rule, or NULL when kept
-    value        DOUBLE,                 -- that rule's measured value
-    threshold    DOUBLE,
-    duplicate_of VARCHAR,                -- doc_id kept in place of an exact duplicate
-    failed_rules JSON                    -- every failing rule with value and threshold
-);
-CREATE TABLE IF NOT EXISTS doc_minhash (
-    doc_id     VARCHAR PRIMARY KEY,
-    version    VARCHAR NOT NULL,         -- library, permutations, seed, shingle size
-    hashvalues BLOB NOT NULL             -- uint32 MinHash signature
-);
-CREATE TABLE IF NOT EXISTS near_dedup (
-    doc_id       VARCHAR PRIMARY KEY,
-    run_id       VARCHAR NOT NULL,
-    status       VARCHAR NOT NULL,
-    reason       VARCHAR,                -- near_duplicate
-    duplicate_of VARCHAR,                -- the kept document it near-duplicates
-    similarity   DOUBLE,                 -- estimated Jaccard of 5-word shingles
-    threshold    DOUBLE
-);
-CREATE TABLE IF NOT EXISTS llm_filter (
-    doc_id       VARCHAR PRIMARY KEY,
-    run_id       VARCHAR NOT NULL,
-    status       VARCHAR NOT NULL,
-    reason       VARCHAR,
-    qualified    VARCHAR,                -- Y / N as the model said
-    rationale    VARCHAR,
-    request_hash VARCHAR
-);
-CREATE TABLE IF NOT EXISTS classify (
-    doc_id       VARCHAR PRIMARY KEY,
-    run_id       VARCHAR NOT NULL,
-    status       VARCHAR NOT NULL,
-    reason       VARCHAR,
-    domain       VARCHAR,
-    personas     JSON,                   -- distinct (case, spacing, punctuation ignored)
-    request_hash VARCHAR,
-    personas_dropped INTEGER             -- repeated or wordless personas in the reply
-);
-ALTER TABLE classify ADD COLUMN IF NOT EXISTS personas_dropped INTEGER;
-CREATE TABLE IF NOT EXISTS generate (
-    qa_id        VARCHAR PRIMARY KEY,    -- sha256 of doc_id + persona
-    doc_id       VARCHAR NOT NULL,
-    run_id       VARCHAR NOT NULL,
-    persona_idx  INTEGER NOT NULL,
-    persona      VARCHAR NOT NULL,
-    question     VARCHAR,
-    answer       VARCHAR,
-    status       VARCHAR NOT NULL,       -- kept = generated, rejected = blank question or answer,
-    reason       VARCHAR,                -- failed = no valid reply
-    request_hash VARCHAR
-);
-CREATE TABLE IF NOT EXISTS verify (
-    qa_id        VARCHAR PRIMARY KEY,
-    doc_id       VARCHAR NOT NULL,
-    run_id       VARCHAR NOT NULL,
-    status       VARCHAR NOT NULL,       -- kept = accepted pair
-    reason       VARCHAR,
-    context_ok   VARCHAR,
-    correct      VARCHAR,
-    leakage      VARCHAR,
-    rationale    VARCHAR,
-    request_hash VARCHAR
-);
-CREATE TABLE IF NOT EXISTS decontaminate (
-    qa_id          VARCHAR PRIMARY KEY,
-    doc_id         VARCHAR NOT NULL,
-    run_id         VARCHAR NOT NULL,
-    status         VARCHAR NOT NULL,     -- kept = in the dataset
-    reason         VARCHAR,              -- benchmark_contamination | duplicate_question
-    benchmark      VARCHAR,
-    benchmark_item VARCHAR,
-    ngram          VARCHAR,              -- the overlapping benchmark n-gram
-    duplicate_of   VARCHAR,              -- qa_id of the kept near-identical question
-    similarity     DOUBLE
 );
 CREATE TABLE IF NOT EXISTS audit_labels (
     qa_id          VARCHAR PRIMARY KEY,
@@ -258,7 +176,9 @@ def write(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         con = duckdb.connect(str(db_path))
         try:
             con.execute(SCHEMA)
+            con.execute(stage_schema())
             con.execute(doc_outcomes_view_sql())
+            con.execute(accepted_pairs_view_sql())
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
@@ -306,15 +226,33 @@ def _connect_read_only_retrying(db_path: Path, timeout_s: float = LOCK_TIMEOUT_S
             time.sleep(0.2)
 
 
-def doc_outcomes_view_sql(stages: tuple[str, ...] = DOC_STAGES) -> str:
+def stage_schema() -> str:
+    """Every registered stage's table (each stage module declares its own)."""
+    from webscale_rl.stages import registry  # the registry reads stage modules; import when used
+
+    return "\n".join(stage.impl.TABLE_DDL for stage in registry.stages())
+
+
+def accepted_pairs_view_sql() -> str:
+    from webscale_rl.stages import registry
+
+    return f"CREATE OR REPLACE VIEW accepted_pairs AS {registry.accepted_pairs_sql()}"
+
+
+def doc_outcomes_view_sql() -> str:
     """One row per document: the last stage it reached, its outcome and the reason.
 
-    A document takes the status of the first document-level stage that did not keep it,
-    or is `pending` where a stage has no row for it yet. Once every document-level stage
-    kept it, its pairs decide: `accepted` if at least one passed verify and decontaminate,
-    `pending` while a generated pair awaits either (or none was generated yet), `failed` if
-    a pair failed and none was accepted, else `rejected`.
+    A document takes the status of the first document stage that did not keep it, or is
+    `pending` where a stage has no row for it yet. Once every document stage kept it, its
+    pairs decide: `accepted` if at least one passed every pair stage, `pending` while a
+    pair kept by one stage awaits the next (or none was made yet), `failed` if a pair
+    failed and none was accepted, else `rejected`. Stages come from the registry; the first
+    pair stage makes the pairs (its table has `persona_idx`, the order reasons are read in).
     """
+    from webscale_rl.stages import registry
+
+    stages = registry.names("doc")
+    pair_stages = registry.names("pair")
     joins = "\n".join(f"LEFT JOIN {s} AS s{i} ON s{i}.doc_id = d.doc_id" for i, s in enumerate(stages))
     stage_cases, outcome_cases, reason_cases = [], [], []
     for i, stage in enumerate(stages):
@@ -322,34 +260,40 @@ def doc_outcomes_view_sql(stages: tuple[str, ...] = DOC_STAGES) -> str:
         stage_cases += [f"WHEN s{i}.status IS NULL THEN '{previous}'", f"WHEN s{i}.status <> 'kept' THEN '{stage}'"]
         outcome_cases += [f"WHEN s{i}.status IS NULL THEN 'pending'", f"WHEN s{i}.status <> 'kept' THEN s{i}.status"]
         reason_cases += [f"WHEN s{i}.status IS NULL THEN NULL", f"WHEN s{i}.status <> 'kept' THEN s{i}.reason"]
+    # p0 makes the pairs; p1.. each read the previous one's kept pairs.
+    pair_joins = "\n    ".join(f"LEFT JOIN {s} p{i} ON p{i}.qa_id = p0.qa_id"
+                                for i, s in enumerate(pair_stages) if i)
+    last = len(pair_stages) - 1
+    awaiting = " OR ".join(f"(p{i}.status = 'kept' AND p{i + 1}.status IS NULL)" for i in range(last))
+    failed = " OR ".join(f"p{i}.status = 'failed'" for i in range(len(pair_stages)))
+    latest = ", ".join(f"p{i}.{{0}}" for i in reversed(range(len(pair_stages))))
     return f"""
 CREATE OR REPLACE VIEW doc_outcomes AS
 WITH qa AS (
-    SELECT g.doc_id,
-           count(*) FILTER (WHERE x.status = 'kept') AS n_accepted,
-           count(*) FILTER (WHERE g.status = 'kept' AND (v.status IS NULL
-                                  OR (v.status = 'kept' AND x.status IS NULL))) AS n_unverified,
-           count(*) FILTER (WHERE g.status = 'failed' OR v.status = 'failed') AS n_failed,
-           count(*) FILTER (WHERE g.status = 'failed') AS n_gen_failed,
-           count(*) FILTER (WHERE g.status <> 'kept') AS n_gen_stopped,
+    SELECT p0.doc_id,
+           count(*) FILTER (WHERE p{last}.status = 'kept') AS n_accepted,
+           count(*) FILTER (WHERE {awaiting or 'false'}) AS n_unverified,
+           count(*) FILTER (WHERE {failed}) AS n_failed,
+           count(*) FILTER (WHERE p0.status = 'failed') AS n_gen_failed,
+           count(*) FILTER (WHERE p0.status <> 'kept') AS n_gen_stopped,
            count(*) AS n_pairs,
-           count(x.status) AS n_decontaminated,
-           arg_min(coalesce(x.reason, v.reason, g.reason), g.persona_idx)
-               FILTER (WHERE coalesce(x.status, v.status, g.status) <> 'kept') AS first_reason
-    FROM generate g LEFT JOIN verify v ON v.qa_id = g.qa_id
-    LEFT JOIN decontaminate x ON x.qa_id = g.qa_id
-    GROUP BY g.doc_id
+           count(p{last}.status) AS n_decontaminated,
+           arg_min(coalesce({latest.format("reason")}), p0.persona_idx)
+               FILTER (WHERE coalesce({latest.format("status")}) <> 'kept') AS first_reason
+    FROM {pair_stages[0]} p0
+    {pair_joins}
+    GROUP BY p0.doc_id
 )
 SELECT
     d.doc_id,
     CASE {' '.join(stage_cases)}
          WHEN qa.doc_id IS NULL THEN '{stages[-1]}'
-         WHEN qa.n_accepted > 0 THEN 'decontaminate'
-         WHEN qa.n_unverified > 0 THEN 'generate'
-         WHEN qa.n_failed > 0 AND qa.n_failed = qa.n_gen_failed THEN 'generate'
-         WHEN qa.n_gen_stopped = qa.n_pairs THEN 'generate'
-         WHEN qa.n_decontaminated > 0 THEN 'decontaminate'
-         ELSE 'verify' END AS last_stage,
+         WHEN qa.n_accepted > 0 THEN '{pair_stages[-1]}'
+         WHEN qa.n_unverified > 0 THEN '{pair_stages[0]}'
+         WHEN qa.n_failed > 0 AND qa.n_failed = qa.n_gen_failed THEN '{pair_stages[0]}'
+         WHEN qa.n_gen_stopped = qa.n_pairs THEN '{pair_stages[0]}'
+         WHEN qa.n_decontaminated > 0 THEN '{pair_stages[-1]}'
+         ELSE '{pair_stages[min(1, last)]}' END AS last_stage,
     CASE {' '.join(outcome_cases)}
          WHEN qa.doc_id IS NULL THEN 'pending'
          WHEN qa.n_accepted > 0 THEN 'accepted'

@@ -87,7 +87,7 @@ def test_a_lost_verify_row_leaves_a_pair_undecided_and_a_document_pending(broken
     broken["con"].execute("DELETE FROM verify WHERE qa_id = ?", [qa_id])
     broken["con"].execute("DELETE FROM decontaminate WHERE qa_id = ?", [qa_id])
     found = violations(broken)
-    assert found["pair_decided"] == [("generated but never verified", [qa_id])]
+    assert found["pair_decided"] == [("generate kept it but verify never saw it", [qa_id])]
     still_accepted = broken["con"].execute(
         "SELECT outcome FROM doc_outcomes WHERE doc_id = ?", [doc_id]).fetchone()[0]
     assert found.get("outcome_final", [("", [])])[0][1] == ([] if still_accepted == "accepted" else [doc_id])
@@ -97,7 +97,7 @@ def test_a_rejection_without_a_reason_is_named(broken):
     qa_id = broken["con"].execute(
         "SELECT qa_id FROM verify WHERE status = 'rejected' ORDER BY qa_id LIMIT 1").fetchone()[0]
     broken["con"].execute("UPDATE verify SET reason = NULL WHERE qa_id = ?", [qa_id])
-    assert violations(broken) == {"pair_decided": [("verify rejected it without a reason", [qa_id])]}
+    assert violations(broken) == {"pair_decided": [("verify stopped it without a reason", [qa_id])]}
 
 
 def test_a_document_missing_from_the_warehouse_breaks_the_ingest_and_outcome_counts(broken):

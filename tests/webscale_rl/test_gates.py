@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from webscale_rl import gates
+from webscale_rl.pipeline import RunParams
 from webscale_rl.stages import heuristic_filter
 
 
@@ -21,9 +22,13 @@ def frame(statuses, reasons) -> pd.DataFrame:
     })
 
 
+def kept_rate(low: float) -> RunParams:
+    return RunParams(min_heuristic_kept_rate=low, max_heuristic_kept_rate=1.0)
+
+
 def test_good_stage_output_passes_and_builds_data_docs(data_dir):
     df = frame(["kept", "kept", "rejected"], [None, None, "min_tokens"])
-    result = gates.run_gate("heuristic_filter", df, heuristic_filter.gate_expectations(0.1, 1.0, len(df)),
+    result = gates.run_gate("heuristic_filter", df, heuristic_filter.gate_expectations(kept_rate(0.1), len(df)),
                             data_dir=data_dir, run_name="run-ok")
     assert result.success and result.failures == [] and result.evaluated == 7
     assert (data_dir / "data_docs" / "index.html").exists()
@@ -35,7 +40,7 @@ def test_good_stage_output_passes_and_builds_data_docs(data_dir):
 def test_violations_fail_the_gate_with_plain_words(data_dir):
     df = frame(["kept", "rejected", "weird", None], [None, None, "x", None])
     df.loc[3, "doc_id"] = "d0"
-    result = gates.run_gate("heuristic_filter", df, heuristic_filter.gate_expectations(0.9, 1.0, len(df)),
+    result = gates.run_gate("heuristic_filter", df, heuristic_filter.gate_expectations(kept_rate(0.9), len(df)),
                             data_dir=data_dir, run_name="run-bad")
     assert not result.success
     text = "\n".join(result.failures)
@@ -50,7 +55,7 @@ def test_violations_fail_the_gate_with_plain_words(data_dir):
 def test_data_docs_index_lists_gates_of_earlier_runs(data_dir):
     df = frame(["kept"], [None])
     for run in ("first-run", "second-run"):
-        gates.run_gate("heuristic_filter", df, heuristic_filter.gate_expectations(0.0, 1.0, 1),
+        gates.run_gate("heuristic_filter", df, heuristic_filter.gate_expectations(kept_rate(0.0), 1),
                        data_dir=data_dir, run_name=run)
     index = (data_dir / "data_docs" / "index.html").read_text()
     assert "first-run" in index and "second-run" in index

@@ -11,11 +11,11 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
+from support import stages
 from support.db import query
 from support.fake_llm import FakeLLM
 from webscale_rl import staging, warehouse
 from webscale_rl.llm import LLMSettings
-from webscale_rl.stages import heuristic_filter, llm_filter, near_dedup
 from webscale_rl.stages.ingest import ingest_files
 
 
@@ -33,8 +33,9 @@ def test_shards_stage_parquet_and_the_commit_loads_it_once(tmp_path, staged):
     db = tmp_path / "w.duckdb"
     ingest_files([SAMPLE_DIR / "docs_stem.jsonl"], db_path=db, run_id="r:1", ingested_at=datetime(2026, 1, 1, tzinfo=UTC))
     for lo, hi in (("00000000", "80000000"), ("80000000", None)):
-        heuristic_filter.filter_shard(db, "r:1", lo, hi)
-    heuristic_filter.filter_shard(db, "r:1", "00000000", "80000000")  # a retried shard replaces its file
+        stages.run(db, "r:1", "heuristic_filter", shard={"lo": lo, "hi": hi})
+    # a retried shard replaces its file
+    stages.run(db, "r:1", "heuristic_filter", shard={"lo": "00000000", "hi": "80000000"})
     assert count(db, "SELECT count(*) FROM heuristic_filter") == 0, "a shard wrote the warehouse"
     files = sorted(p.name for p in (staged / "r_1" / "heuristic_filter" / "heuristic_filter").glob("*.parquet"))
     assert files == ["00000000.parquet", "80000000.parquet"]
@@ -42,14 +43,14 @@ def test_shards_stage_parquet_and_the_commit_loads_it_once(tmp_path, staged):
     assert count(db, "SELECT count(DISTINCT doc_id) FROM heuristic_filter") == 18
     assert not (staged / "r_1" / "heuristic_filter").exists()
     assert staging.commit(db, "r:1", "heuristic_filter") == {}  # nothing left: a second commit is a no-op
-    near_dedup.run(db, "r:1")  # one task on the warehouse host: writes directly
+    stages.run(db, "r:1", "near_dedup")  # one task on the warehouse host: writes directly
 
     with FakeLLM() as server:
         settings = LLMSettings(base_url=server.base_url)
-        llm_filter.run_shard(db, "r:1", "00000000", None, settings)
+        stages.run(db, "r:1", "llm_filter", settings)
         assert count(db, "SELECT count(*) FROM llm_calls") == 0
         sent = server.stats["requests"]
-        llm_filter.run_shard(db, "r:1", "00000000", None, settings)  # retry: answered from staged ledger
+        stages.run(db, "r:1", "llm_filter", settings)  # retry: answered from staged ledger
         assert server.stats["requests"] == sent
     committed = staging.commit(db, "r:1", "llm_filter")
     assert committed == {"llm_calls": 18, "llm_filter": 18}

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from webscale_rl.errors import FatalError
 from webscale_rl.warehouse import file_lock
 
 log = logging.getLogger(__name__)
@@ -21,7 +22,7 @@ SITE_NAME = "webscale_rl"
 DATASOURCE = "warehouse"
 
 
-class GateFailed(RuntimeError):
+class GateFailed(FatalError):
     """A stage's output violated its expectation suite; the message lists each violation."""
 
 

@@ -27,6 +27,7 @@ import httpx
 import jsonschema
 import openai
 
+from webscale_rl.errors import FatalError
 from webscale_rl.llm import ledger
 from webscale_rl.llm.settings import LLMSettings
 
@@ -37,7 +38,7 @@ TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
 
-class LLMUnavailable(RuntimeError):
+class LLMUnavailable(FatalError):
     """The server did not answer the health check; the message names the URL and the fix."""
 
 

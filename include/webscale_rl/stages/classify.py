@@ -18,14 +18,32 @@ from __future__ import annotations
 import json
 import unicodedata
 
+import pandas as pd
+
 from webscale_rl import prompts
-from webscale_rl.llm import LLMRequest, LLMResult, LLMSettings
+from webscale_rl.llm import LLMResult
 from webscale_rl.stages import common
+from webscale_rl.stages.common import StageContext
 from webscale_rl.text import folded_words
 
 STAGE = "classify"
-PREVIOUS = "llm_filter"
 REASONS = ["domain_out_of_list", "no_usable_persona", *common.LLM_FAILURE_REASONS]
+TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS classify (
+    doc_id       VARCHAR PRIMARY KEY,
+    run_id       VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    reason       VARCHAR,
+    domain       VARCHAR,
+    personas     JSON,                   -- distinct (case, spacing, punctuation ignored)
+    request_hash VARCHAR,
+    personas_dropped INTEGER             -- repeated or wordless personas in the reply
+);
+ALTER TABLE classify ADD COLUMN IF NOT EXISTS personas_dropped INTEGER;"""
+
+
+def input_sql(previous: str) -> str:
+    return common.kept_docs_sql(previous)
 
 
 def persona_key(persona: str) -> str:
@@ -44,22 +62,6 @@ def distinct_personas(personas: list[str]) -> tuple[list[str], int]:
             kept[key] = " ".join(persona.split())
     return list(kept.values()), len(personas) - len(kept)
 
-INPUT_SQL = common.kept_docs_sql(PREVIOUS)
-
-
-def make_requests(settings: LLMSettings, max_personas: int):
-    prompt = prompts.load(STAGE)
-    schema = prompts.classify_schema(max_personas)
-
-    def build(inputs) -> list[tuple[str, LLMRequest]]:
-        return [(row.doc_id, common.make_request(settings, STAGE, row.doc_id,
-                                                 prompts.classify_messages(row.text, max_personas),
-                                                 schema, STAGE, prompt.prompt_id))
-                for row in inputs.itertuples(index=False)]
-
-    return build
-
-
 def make_row(row: dict, result: LLMResult) -> dict:
     if not result.ok:
         reason = common.failure_reason(result)
@@ -72,21 +74,25 @@ def make_row(row: dict, result: LLMResult) -> dict:
             "personas_dropped": dropped}
 
 
-def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, max_personas: int = 3) -> dict:
-    runner = common.doc_stage_runner(STAGE, STAGE, INPUT_SQL, make_requests(settings, max_personas), make_row)
-    return runner(db_path, run_id, lo, hi, settings)
+def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
+    prompt = prompts.load(STAGE)
+    max_personas = ctx.params.max_personas
+    schema = prompts.classify_schema(max_personas)
+    return common.llm_doc_rows(inputs, ctx, lambda row: common.make_request(
+        ctx.llm, STAGE, row.doc_id, prompts.classify_messages(row.text, max_personas), schema, STAGE,
+        prompt.prompt_id), make_row)
 
 
-def gate_frame(con, run_id: str):
-    return common.doc_gate_frame(con, run_id, STAGE, PREVIOUS,
+def gate_frame(con, run_id: str, previous: str | None):
+    return common.doc_gate_frame(con, run_id, STAGE, previous,
                                  columns="s.domain, json_array_length(s.personas) AS n_personas")
 
 
-def gate_expectations(rows: int, max_failed_rate: float, max_personas: int) -> list:
+def gate_expectations(params, rows: int) -> list:
     import great_expectations.expectations as gxe
 
     kept = {"row_condition": 'status=="kept"', "condition_parser": "pandas"}
-    return common.status_expectations(rows, reasons=REASONS, max_failed_rate=max_failed_rate) + [
+    return common.status_expectations(rows, reasons=REASONS, max_failed_rate=params.max_llm_failed_rate) + [
         gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=list(prompts.DOMAINS), **kept),
-        gxe.ExpectColumnValuesToBeBetween(column="n_personas", min_value=1, max_value=max_personas, **kept),
+        gxe.ExpectColumnValuesToBeBetween(column="n_personas", min_value=1, max_value=params.max_personas, **kept),
     ]

@@ -1,17 +1,36 @@
-"""What every LLM stage shares: reading a shard's inputs, calling the one LLM client,
-writing the stage table idempotently, and the generic part of each stage's gate."""
+"""What the stages share: the context the runner hands them, the input query of a document
+stage, calling the one LLM client, and the generic part of each stage's gate."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
-from webscale_rl import staging, warehouse
+from webscale_rl import warehouse
 from webscale_rl.llm import LLMClient, LLMRequest, LLMResult, LLMSettings
 
 SHARD_FILTER = "d.doc_id >= $lo AND ($hi IS NULL OR d.doc_id < $hi)"
+WHOLE_RUN = ("00000000", None)  # the shard of a run-level stage: every doc_id
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage's `process` or `run` gets from the runner (webscale_rl.runner)."""
+
+    db_path: Path
+    run_id: str
+    params: Any  # the run's validated params (webscale_rl.pipeline.RunParams)
+    previous: str | None  # the stage whose kept rows this stage reads
+    shard: tuple[str, str | None] = WHOLE_RUN  # doc_id range [lo, hi)
+    llm: LLMSettings | None = None  # set for LLM stages
+
+    def call_llm(self, requests: list[LLMRequest]) -> dict[str, LLMResult]:
+        """Results by request_hash, through the one client (ledger, retries, journal)."""
+        return call_llm(self.llm, self.db_path, self.run_id, requests, shard=self.shard[0])
 
 
 def kept_docs_sql(previous: str, columns: str = "") -> str:
@@ -57,11 +76,6 @@ def best_candidate(candidates, similarity: Callable[[str], float], threshold: fl
 
 def failure_reason(result: LLMResult) -> str:
     return f"llm_{result.error_kind or 'error'}"
-
-
-def write_rows(db_path: Path, table: str, frame: pd.DataFrame, *, run_id: str, part: str) -> None:
-    """A shard's rows: into the warehouse, or staged as Parquet when workers are remote."""
-    staging.write_shard(db_path, table, frame, run_id=run_id, stage=table, part=part)
 
 
 def shard_counts(frame: pd.DataFrame, lo: str, hi: str | None) -> dict:
@@ -117,23 +131,14 @@ LLM_FAILURE_REASONS = [f"llm_{k}" for k in ("connection", "timeout", "http_429",
                                              "invalid_json", "schema_mismatch", "truncated", "refusal", "error")]
 
 
-def doc_stage_runner(
-    stage: str, table: str, input_sql: str,
-    make_requests: Callable[[pd.DataFrame], list[tuple[str, LLMRequest]]],
-    make_row: Callable[[dict, LLMResult], dict],
-):
-    """Build a shard function for a stage with one LLM call per document."""
-
-    def run(db_path: Path, run_id: str, lo: str, hi: str | None, settings: LLMSettings) -> dict:
-        inputs = read_inputs(db_path, input_sql, run_id, lo, hi)
-        keyed = make_requests(inputs)
-        results = call_llm(settings, db_path, run_id, [req for _, req in keyed], shard=lo)
-        by_doc = {doc_id: results[req.request_hash] for doc_id, req in keyed}
-        rows = [dict(make_row(row, by_doc[row["doc_id"]]), doc_id=row["doc_id"], run_id=run_id,
-                     request_hash=by_doc[row["doc_id"]].request.request_hash)
-                for row in inputs.to_dict("records")]
-        frame = pd.DataFrame(rows)
-        write_rows(db_path, table, frame, run_id=run_id, part=lo)
-        return {"stage": stage, **shard_counts(frame, lo, hi)}
-
-    return run
+def llm_doc_rows(inputs: pd.DataFrame, ctx: StageContext,
+                 make_request: Callable[[Any], LLMRequest],
+                 make_row: Callable[[dict, LLMResult], dict]) -> pd.DataFrame:
+    """The rows of a stage with one LLM call per document: a request per input row, then
+    a row per document built from its result."""
+    keyed = [(row.doc_id, make_request(row)) for row in inputs.itertuples(index=False)]
+    results = ctx.call_llm([req for _, req in keyed])
+    by_doc = {doc_id: results[req.request_hash] for doc_id, req in keyed}
+    return pd.DataFrame([dict(make_row(row, by_doc[row["doc_id"]]), doc_id=row["doc_id"], run_id=ctx.run_id,
+                              request_hash=by_doc[row["doc_id"]].request.request_hash)
+                         for row in inputs.to_dict("records")])

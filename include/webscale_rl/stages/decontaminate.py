@@ -19,6 +19,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,18 +27,32 @@ import pandas as pd
 from datasketch import MinHash, MinHashLSH
 
 from webscale_rl import warehouse
-from webscale_rl.config import ConfigError
-from webscale_rl.stages import common
+from webscale_rl.config import ConfigError, load_settings
+from webscale_rl.stages import common, registry
+from webscale_rl.stages.common import StageContext
 from webscale_rl.text import folded_words
 
 STAGE = "decontaminate"
-PREVIOUS = "verify"
+log = logging.getLogger(__name__)
 DEFAULT_NGRAM = 13
 DEFAULT_QUESTION_THRESHOLD = 0.8
 BUILTIN_BENCHMARKS = ("humaneval",)
 # Fields read from a benchmark record when it has no `text` field.
 TEXT_FIELDS = ("question", "prompt", "problem", "input", "query", "context", "passage", "answer")
 REASONS = ["benchmark_contamination", "duplicate_question"]
+TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS decontaminate (
+    qa_id          VARCHAR PRIMARY KEY,
+    doc_id         VARCHAR NOT NULL,
+    run_id         VARCHAR NOT NULL,
+    status         VARCHAR NOT NULL,     -- kept = in the dataset
+    reason         VARCHAR,              -- benchmark_contamination | duplicate_question
+    benchmark      VARCHAR,
+    benchmark_item VARCHAR,
+    ngram          VARCHAR,              -- the overlapping benchmark n-gram
+    duplicate_of   VARCHAR,              -- qa_id of the kept near-identical question
+    similarity     DOUBLE
+);"""
 QUESTION_PERM = 64
 
 
@@ -187,17 +202,33 @@ def check_pairs(pairs: list[dict], ngrams: NgramIndex, questions: QuestionIndex,
     return rows
 
 
-def run(db_path: Path, run_id: str, benchmarks: list[BenchmarkItem], ngram: int = DEFAULT_NGRAM,
-        question_threshold: float = DEFAULT_QUESTION_THRESHOLD, check_documents: bool = False) -> dict:
+def run(ctx: StageContext) -> dict:
+    """The stage contract: a run-level stage with its own reads and writes (questions kept by
+    earlier runs are state across runs). Benchmarks: the built-ins named by the run's params
+    and every file in the benchmarks dir."""
+    p = ctx.params
+    benchmarks_dir = load_settings().benchmarks_dir
+    benchmarks = load_benchmarks(benchmarks_dir, p.builtin_benchmarks)
+    log.info("decontaminate: %d benchmark items (%s built in, files from %s), %d-grams",
+             len(benchmarks), p.builtin_benchmarks, benchmarks_dir, p.decontam_ngram)
+    return decontaminate_pairs(ctx.db_path, ctx.run_id, ctx.previous, benchmarks, p.decontam_ngram,
+                               p.question_dup_threshold, p.decontaminate_documents)
+
+
+def decontaminate_pairs(db_path: Path, run_id: str, previous: str, benchmarks: list[BenchmarkItem],
+                        ngram: int = DEFAULT_NGRAM, question_threshold: float = DEFAULT_QUESTION_THRESHOLD,
+                        check_documents: bool = False) -> dict:
+    """Check the pairs `previous` kept; replace the run's rows."""
+    pairs_table = registry.first_pair_stage().name
     with warehouse.read(db_path) as con:
         pairs = con.execute(
             f"""SELECT g.qa_id, g.doc_id, g.question, g.answer, d.text FROM run_docs r
                 JOIN documents d USING (doc_id)
-                JOIN generate g ON g.doc_id = d.doc_id
-                JOIN {PREVIOUS} v ON v.qa_id = g.qa_id AND v.status = 'kept'
+                JOIN {pairs_table} g ON g.doc_id = d.doc_id
+                JOIN {previous} v ON v.qa_id = g.qa_id AND v.status = 'kept'
                 WHERE r.run_id = ? ORDER BY d.ingest_seq, g.persona_idx, g.qa_id""", [run_id]).df()
         earlier = con.execute(
-            f"""SELECT s.qa_id, g.question FROM {STAGE} s JOIN generate g USING (qa_id)
+            f"""SELECT s.qa_id, g.question FROM {STAGE} s JOIN {pairs_table} g USING (qa_id)
                 WHERE s.status = 'kept' AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
                 ORDER BY s.qa_id""", [run_id]).fetchall()
     index = NgramIndex(benchmarks, ngram)
@@ -219,17 +250,17 @@ def run(db_path: Path, run_id: str, benchmarks: list[BenchmarkItem], ngram: int 
             "benchmark_ngrams": len(index.grams), "compared_with_earlier_questions": len(earlier)}
 
 
-def gate_frame(con, run_id: str) -> pd.DataFrame:
+def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
     return con.execute(
         f"""SELECT v.qa_id, s.status, s.reason, s.benchmark, s.ngram, s.duplicate_of,
                    CASE WHEN s.status = 'kept' THEN 1 ELSE 0 END AS is_kept
-            FROM run_docs r JOIN generate g ON g.doc_id = r.doc_id
-            JOIN {PREVIOUS} v ON v.qa_id = g.qa_id AND v.status = 'kept'
+            FROM run_docs r JOIN {registry.first_pair_stage().name} g ON g.doc_id = r.doc_id
+            JOIN {previous} v ON v.qa_id = g.qa_id AND v.status = 'kept'
             LEFT JOIN {STAGE} s ON s.qa_id = v.qa_id
             WHERE r.run_id = ? ORDER BY v.qa_id""", [run_id]).df()
 
 
-def gate_expectations(rows: int) -> list:
+def gate_expectations(params, rows: int) -> list:
     import great_expectations.expectations as gxe
 
     def where(reason: str) -> dict:

@@ -33,15 +33,8 @@ VERL_SCHEMA = pa.schema([
 ])
 
 ACCEPTED_SQL = """
-SELECT g.qa_id, g.doc_id, g.persona, g.question, g.answer, c.domain, d.url, d.source_id
-FROM run_docs r
-JOIN generate g ON g.doc_id = r.doc_id AND g.status = 'kept'
-JOIN verify v ON v.qa_id = g.qa_id AND v.status = 'kept'
-JOIN decontaminate x ON x.qa_id = g.qa_id AND x.status = 'kept'
-JOIN classify c ON c.doc_id = g.doc_id
-JOIN documents d ON d.doc_id = g.doc_id
-WHERE r.run_id = ?
-ORDER BY g.qa_id
+SELECT qa_id, doc_id, persona, question, answer, domain, url, source_id, benchmark, duplicate_of
+FROM accepted_pairs WHERE run_id = ? ORDER BY qa_id
 """
 
 
@@ -110,21 +103,10 @@ def write_sample_export(pairs_jsonl: Path, exports_dir: Path, name: str = "sampl
 
 # --- the final dataset gate (before anything is exported) -----------------------------------
 
-DATASET_SQL = """
-SELECT g.qa_id, g.question, g.answer, c.domain, x.benchmark, x.duplicate_of
-FROM run_docs r
-JOIN decontaminate x ON x.doc_id = r.doc_id AND x.status = 'kept'
-JOIN generate g ON g.qa_id = x.qa_id
-LEFT JOIN classify c ON c.doc_id = g.doc_id
-WHERE r.run_id = ?
-ORDER BY g.qa_id
-"""
-
-
 def dataset_frame(con, run_id: str):
     """The pairs the export would write, with the columns the dataset gate checks (word counts
     and the folded question with the same tokenizer the stages use)."""
-    frame = con.execute(DATASET_SQL, [run_id]).df()
+    frame = con.execute(ACCEPTED_SQL, [run_id]).df()
     frame["question_key"] = [" ".join(folded_words(q or "")) for q in frame["question"]]
     frame["answer_chars"] = [len(a or "") for a in frame["answer"]]
     frame["answer_words"] = [len(words(a or "")) for a in frame["answer"]]

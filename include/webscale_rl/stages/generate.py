@@ -10,25 +10,50 @@ import json
 import pandas as pd
 
 from webscale_rl import prompts
-from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import common
+from webscale_rl.stages.common import StageContext
 
 STAGE = "generate"
-PREVIOUS = "classify"
 MODES = ("per_persona", "batched")
 REASONS = ["empty_question", "empty_answer", *common.LLM_FAILURE_REASONS]
+REPLACE_KEY = "doc_id"  # a shard replaces each document's pairs as a whole
+TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS generate (
+    qa_id        VARCHAR PRIMARY KEY,    -- sha256 of doc_id + persona
+    doc_id       VARCHAR NOT NULL,
+    run_id       VARCHAR NOT NULL,
+    persona_idx  INTEGER NOT NULL,
+    persona      VARCHAR NOT NULL,
+    question     VARCHAR,
+    answer       VARCHAR,
+    status       VARCHAR NOT NULL,       -- kept = generated, rejected = blank question or answer,
+    reason       VARCHAR,                -- failed = no valid reply
+    request_hash VARCHAR
+);"""
+COLUMNS = ["qa_id", "doc_id", "run_id", "persona_idx", "persona", "question", "answer", "status", "reason",
+           "request_hash"]
 
-INPUT_SQL = common.kept_docs_sql(PREVIOUS, columns="p.domain, p.personas")
+
+def input_sql(previous: str) -> str:
+    """The documents `previous` kept, with the domain and personas classify gave them."""
+    return f"""
+SELECT d.doc_id, d.text, c.domain, c.personas FROM run_docs r
+JOIN documents d USING (doc_id)
+JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
+JOIN classify c ON c.doc_id = d.doc_id AND c.status = 'kept'
+WHERE r.run_id = $run_id AND {common.SHARD_FILTER}
+ORDER BY d.doc_id
+"""
 
 
 def qa_id(doc_id: str, persona: str) -> str:
     return hashlib.sha256(f"{doc_id}\n{persona}".encode("utf-8")).hexdigest()
 
 
-def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, few_shot: int = 2, mode: str = "per_persona") -> dict:
+def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
+    few_shot, mode, settings = ctx.params.few_shot, ctx.params.generate_mode, ctx.llm
     if mode not in MODES:
         raise ValueError(f"generate mode must be one of {MODES}, got {mode!r}")
-    inputs = common.read_inputs(db_path, INPUT_SQL, run_id, lo, hi)
     plans = []  # (doc_id, persona_idx, persona, request, index of the pair in the reply or None)
     for row in inputs.itertuples(index=False):
         personas = json.loads(row.personas)
@@ -47,12 +72,11 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, few_shot: int = 2,
                                       prompts.generate_batch_schema(len(personas)), "generate_batch",
                                       prompt.prompt_id)
             plans += [(row.doc_id, i, persona, req, i) for i, persona in enumerate(personas)]
-    results = common.call_llm(settings, db_path, run_id, list({p[3].request_hash: p[3] for p in plans}.values()),
-                              shard=lo)
+    results = ctx.call_llm(list({p[3].request_hash: p[3] for p in plans}.values()))
     rows = []
     for doc_id, i, persona, req, pair_index in plans:
         result = results[req.request_hash]
-        row = {"qa_id": qa_id(doc_id, persona), "doc_id": doc_id, "run_id": run_id, "persona_idx": i,
+        row = {"qa_id": qa_id(doc_id, persona), "doc_id": doc_id, "run_id": ctx.run_id, "persona_idx": i,
                "persona": persona, "question": None, "answer": None, "request_hash": req.request_hash}
         if result.ok:
             pair = result.parsed if pair_index is None else result.parsed["pairs"][pair_index]
@@ -63,20 +87,17 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, few_shot: int = 2,
         else:
             row.update(status="failed", reason=common.failure_reason(result))
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["qa_id", "doc_id", "run_id", "persona_idx", "persona", "question",
-                                        "answer", "status", "reason", "request_hash"])
-    common.write_rows(db_path, STAGE, frame, run_id=run_id, part=lo)
-    return {"stage": STAGE, **common.shard_counts(frame, lo, hi)}
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def gate_frame(con, run_id: str) -> pd.DataFrame:
-    """Every pair generated for the run's classified documents; a document with no pair at
-    all shows as a row with NULL qa_id."""
+def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
+    """Every pair generated for the run's documents `previous` kept; a document with no pair
+    at all shows as a row with NULL qa_id."""
     return con.execute(
         f"""
         SELECT c.doc_id, g.qa_id, g.status, g.reason, g.question, g.answer,
                CASE WHEN g.status = 'kept' THEN 1 ELSE 0 END AS is_kept
-        FROM run_docs r JOIN {PREVIOUS} c ON c.doc_id = r.doc_id AND c.status = 'kept'
+        FROM run_docs r JOIN {previous} c ON c.doc_id = r.doc_id AND c.status = 'kept'
         LEFT JOIN {STAGE} g ON g.doc_id = r.doc_id
         WHERE r.run_id = ? ORDER BY c.doc_id, g.persona_idx
         """,
@@ -84,11 +105,12 @@ def gate_frame(con, run_id: str) -> pd.DataFrame:
     ).df()
 
 
-def gate_expectations(rows: int, max_failed_rate: float) -> list:
+def gate_expectations(params, rows: int) -> list:
     import great_expectations.expectations as gxe
 
     kept = {"row_condition": 'status=="kept"', "condition_parser": "pandas"}
-    return common.status_expectations(rows, key="qa_id", reasons=REASONS, max_failed_rate=max_failed_rate) + [
+    return common.status_expectations(rows, key="qa_id", reasons=REASONS,
+                                      max_failed_rate=params.max_llm_failed_rate) + [
         gxe.ExpectColumnValuesToNotBeNull(column="question", **kept),
         gxe.ExpectColumnValuesToNotBeNull(column="answer", **kept),
         gxe.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1, **kept),

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import pandas as pd
 from datatrove.pipeline.filters.c4_filters import POLICY_SUBSTRINGS
@@ -23,8 +22,8 @@ from datatrove.pipeline.filters.gopher_repetition_filter import (
     get_n_grams,
 )
 
-from webscale_rl import staging, warehouse
 from webscale_rl.stages import common
+from webscale_rl.stages.common import StageContext
 from webscale_rl.text import tokenize, words
 
 STAGE = "heuristic_filter"
@@ -76,6 +75,20 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("max_short_line_ratio", "short_line_ratio", "max", 0.67),
     Rule("max_boilerplate_line_ratio", "boilerplate_line_ratio", "max", 0.2),
 )
+
+
+REASONS = [r.name for r in DEFAULT_RULES] + ["exact_duplicate"]
+TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS heuristic_filter (
+    doc_id       VARCHAR PRIMARY KEY,
+    run_id       VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    reason       VARCHAR,                -- first failing rule, or NULL when kept
+    value        DOUBLE,                 -- that rule's measured value
+    threshold    DOUBLE,
+    duplicate_of VARCHAR,                -- doc_id kept in place of an exact duplicate
+    failed_rules JSON                    -- every failing rule with value and threshold
+);"""
 
 
 def text_stats(text: str) -> dict[str, float]:
@@ -144,35 +157,28 @@ def rules_with_overrides(overrides: dict[str, float] | None) -> tuple[Rule, ...]
     )
 
 
-def shard_documents(con, run_id: str, lo: str, hi: str | None) -> pd.DataFrame:
-    """This run's documents in the doc_id range [lo, hi), with the doc_id of the copy that
-    is kept when exact duplicates (same dedup_key) exist anywhere in the warehouse."""
-    return con.execute(
-        """
-        WITH shard AS (
-            SELECT d.doc_id, d.text, d.dedup_key FROM run_docs r JOIN documents d USING (doc_id)
-            WHERE r.run_id = ? AND d.doc_id >= ? AND (? IS NULL OR d.doc_id < ?)
-        ), first_copy AS (
-            SELECT dedup_key, arg_min(doc_id, ingest_seq) AS kept_doc_id FROM documents
-            WHERE dedup_key IN (SELECT dedup_key FROM shard) GROUP BY dedup_key
-        )
-        SELECT s.doc_id, s.text, f.kept_doc_id FROM shard s JOIN first_copy f USING (dedup_key)
-        ORDER BY s.doc_id
-        """,
-        [run_id, lo, hi, hi],
-    ).df()
+def input_sql(previous: str | None) -> str:
+    """This run's documents in the shard, with the doc_id of the copy that is kept when
+    exact duplicates (same dedup_key) exist anywhere in the warehouse. The first stage:
+    it reads the run's documents, not an earlier stage's rows."""
+    return f"""
+WITH shard AS (
+    SELECT d.doc_id, d.text, d.dedup_key FROM run_docs r JOIN documents d USING (doc_id)
+    WHERE r.run_id = $run_id AND {common.SHARD_FILTER}
+), first_copy AS (
+    SELECT dedup_key, arg_min(doc_id, ingest_seq) AS kept_doc_id FROM documents
+    WHERE dedup_key IN (SELECT dedup_key FROM shard) GROUP BY dedup_key
+)
+SELECT s.doc_id, s.text, f.kept_doc_id FROM shard s JOIN first_copy f USING (dedup_key)
+ORDER BY s.doc_id
+"""
 
 
-def filter_shard(
-    db_path: Path, run_id: str, lo: str, hi: str | None, rule_overrides: dict | None = None
-) -> dict:
-    """Filter one shard of this run's documents and replace its rows in `heuristic_filter`."""
-    rules = rules_with_overrides(rule_overrides)
-    with warehouse.read(db_path) as con:
-        docs = shard_documents(con, run_id, lo, hi)
+def process(docs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
+    rules = rules_with_overrides(ctx.params.heuristic_rule_overrides)
     rows = []
     for doc in docs.itertuples(index=False):
-        row = {"doc_id": doc.doc_id, "run_id": run_id, "status": "kept", "reason": None,
+        row = {"doc_id": doc.doc_id, "run_id": ctx.run_id, "status": "kept", "reason": None,
                "value": None, "threshold": None, "duplicate_of": None, "failed_rules": "[]"}
         if doc.kept_doc_id != doc.doc_id:
             row.update(status="rejected", reason="exact_duplicate", duplicate_of=doc.kept_doc_id)
@@ -183,20 +189,17 @@ def filter_shard(
                 row.update(status="rejected", reason=first["rule"], value=first["value"],
                            threshold=first["threshold"], failed_rules=json.dumps(failed))
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=["doc_id", "run_id", "status", "reason", "value",
-                                        "threshold", "duplicate_of", "failed_rules"])
-    staging.write_shard(db_path, STAGE, frame, run_id=run_id, stage=STAGE, part=lo)
-    kept = int((frame["status"] == "kept").sum()) if len(frame) else 0
-    return {"shard": [lo, hi], "docs": len(frame), "kept": kept, "rejected": len(frame) - kept}
+    return pd.DataFrame(rows, columns=["doc_id", "run_id", "status", "reason", "value",
+                                       "threshold", "duplicate_of", "failed_rules"])
 
 
 # --- gate -------------------------------------------------------------------------------
 
-def gate_frame(con, run_id: str) -> pd.DataFrame:
+def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
     """One row per document of the run, with its filter row (NULL status = missing row)."""
-    return common.doc_gate_frame(con, run_id, STAGE, previous=None, columns="s.value")
+    return common.doc_gate_frame(con, run_id, STAGE, previous, columns="s.value")
 
 
-def gate_expectations(min_kept_rate: float, max_kept_rate: float, rows: int) -> list:
-    return common.status_expectations(rows, reasons=[r.name for r in DEFAULT_RULES] + ["exact_duplicate"],
-                                      min_kept_rate=min_kept_rate, max_kept_rate=max_kept_rate)
+def gate_expectations(params, rows: int) -> list:
+    return common.status_expectations(rows, reasons=REASONS, min_kept_rate=params.min_heuristic_kept_rate,
+                                      max_kept_rate=params.max_heuristic_kept_rate)

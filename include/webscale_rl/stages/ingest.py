@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from webscale_rl import warehouse
+from webscale_rl.errors import FatalError
 from webscale_rl.text import content_hash, dedup_key, normalize_text, tokenize
 
 BATCH_ROWS = 5000
@@ -52,7 +53,7 @@ FOREIGN_ENCODINGS = (
 UTF8_BOM_NOTE = "utf8_bom_stripped"
 
 
-class IngestError(RuntimeError):
+class IngestError(FatalError):
     """One or more corpus files were entirely unusable; the message names each and the fix."""
 
 

@@ -3,26 +3,29 @@ deep and clear enough for a checkable QA pair (qualified = Y)."""
 
 from __future__ import annotations
 
+import pandas as pd
+
 from webscale_rl import prompts
-from webscale_rl.llm import LLMRequest, LLMResult, LLMSettings
+from webscale_rl.llm import LLMResult
 from webscale_rl.stages import common
+from webscale_rl.stages.common import StageContext
 
 STAGE = "llm_filter"
-PREVIOUS = "near_dedup"
 REASONS = ["not_qualified", *common.LLM_FAILURE_REASONS]
+TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS llm_filter (
+    doc_id       VARCHAR PRIMARY KEY,
+    run_id       VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    reason       VARCHAR,
+    qualified    VARCHAR,                -- Y / N as the model said
+    rationale    VARCHAR,
+    request_hash VARCHAR
+);"""
 
-INPUT_SQL = common.kept_docs_sql(PREVIOUS)
 
-
-def make_requests(settings: LLMSettings):
-    prompt = prompts.load(STAGE)
-
-    def build(inputs) -> list[tuple[str, LLMRequest]]:
-        return [(row.doc_id, common.make_request(settings, STAGE, row.doc_id, prompts.filter_messages(row.text),
-                                                 prompt.schema, STAGE, prompt.prompt_id))
-                for row in inputs.itertuples(index=False)]
-
-    return build
+def input_sql(previous: str) -> str:
+    return common.kept_docs_sql(previous)
 
 
 def make_row(row: dict, result: LLMResult) -> dict:
@@ -34,15 +37,17 @@ def make_row(row: dict, result: LLMResult) -> dict:
             "qualified": qualified, "rationale": result.parsed["reason"]}
 
 
-def run_shard(db_path, run_id, lo, hi, settings: LLMSettings) -> dict:
-    runner = common.doc_stage_runner(STAGE, STAGE, INPUT_SQL, make_requests(settings), make_row)
-    return runner(db_path, run_id, lo, hi, settings)
+def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
+    prompt = prompts.load(STAGE)
+    return common.llm_doc_rows(inputs, ctx, lambda row: common.make_request(
+        ctx.llm, STAGE, row.doc_id, prompts.filter_messages(row.text), prompt.schema, STAGE, prompt.prompt_id),
+        make_row)
 
 
-def gate_frame(con, run_id: str):
-    return common.doc_gate_frame(con, run_id, STAGE, PREVIOUS)
+def gate_frame(con, run_id: str, previous: str | None):
+    return common.doc_gate_frame(con, run_id, STAGE, previous)
 
 
-def gate_expectations(rows: int, max_failed_rate: float, min_kept_rate: float) -> list:
-    return common.status_expectations(rows, reasons=REASONS, max_failed_rate=max_failed_rate,
-                                      min_kept_rate=min_kept_rate)
+def gate_expectations(params, rows: int) -> list:
+    return common.status_expectations(rows, reasons=REASONS, max_failed_rate=params.max_llm_failed_rate,
+                                      min_kept_rate=params.min_llm_filter_kept_rate)

@@ -28,10 +28,10 @@ from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from webscale_rl import warehouse
 from webscale_rl.stages import common
+from webscale_rl.stages.common import StageContext
 from webscale_rl.text import folded_words
 
 STAGE = "near_dedup"
-PREVIOUS = "heuristic_filter"
 NUM_PERM = 128
 SHINGLE_WORDS = 5
 SEED = 1
@@ -44,6 +44,21 @@ LSH_WEIGHTS = (0.1, 0.9)  # (false-positive weight, false-negative weight)
 # Stored with each signature: a change of any of these makes old signatures incomparable.
 SIGNATURE_VERSION = f"datasketch-2:{SCHEME}:perm{NUM_PERM}:seed{SEED}:words{SHINGLE_WORDS}"
 REASONS = ["near_duplicate"]
+TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS near_dedup (
+    doc_id       VARCHAR PRIMARY KEY,
+    run_id       VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    reason       VARCHAR,                -- near_duplicate
+    duplicate_of VARCHAR,                -- the kept document it near-duplicates
+    similarity   DOUBLE,                 -- estimated Jaccard of 5-word shingles
+    threshold    DOUBLE
+);
+CREATE TABLE IF NOT EXISTS doc_minhash (
+    doc_id     VARCHAR PRIMARY KEY,
+    version    VARCHAR NOT NULL,         -- library, permutations, seed, shingle size
+    hashvalues BLOB NOT NULL             -- uint32 MinHash signature
+);"""
 
 
 def shingles(text: str, size: int = SHINGLE_WORDS) -> list[bytes]:
@@ -94,14 +109,20 @@ def find_duplicates(prior: list[tuple[str, np.ndarray]], new: list[tuple[str, np
     return duplicates
 
 
-def run(db_path: Path, run_id: str, threshold: float = DEFAULT_THRESHOLD) -> dict:
-    """Dedup this run's documents kept by the heuristic filter against each other and against
-    every document kept by this stage in earlier runs; replace the run's rows."""
+def run(ctx: StageContext) -> dict:
+    """The stage contract: a run-level stage with its own reads and writes (signatures and
+    the documents kept by earlier runs are state across runs)."""
+    return dedup(ctx.db_path, ctx.run_id, ctx.previous, ctx.params.near_dup_threshold)
+
+
+def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_THRESHOLD) -> dict:
+    """Dedup this run's documents kept by `previous` against each other and against every
+    document kept by this stage in earlier runs; replace the run's rows."""
     with warehouse.read(db_path) as con:
         docs = con.execute(
             f"""SELECT d.doc_id, d.text, m.hashvalues FROM run_docs r
                 JOIN documents d USING (doc_id)
-                JOIN {PREVIOUS} p ON p.doc_id = d.doc_id AND p.status = 'kept'
+                JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
                 LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = ?
                 WHERE r.run_id = ? ORDER BY d.ingest_seq""",
             [SIGNATURE_VERSION, run_id]).df()
@@ -139,11 +160,11 @@ def run(db_path: Path, run_id: str, threshold: float = DEFAULT_THRESHOLD) -> dic
 
 # --- gate -------------------------------------------------------------------------------
 
-def gate_frame(con, run_id: str) -> pd.DataFrame:
-    return common.doc_gate_frame(con, run_id, STAGE, PREVIOUS, columns="s.duplicate_of")
+def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
+    return common.doc_gate_frame(con, run_id, STAGE, previous, columns="s.duplicate_of")
 
 
-def gate_expectations(rows: int) -> list:
+def gate_expectations(params, rows: int) -> list:
     import great_expectations.expectations as gxe
 
     rejected = {"row_condition": 'status=="rejected"', "condition_parser": "pandas"}

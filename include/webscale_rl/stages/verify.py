@@ -15,12 +15,11 @@ import re
 import pandas as pd
 
 from webscale_rl import injection, prompts
-from webscale_rl.llm import LLMSettings
-from webscale_rl.stages import common
+from webscale_rl.stages import common, registry
+from webscale_rl.stages.common import StageContext
 from webscale_rl.text import folded_words, words
 
 STAGE = "verify"
-PREVIOUS = "generate"
 RULE_REASONS = ["empty_question", "empty_answer", "injection_in_pair", "injected_answer", "answer_too_long",
                 "answer_in_question", "refers_to_document", "answer_not_in_document"]
 _FILLER = frozenset("a an the of in on at to for and or by with from as is are was were its it this that".split())
@@ -28,10 +27,32 @@ MODEL_REASONS = ["no_context", "incorrect", "leakage"]
 REASONS = RULE_REASONS + MODEL_REASONS + common.LLM_FAILURE_REASONS
 _REFERS = re.compile(r"\b(according to|in|from|based on) (the|this|that) (text|passage|document|article|excerpt)\b", re.I)
 
-INPUT_SQL = f"""
+TABLE_DDL = """
+CREATE TABLE IF NOT EXISTS verify (
+    qa_id        VARCHAR PRIMARY KEY,
+    doc_id       VARCHAR NOT NULL,
+    run_id       VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,       -- kept = accepted pair
+    reason       VARCHAR,
+    context_ok   VARCHAR,
+    correct      VARCHAR,
+    leakage      VARCHAR,
+    rationale    VARCHAR,
+    request_hash VARCHAR
+);"""
+COLUMNS = ["qa_id", "doc_id", "run_id", "status", "reason", "context_ok", "correct", "leakage", "rationale",
+           "request_hash"]
+
+
+def input_sql(previous: str) -> str:
+    """The pairs `previous` kept, with their question, answer and document (the first pair
+    stage's table holds every pair's question and answer)."""
+    pairs = registry.first_pair_stage().name
+    return f"""
 SELECT g.qa_id, g.doc_id, g.question, g.answer, d.text FROM run_docs r
 JOIN documents d USING (doc_id)
-JOIN {PREVIOUS} g ON g.doc_id = d.doc_id AND g.status = 'kept'
+JOIN {pairs} g ON g.doc_id = d.doc_id
+JOIN {previous} p ON p.qa_id = g.qa_id AND p.status = 'kept'
 WHERE r.run_id = $run_id AND {common.SHARD_FILTER}
 ORDER BY g.qa_id
 """
@@ -93,24 +114,24 @@ def rule_check(question: str | None, answer: str | None, max_answer_words: int,
     return None
 
 
-def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, max_answer_words: int = 8) -> dict:
-    inputs = common.read_inputs(db_path, INPUT_SQL, run_id, lo, hi)
+def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
     prompt = prompts.load(STAGE)
+    max_answer_words = ctx.params.max_answer_words
     rows, requests = [], {}
     for row in inputs.itertuples(index=False):
-        out = {"qa_id": row.qa_id, "doc_id": row.doc_id, "run_id": run_id, "context_ok": None,
+        out = {"qa_id": row.qa_id, "doc_id": row.doc_id, "run_id": ctx.run_id, "context_ok": None,
                "correct": None, "leakage": None, "rationale": None, "request_hash": None}
         reason = rule_check(row.question, row.answer, max_answer_words, row.text)
         if reason:
             out.update(status="rejected", reason=reason, rationale="rule check")
         else:
-            req = common.make_request(settings, STAGE, row.qa_id,
+            req = common.make_request(ctx.llm, STAGE, row.qa_id,
                                       prompts.verify_messages(row.text, row.question, row.answer),
                                       prompt.schema, STAGE, prompt.prompt_id)
             requests[row.qa_id] = req
             out["request_hash"] = req.request_hash
         rows.append(out)
-    results = common.call_llm(settings, db_path, run_id, list(requests.values()), shard=lo)
+    results = ctx.call_llm(list(requests.values()))
     for out in rows:
         req = requests.get(out["qa_id"])
         if req is None:
@@ -124,18 +145,17 @@ def run_shard(db_path, run_id, lo, hi, settings: LLMSettings, max_answer_words: 
                   else "leakage" if v["leakage"] != "N" else None)
         out.update(status="rejected" if reason else "kept", reason=reason, context_ok=v["context"],
                    correct=v["correct"], leakage=v["leakage"], rationale=v["reason"])
-    frame = pd.DataFrame(rows, columns=["qa_id", "doc_id", "run_id", "status", "reason", "context_ok",
-                                        "correct", "leakage", "rationale", "request_hash"])
-    common.write_rows(db_path, STAGE, frame, run_id=run_id, part=lo)
-    return {"stage": STAGE, **common.shard_counts(frame, lo, hi)}
+    return pd.DataFrame(rows, columns=COLUMNS)
 
 
-def gate_frame(con, run_id: str) -> pd.DataFrame:
+def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
+    pairs = registry.first_pair_stage().name
     return con.execute(
         f"""
         SELECT g.qa_id, v.status, v.reason, g.answer,
                CASE WHEN v.status = 'kept' THEN 1 ELSE 0 END AS is_kept
-        FROM run_docs r JOIN {PREVIOUS} g ON g.doc_id = r.doc_id AND g.status = 'kept'
+        FROM run_docs r JOIN {pairs} g ON g.doc_id = r.doc_id
+        JOIN {previous} p ON p.qa_id = g.qa_id AND p.status = 'kept'
         LEFT JOIN {STAGE} v ON v.qa_id = g.qa_id
         WHERE r.run_id = ? ORDER BY g.qa_id
         """,
@@ -143,11 +163,11 @@ def gate_frame(con, run_id: str) -> pd.DataFrame:
     ).df()
 
 
-def gate_expectations(rows: int, max_failed_rate: float, min_accepted_rate: float) -> list:
+def gate_expectations(params, rows: int) -> list:
     import great_expectations.expectations as gxe
 
     kept = {"row_condition": 'status=="kept"', "condition_parser": "pandas"}
-    return common.status_expectations(rows, key="qa_id", reasons=REASONS, max_failed_rate=max_failed_rate,
-                                      min_kept_rate=min_accepted_rate) + [
+    return common.status_expectations(rows, key="qa_id", reasons=REASONS, max_failed_rate=params.max_llm_failed_rate,
+                                      min_kept_rate=params.min_accepted_rate) + [
         gxe.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1, max_value=120, **kept),
     ]

@@ -32,24 +32,14 @@ from hypothesis import strategies as st
 from hypothesis_jsonschema import from_schema
 
 from conftest import SAMPLE_DIR
-from support import gx_check
+from support import gx_check, stages
 from support.fake_llm import FakeLLM
 from webscale_rl import conservation, prompts, warehouse
 from webscale_rl.llm import LLMSettings
-from webscale_rl.stages import (
-    classify,
-    decontaminate,
-    export,
-    generate,
-    heuristic_filter,
-    llm_filter,
-    near_dedup,
-    verify,
-)
+from webscale_rl.stages import classify, export, registry
 from webscale_rl.stages.ingest import ingest_files
 
 RUN = "any-reply"
-SHARD = ("00000000", None)
 CORPUS = SAMPLE_DIR / "docs_stem.jsonl"
 DOCS = 3
 MAX_PERSONAS = 3
@@ -76,8 +66,8 @@ def template(tmp_path_factory) -> Path:
     """A warehouse with three sample documents through ingest, heuristic filter and near-dedup."""
     db = tmp_path_factory.mktemp("template") / "w.duckdb"
     ingest_files([CORPUS], db_path=db, run_id=RUN, ingested_at=datetime(2026, 11, 1, tzinfo=UTC), max_docs=DOCS)
-    heuristic_filter.filter_shard(db, RUN, *SHARD)
-    near_dedup.run(db, RUN)
+    for name in registry.names("doc")[:registry.names().index("llm_filter")]:
+        stages.run(db, RUN, name)
     with warehouse.read(db) as con:
         assert warehouse.one(con, "SELECT count(*) FROM near_dedup WHERE status = 'kept'") == (DOCS,)
     return db
@@ -90,37 +80,37 @@ def server():
     print("\nschema-valid replies drawn per stage:", dict(SERVED))
 
 
-def check_gate(db: Path, frame_fn, expectations_fn) -> None:
+def check_gate(db: Path, name: str, **params) -> None:
     with warehouse.read(db) as con:
-        frame = frame_fn(con, RUN)
-    assert gx_check.failures(frame, expectations_fn(len(frame))) == []
+        frame, expectations = stages.gate_inputs(con, RUN, name, **params)
+    assert gx_check.failures(frame, expectations) == []
+
+
+# The gates' policy bounds off: a run stopped by a failure or kept rate is stopped on purpose.
+NO_RATE_BOUNDS = {"max_llm_failed_rate": 1.0, "min_llm_filter_kept_rate": 0.0, "min_accepted_rate": 0.0}
 
 
 def run_chain(template: Path, server: FakeLLM, stage: str, scripted: list, mode: str = "per_persona") -> Path:
-    """Every LLM stage and decontaminate on a fresh copy of the template, `stage` answering
+    """Every stage from the LLM filter on, on a fresh copy of the template, `stage` answering
     with `scripted`; each stage's gate (no rate bounds) is checked as it finishes."""
     SERVED[stage] += len(scripted)
     db = Path(tempfile.mkdtemp(prefix="any-reply-")) / "w.duckdb"
     shutil.copy(template, db)
     llm = LLMSettings(base_url=server.base_url, model=server.model, max_concurrency=8,
                       backoff_base_s=0.01, backoff_cap_s=0.05)
+    params = dict(NO_RATE_BOUNDS, max_personas=MAX_PERSONAS, max_answer_words=MAX_ANSWER_WORDS, few_shot=2,
+                  generate_mode=mode, builtin_benchmarks=[])
     server.script(stage, scripted)
     try:
-        llm_filter.run_shard(db, RUN, *SHARD, llm)
-        check_gate(db, llm_filter.gate_frame, lambda n: llm_filter.gate_expectations(n, 1.0, 0.0))
-        classify.run_shard(db, RUN, *SHARD, llm, max_personas=MAX_PERSONAS)
-        check_gate(db, classify.gate_frame, lambda n: classify.gate_expectations(n, 1.0, MAX_PERSONAS))
-        generate.run_shard(db, RUN, *SHARD, llm, few_shot=2, mode=mode)
-        check_gate(db, generate.gate_frame, lambda n: generate.gate_expectations(n, 1.0))
-        verify.run_shard(db, RUN, *SHARD, llm, max_answer_words=MAX_ANSWER_WORDS)
-        check_gate(db, verify.gate_frame, lambda n: verify.gate_expectations(n, 1.0, 0.0))
+        for name in registry.names()[registry.names().index("llm_filter"):]:
+            stages.run(db, RUN, name, llm, **params)
+            check_gate(db, name, **params)
     finally:
         server.script(stage, None)
-    decontaminate.run(db, RUN, benchmarks=[])
-    check_gate(db, decontaminate.gate_frame, decontaminate.gate_expectations)
-    check_gate(db, export.dataset_frame, lambda n: export.dataset_expectations(
-        n, min_pairs=0, max_answer_words=MAX_ANSWER_WORDS, work_set=DOCS))
     with warehouse.read(db) as con:
+        frame = export.dataset_frame(con, RUN)
+        assert gx_check.failures(frame, export.dataset_expectations(
+            len(frame), min_pairs=0, max_answer_words=MAX_ANSWER_WORDS, work_set=DOCS)) == []
         assert conservation.check(con, RUN, [str(CORPUS)]) == []
     return db
 

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from support import pairs
 from webscale_rl.config import ConfigError
-from webscale_rl.stages import decontaminate
+from webscale_rl.stages import decontaminate, registry
 from webscale_rl.stages.decontaminate import (
     NgramIndex,
     QuestionIndex,
@@ -69,6 +69,10 @@ def test_near_identical_questions_are_found_and_different_ones_are_not():
     assert index.find("Which river does the Meridian Bridge cross?") is None
 
 
+def check(db, benchmarks, **kw) -> dict:
+    return decontaminate.decontaminate_pairs(db, "r1", registry.previous("decontaminate"), benchmarks, **kw)
+
+
 def test_stage_rejects_planted_pairs_and_collapses_duplicates(tmp_path):
     db, _ = pairs.build(tmp_path, [
         {"doc": 0, "question": "How many moles of gas occupy 22.4 litres at standard temperature and pressure?",
@@ -80,7 +84,7 @@ def test_stage_rejects_planted_pairs_and_collapses_duplicates(tmp_path):
         {"doc": 4, "question": "Which rule bounds the error of a trapezoid estimate?", "answer": "Taylor",
          "verify": "rejected", "reason": "incorrect"},                                            # not verified
     ])
-    result = decontaminate.run(db, "r1", load_benchmarks(BENCH_DIR))
+    result = check(db, load_benchmarks(BENCH_DIR))
     assert (result["pairs"], result["kept"], result["benchmark_contamination"], result["duplicate_question"]) == \
         (4, 1, 2, 1)
     con = duckdb.connect(str(db), read_only=True)
@@ -98,7 +102,7 @@ def test_stage_rejects_planted_pairs_and_collapses_duplicates(tmp_path):
     assert got[2][3:5] == ("humaneval", "HumanEval/0") and got[2][5] in HUMANEVAL_0.casefold().replace(",", "")
     assert got[3][6] == 0  # the duplicate points at the kept pair
     # Re-running replaces the rows; a later run never re-adds a question already kept.
-    decontaminate.run(db, "r1", load_benchmarks(BENCH_DIR))
+    check(db, load_benchmarks(BENCH_DIR))
     con = duckdb.connect(str(db), read_only=True)
     try:
         assert con.execute("SELECT count(*), count(DISTINCT qa_id) FROM decontaminate").fetchall() == [(4, 4)]
@@ -112,8 +116,8 @@ def test_documents_can_be_decontaminated_too(tmp_path):
     con = duckdb.connect(str(db))
     con.execute("UPDATE documents SET text = text || ? WHERE doc_id = ?", [" " + GSM_1["question"], doc_ids[0]])
     con.close()
-    assert decontaminate.run(db, "r1", load_benchmarks(BENCH_DIR))["kept"] == 1
-    flagged = decontaminate.run(db, "r1", load_benchmarks(BENCH_DIR), check_documents=True)
+    assert check(db, load_benchmarks(BENCH_DIR))["kept"] == 1
+    flagged = check(db, load_benchmarks(BENCH_DIR), check_documents=True)
     assert flagged["kept"] == 0 and flagged["benchmark_contamination"] == 1
 
 

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 import pytest
 
 from conftest import SAMPLE_DIR
+from support import stages
 from webscale_rl import warehouse
 from webscale_rl.stages import heuristic_filter as hf
 from webscale_rl.stages.ingest import ingest_files
@@ -93,13 +94,13 @@ def test_overrides_change_or_disable_rules_and_unknown_names_are_refused():
         hf.rules_with_overrides({"min_tokenz": 5})
 
 
-def test_filter_shard_removes_exact_duplicates_keeping_the_first_copy_and_is_idempotent(tmp_path):
+def test_stage_removes_exact_duplicates_keeping_the_first_copy_and_is_idempotent(tmp_path):
     db = tmp_path / "w.duckdb"
     files = [SAMPLE_DIR / "docs_stem.jsonl", SAMPLE_DIR / "mirror_copies.parquet"]
     ingest_files(files, db_path=db, run_id="r1", ingested_at=datetime(2026, 1, 1, tzinfo=UTC))
-    first = hf.filter_shard(db, "r1", "00000000", None)
-    again = hf.filter_shard(db, "r1", "00000000", None)
-    assert first == again and first["docs"] == 20
+    first = stages.run(db, "r1", "heuristic_filter")
+    again = stages.run(db, "r1", "heuristic_filter")
+    assert first == again and first["rows"] == 20
     with warehouse.read(db) as con:
         rows = dict(con.execute(
             "SELECT d.source_id, h.status || ':' || coalesce(h.reason, '') || ':' || coalesce(k.source_id, '') "

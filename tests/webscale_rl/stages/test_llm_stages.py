@@ -9,10 +9,11 @@ from datetime import UTC, datetime
 import pytest
 
 from conftest import SAMPLE_DIR
+from support import stages
 from support.db import query
 from support.fake_llm import FakeLLM
 from webscale_rl.llm import LLMSettings
-from webscale_rl.stages import classify, generate, heuristic_filter, llm_filter, near_dedup, verify
+from webscale_rl.stages import classify
 from webscale_rl.stages.ingest import ingest_files
 from webscale_rl.stages.verify import rule_check
 
@@ -49,8 +50,8 @@ def warehouse_with_docs(tmp_path):
     db = tmp_path / "w.duckdb"
     ingest_files([SAMPLE_DIR / "docs_stem.jsonl"], db_path=db, run_id="r", ingested_at=datetime(2026, 1, 1, tzinfo=UTC),
                  max_docs=4)
-    heuristic_filter.filter_shard(db, "r", "00000000", None)
-    near_dedup.run(db, "r")
+    stages.run(db, "r", "heuristic_filter")
+    stages.run(db, "r", "near_dedup")
     return db
 
 
@@ -58,12 +59,12 @@ def test_stages_in_order_with_batched_generation_and_per_stage_models(warehouse_
     db = warehouse_with_docs
     with FakeLLM() as server:
         s = LLMSettings(base_url=server.base_url, model="big", stage_models={"classify": "small", "verify": "small"})
-        assert llm_filter.run_shard(db, "r", "00000000", None, s)["kept"] == 4
-        assert classify.run_shard(db, "r", "00000000", None, s, max_personas=2)["kept"] == 4
-        out = generate.run_shard(db, "r", "00000000", None, s, few_shot=1, mode="batched")
+        assert stages.run(db, "r", "llm_filter", s)["kept"] == 4
+        assert stages.run(db, "r", "classify", s, max_personas=2)["kept"] == 4
+        out = stages.run(db, "r", "generate", s, few_shot=1, generate_mode="batched")
         assert out["kept"] == 8
         assert server.stats["by_stage"]["generate_batch"] == 4  # one call per document
-        verify.run_shard(db, "r", "00000000", None, s)
+        stages.run(db, "r", "verify", s)
         models = dict(query(db, "SELECT stage, any_value(model) FROM llm_calls GROUP BY ALL"))
     assert models == {"llm_filter": "big", "classify": "small", "generate": "big", "verify": "small"}
     assert query(db, "SELECT count(*), count(DISTINCT qa_id) FROM generate") == [(8, 8)]
@@ -81,8 +82,8 @@ def test_out_of_list_domain_is_a_recorded_failure_not_other(warehouse_with_docs,
                         lambda doc, n: {**original(doc, n), "domain": "Sports"})
     with FakeLLM() as server:
         s = LLMSettings(base_url=server.base_url, structured_output="none", backoff_base_s=0.01)
-        llm_filter.run_shard(db, "r", "00000000", None, s)
-        out = classify.run_shard(db, "r", "00000000", None, s)
+        stages.run(db, "r", "llm_filter", s)
+        out = stages.run(db, "r", "classify", s)
     assert out == {"stage": "classify", "shard": ["00000000", None], "rows": 4, "failed": 4}
     assert query(db, "SELECT DISTINCT reason, domain FROM classify") == [("domain_out_of_list", None)]
     [(raw,)] = query(db, "SELECT DISTINCT json_extract_string(raw, '$.domain') FROM llm_calls WHERE stage = 'classify'")

@@ -8,8 +8,9 @@ import random
 from datetime import UTC, datetime
 
 from conftest import SAMPLE_DIR
+from support import stages
 from support.db import query
-from webscale_rl.stages import heuristic_filter, near_dedup
+from webscale_rl.stages import near_dedup
 from webscale_rl.stages.ingest import ingest_files
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
@@ -55,14 +56,14 @@ def _ingest_and_filter(tmp_path, db, run_id: str, records: list[dict]):
     path = tmp_path / f"{run_id}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
     ingest_files([path], db_path=db, run_id=run_id, ingested_at=WHEN)
-    heuristic_filter.filter_shard(db, run_id, "00000000", None)
+    stages.run(db, run_id, "heuristic_filter")
 
 
 def test_stage_is_incremental_against_everything_kept_before_and_idempotent(tmp_path):
     db = tmp_path / "w.duckdb"
     docs = sample_texts(4)
     _ingest_and_filter(tmp_path, db, "r1", [{"id": d["id"], "text": d["text"]} for d in docs[:3]])
-    first = near_dedup.run(db, "r1")
+    first = stages.run(db, "r1", "near_dedup")
     assert (first["kept"], first["rejected"], first["signatures_computed"]) == (3, 0, 3)
 
     # Run 2: a 2 %-edited copy of a run-1 document, and a copy of a new document within the run.
@@ -70,7 +71,7 @@ def test_stage_is_incremental_against_everything_kept_before_and_idempotent(tmp_
                {"id": "new-3", "text": docs[3]["text"]},
                {"id": "copy-of-3", "text": edited(docs[3]["text"], 0.01, seed=5)}]
     _ingest_and_filter(tmp_path, db, "r2", planted)
-    second = near_dedup.run(db, "r2")
+    second = stages.run(db, "r2", "near_dedup")
     assert (second["kept"], second["rejected"], second["compared_with_prior"]) == (1, 2, 3)
     linked = query(db, """SELECT d.source_id, o.source_id FROM near_dedup n
                          JOIN documents d ON d.doc_id = n.doc_id JOIN documents o ON o.doc_id = n.duplicate_of
@@ -79,7 +80,7 @@ def test_stage_is_incremental_against_everything_kept_before_and_idempotent(tmp_
 
     # Re-running run 2 gives the same rows, no duplicates, and no signature is recomputed.
     before = query(db, "SELECT * FROM near_dedup ORDER BY doc_id")
-    again = near_dedup.run(db, "r2")
+    again = stages.run(db, "r2", "near_dedup")
     assert again["signatures_computed"] == 0
     assert query(db, "SELECT * FROM near_dedup ORDER BY doc_id") == before
     assert query(db, "SELECT count(*), count(DISTINCT doc_id) FROM doc_minhash") == [(6, 6)]
