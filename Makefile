@@ -22,7 +22,7 @@ LLM_STAMP := $(VENV)/.embedded-llm
 # Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
 
-.PHONY: bootstrap airflow-db embedded-llm browser demo test lint up down bench train-venv train-smoke clean
+.PHONY: bootstrap airflow-db embedded-llm browser demo test test-fast lint up down bench train-venv train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -69,6 +69,11 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,embedded-llm)
 TEST_WORKERS ?= 2
 test: airflow-db embedded-llm browser lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+
+## make test-fast: unit tests and the DAG integrity test (no DAG runs, no llama.cpp build, no
+## browser; `slow` tests and the end-to-end files in tests/ are left out): about a minute.
+test-fast: airflow-db lint
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests/webscale_rl tests/dags tests/plugins
 
 ## make lint: ruff (pyflakes, pycodestyle, isort, bugbear, Airflow 3 rules).
 lint: $(STAMP)

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
+from webscale_rl.stages import registry
+
 DAGS_DIR = Path(__file__).resolve().parents[2] / "dags"
 
 
@@ -44,6 +46,7 @@ def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dag
     dag = dagbag.dags["webscale_rl"]
     chain = ["ingest", "heuristic_filter", "near_dedup", "llm_filter", "classify", "generate", "verify",
              "decontaminate"]
+    assert chain[1:] == list(registry.names()), "the DAG's stages are the registry's, in its order"
     for stage, next_stage in zip(chain, chain[1:] + ["gate_dataset"], strict=True):
         gate = f"gate_{stage}"
         assert gate in dag.get_task(stage).downstream_task_ids, f"{stage} is not followed by {gate}"
@@ -76,8 +79,9 @@ def test_warehouse_writers_can_be_routed_to_the_warehouse_host():
 
 def test_llm_tasks_run_in_the_llm_pool(dagbag):
     dag = dagbag.dags["webscale_rl"]
-    for stage in ("llm_filter", "classify", "generate", "verify"):
-        assert dag.get_task(stage).pool == "llm"
+    assert [s.name for s in registry.stages() if s.llm] == ["llm_filter", "classify", "generate", "verify"]
+    for stage in registry.stages():
+        assert dag.get_task(stage.name).pool == ("llm" if stage.llm else "default_pool")
 
 
 def test_parsing_does_no_heavy_imports():

@@ -70,6 +70,7 @@ def test_airflow_loads_the_plugin_with_its_app_and_nav_entries():
     assert views["Data quality (GX)"]["href"] == "webscale-rl/data-docs/index.html"
 
 
+@pytest.mark.slow
 def test_airflow_api_server_serves_the_reports_under_its_prefix(data_dir):
     """The real Airflow API app (what `airflow api-server` runs) mounts the plugin's app."""
     from airflow.api_fastapi.app import create_app

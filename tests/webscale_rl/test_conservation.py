@@ -17,7 +17,7 @@ from support.fake_llm import FakeLLM
 from webscale_rl import conservation
 
 # One worker: the module's finished run is computed once.
-pytestmark = pytest.mark.xdist_group("conservation")
+pytestmark = [pytest.mark.xdist_group("conservation"), pytest.mark.slow]
 
 
 def make_corpus(data_dir):

@@ -57,6 +57,7 @@ def test_shards_stage_parquet_and_the_commit_loads_it_once(tmp_path, staged):
     assert count(db, "SELECT count(*) FROM llm_calls WHERE status = 'success'") == 18
 
 
+@pytest.mark.slow
 def test_dag_with_staged_writes_gives_the_same_result_as_direct_writes(sample_data_dir, fake_llm, staged):
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["webscale_rl"]
     run = dag.test(run_conf={"corpus": "sample", "shard_size": 20})

@@ -4,6 +4,7 @@ import multiprocessing as mp
 from datetime import UTC, datetime
 
 import pandas as pd
+import pytest
 
 from webscale_rl import warehouse
 
@@ -92,6 +93,7 @@ def _writer(db, worker: int, n: int) -> None:
             con.execute("INSERT INTO run_docs VALUES (?, ?)", [f"w{worker}", f"doc{i}"])
 
 
+@pytest.mark.slow
 def test_concurrent_writers_from_several_processes_all_land(tmp_path):
     db = tmp_path / "w.duckdb"
     ctx = mp.get_context("spawn")
