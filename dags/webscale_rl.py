@@ -34,10 +34,11 @@ from __future__ import annotations
 import os
 from datetime import datetime, timedelta
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 
 from webscale_rl.airflow_tasks import call_pipeline, triggering_extras
 from webscale_rl.assets import EXPORT_ASSET, NEW_DOCUMENTS_ASSET
+from webscale_rl.params import airflow_params
 from webscale_rl.stages import registry  # stage metadata only: no pandas, DuckDB or LLM client
 
 # Tasks that write the DuckDB warehouse run on its host. With Celery workers on other hosts,
@@ -64,64 +65,7 @@ default_args = {
     doc_md=__doc__,
     default_args=default_args,
     render_template_as_native_obj=True,
-    params={
-        "corpus": Param("sample", type="string", minLength=1, title="Corpus",
-                        description="File, directory or glob of .jsonl / .jsonl.gz / .parquet files, "
-                                    "relative to the data dir (WEBSCALE_RL_DATA_DIR)."),
-        "max_docs": Param(0, type="integer", minimum=0, title="Max new documents",
-                          description="Cap on NEW documents ingested by this run (0 = no limit)."),
-        "run_label": Param("", type=["null", "string"], title="Run label",
-                           description="Free text stored with the run in the `runs` table."),
-        "shard_size": Param(500, type="integer", minimum=1, title="Shard size",
-                            description="Documents per mapped shard task."),
-        "max_doc_chars": Param(200_000, type="integer", minimum=1, title="Max document characters",
-                               description="Longer documents are rejected or truncated (see oversize policy)."),
-        "oversize_policy": Param("reject", type="string", enum=["reject", "truncate"],
-                                 title="Oversize policy"),
-        "max_ingest_error_rate": Param(0.5, type="number", minimum=0, maximum=1,
-                                       title="Gate: max ingest error rate",
-                                       description="Share of records allowed to fail ingestion."),
-        "min_heuristic_kept_rate": Param(0.05, type="number", minimum=0, maximum=1,
-                                         title="Gate: min heuristic kept rate"),
-        "max_heuristic_kept_rate": Param(1.0, type="number", minimum=0, maximum=1,
-                                         title="Gate: max heuristic kept rate"),
-        "heuristic_rule_overrides": Param({}, type="object", title="Heuristic rule overrides",
-                                          description='{"rule_name": threshold}; null disables a rule.'),
-        "near_dup_threshold": Param(0.7, type="number", minimum=0.3, maximum=1, title="Near-duplicate threshold",
-                                    description="Estimated Jaccard of 5-word shingles at or above which a document "
-                                                "is a near-duplicate of one kept before (0.7 catches ~3% edits)."),
-        "max_personas": Param(3, type="integer", minimum=1, maximum=10, title="Personas per document"),
-        "few_shot": Param(2, type="integer", minimum=0, maximum=4, title="Few-shot demonstrations"),
-        "generate_mode": Param("per_persona", type="string", enum=["per_persona", "batched"],
-                               title="Generation mode",
-                               description="per_persona: one call per persona (the method); batched: "
-                                           "one call per document for all personas."),
-        "max_answer_words": Param(8, type="integer", minimum=1, title="Max answer words",
-                                  description="Verify rejects longer answers before any LLM call."),
-        "models": Param({}, type="object", title="Per-stage models",
-                        description='e.g. {"llm_filter": "big", "generate": "big", "classify": "small", '
-                                    '"verify": "small"}; others use the llm_default model.'),
-        "max_llm_failed_rate": Param(0.2, type="number", minimum=0, maximum=1,
-                                     title="Gate: max share of failed LLM items per stage"),
-        "min_llm_filter_kept_rate": Param(0.0, type="number", minimum=0, maximum=1,
-                                          title="Gate: min LLM-filter kept rate"),
-        "min_accepted_rate": Param(0.0, type="number", minimum=0, maximum=1,
-                                   title="Gate: min share of generated pairs accepted by verify"),
-        "builtin_benchmarks": Param(["humaneval"], type="array", items={"type": "string", "enum": ["humaneval"]},
-                                    title="Built-in benchmarks",
-                                    description="Benchmarks shipped with installed packages to decontaminate against, "
-                                                "besides the files in WEBSCALE_RL_BENCHMARKS_DIR."),
-        "decontam_ngram": Param(13, type="integer", minimum=5, maximum=50, title="Decontamination n-gram (words)"),
-        "decontaminate_documents": Param(False, type="boolean", title="Decontaminate source documents too",
-                                         description="Also reject pairs whose source document overlaps a benchmark."),
-        "question_dup_threshold": Param(0.8, type="number", minimum=0.3, maximum=1,
-                                        title="Duplicate-question threshold",
-                                        description="Jaccard of word 1+2-grams at or above which questions collapse."),
-        "min_accepted_pairs": Param(1, type="integer", minimum=0, title="Gate: min accepted pairs",
-                                    description="The dataset gate fails a run with new documents but fewer pairs."),
-        "audit_per_stratum": Param(3, type="integer", minimum=0, title="Audit sample per domain and verdict"),
-        "val_fraction": Param(0.1, type="number", minimum=0, maximum=1, title="Validation share of the export"),
-    },
+    params=airflow_params(),  # declared once in webscale_rl.params (form, validation, README table)
 )
 def webscale_rl():
     @task(queue=WAREHOUSE_QUEUE)

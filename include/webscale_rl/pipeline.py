@@ -10,122 +10,22 @@ import contextlib
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
 from webscale_rl import card, conservation, gates, lease, runner, staging, warehouse
-from webscale_rl.config import ConfigError, Settings, load_settings, resolve_corpus
+from webscale_rl.config import Settings, load_settings, resolve_corpus
 from webscale_rl.llm import LLMSettings, ledger
+from webscale_rl.params import RunParams
 from webscale_rl.stages import (
-    decontaminate,
     export,
-    generate,
-    heuristic_filter,
     ingest,
-    near_dedup,
     registry,
 )
 
 log = logging.getLogger(__name__)
 MAX_SHARDS = 256  # well under Airflow's max_map_length (1024)
-
-
-@dataclass(frozen=True)
-class RunParams:
-    """The DAG's params, validated. Field names match the Airflow Params."""
-
-    corpus: str = "sample"
-    max_docs: int = 0
-    run_label: str = ""
-    shard_size: int = 500
-    max_doc_chars: int = 200_000
-    oversize_policy: str = "reject"
-    max_ingest_error_rate: float = 0.5
-    min_heuristic_kept_rate: float = 0.05
-    max_heuristic_kept_rate: float = 1.0
-    heuristic_rule_overrides: dict = field(default_factory=dict)
-    near_dup_threshold: float = near_dedup.DEFAULT_THRESHOLD
-    max_personas: int = 3
-    few_shot: int = 2
-    generate_mode: str = "per_persona"
-    max_answer_words: int = 8
-    models: dict = field(default_factory=dict)
-    max_llm_failed_rate: float = 0.2
-    min_llm_filter_kept_rate: float = 0.0
-    min_accepted_rate: float = 0.0
-    builtin_benchmarks: list = field(default_factory=lambda: list(decontaminate.BUILTIN_BENCHMARKS))
-    decontam_ngram: int = decontaminate.DEFAULT_NGRAM
-    decontaminate_documents: bool = False
-    question_dup_threshold: float = decontaminate.DEFAULT_QUESTION_THRESHOLD
-    min_accepted_pairs: int = 1
-    audit_per_stratum: int = 3
-    val_fraction: float = 0.1
-
-    @classmethod
-    def from_params(cls, params: dict) -> RunParams:
-        known = {f for f in cls.__dataclass_fields__}
-        values = {k: v for k, v in dict(params).items() if k in known and v is not None}
-        p = cls(**values)
-        p.validate()
-        return p
-
-    def validate(self) -> None:
-        def bad(name: str, why: str) -> ConfigError:
-            return ConfigError(f"param '{name}' {why}")
-
-        for name in ("max_docs", "shard_size", "max_doc_chars", "max_personas", "few_shot", "max_answer_words",
-                     "decontam_ngram", "min_accepted_pairs", "audit_per_stratum"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise bad(name, f"must be an integer, got {value!r}")
-        if self.max_docs < 0:
-            raise bad("max_docs", f"must be >= 0 (0 = no limit), got {self.max_docs}")
-        if self.shard_size < 1:
-            raise bad("shard_size", f"must be >= 1, got {self.shard_size}")
-        if self.max_doc_chars < 1:
-            raise bad("max_doc_chars", f"must be >= 1, got {self.max_doc_chars}")
-        if self.oversize_policy not in ingest.OVERSIZE_POLICIES:
-            raise bad("oversize_policy", f"must be one of {list(ingest.OVERSIZE_POLICIES)}, got {self.oversize_policy!r}")
-        if not 1 <= self.max_personas <= 10:
-            raise bad("max_personas", f"must be between 1 and 10, got {self.max_personas}")
-        if not 0 <= self.few_shot <= 4:
-            raise bad("few_shot", f"must be between 0 and 4 (the library has 4 per domain), got {self.few_shot}")
-        if self.max_answer_words < 1:
-            raise bad("max_answer_words", f"must be >= 1, got {self.max_answer_words}")
-        if self.generate_mode not in generate.MODES:
-            raise bad("generate_mode", f"must be one of {list(generate.MODES)}, got {self.generate_mode!r}")
-        llm_stages = [stage.name for stage in registry.stages() if stage.llm]
-        if not isinstance(self.models, dict) or set(self.models) - set(llm_stages):
-            raise bad("models", f"must be an object mapping stages {list(llm_stages)} to model names, "
-                                f"got {self.models!r}")
-        for name in ("max_ingest_error_rate", "min_heuristic_kept_rate", "max_heuristic_kept_rate",
-                     "max_llm_failed_rate", "min_llm_filter_kept_rate", "min_accepted_rate", "val_fraction",
-                     "near_dup_threshold", "question_dup_threshold"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
-                raise bad(name, f"must be a number between 0 and 1, got {value!r}")
-        for name in ("near_dup_threshold", "question_dup_threshold"):
-            if not 0.3 <= getattr(self, name) <= 1.0:
-                raise bad(name, f"must be between 0.3 and 1.0 (lower merges unrelated texts), got {getattr(self, name)}")
-        if not 5 <= self.decontam_ngram <= 50:
-            raise bad("decontam_ngram", f"must be between 5 and 50 words (13 is lm-eval-harness's), got {self.decontam_ngram}")
-        if self.min_accepted_pairs < 0 or self.audit_per_stratum < 0:
-            raise bad("min_accepted_pairs" if self.min_accepted_pairs < 0 else "audit_per_stratum", "must be >= 0")
-        if not isinstance(self.decontaminate_documents, bool):
-            raise bad("decontaminate_documents", f"must be true or false, got {self.decontaminate_documents!r}")
-        if not isinstance(self.builtin_benchmarks, list) or set(self.builtin_benchmarks) - set(
-                decontaminate.BUILTIN_BENCHMARKS):
-            raise bad("builtin_benchmarks", f"must be a list drawn from {list(decontaminate.BUILTIN_BENCHMARKS)}, "
-                                            f"got {self.builtin_benchmarks!r}")
-        if self.min_heuristic_kept_rate > self.max_heuristic_kept_rate:
-            raise bad("min_heuristic_kept_rate", "must not exceed max_heuristic_kept_rate")
-        if not isinstance(self.heuristic_rule_overrides, dict):
-            raise bad("heuristic_rule_overrides", "must be an object {rule_name: threshold}")
-        try:
-            heuristic_filter.rules_with_overrides(self.heuristic_rule_overrides)
-        except ValueError as exc:
-            raise bad("heuristic_rule_overrides", str(exc)) from None
 
 
 def _now() -> datetime:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from webscale_rl import runner
 from webscale_rl.llm import LLMSettings
-from webscale_rl.pipeline import RunParams
+from webscale_rl.params import RunParams
 
 WHOLE = {"lo": "00000000", "hi": None}
 

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from webscale_rl import gates
-from webscale_rl.pipeline import RunParams
+from webscale_rl.params import RunParams
 from webscale_rl.stages import heuristic_filter
 
 

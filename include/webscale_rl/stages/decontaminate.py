@@ -28,15 +28,17 @@ from datasketch import MinHash, MinHashLSH
 
 from webscale_rl import warehouse
 from webscale_rl.config import ConfigError, load_settings
+from webscale_rl.params import default as param_default
+from webscale_rl.params import spec as param_spec
 from webscale_rl.stages import common, registry
 from webscale_rl.stages.common import StageContext
 from webscale_rl.text import folded_words
 
 STAGE = "decontaminate"
 log = logging.getLogger(__name__)
-DEFAULT_NGRAM = 13
-DEFAULT_QUESTION_THRESHOLD = 0.8
-BUILTIN_BENCHMARKS = ("humaneval",)
+DEFAULT_NGRAM = param_default("decontam_ngram")
+DEFAULT_QUESTION_THRESHOLD = param_default("question_dup_threshold")
+BUILTIN_BENCHMARKS = tuple(param_spec("builtin_benchmarks").schema["items"]["enum"])
 # Fields read from a benchmark record when it has no `text` field.
 TEXT_FIELDS = ("question", "prompt", "problem", "input", "query", "context", "passage", "answer")
 REASONS = ["benchmark_contamination", "duplicate_question"]

@@ -10,11 +10,12 @@ import json
 import pandas as pd
 
 from webscale_rl import prompts
+from webscale_rl.params import spec as param_spec
 from webscale_rl.stages import common
 from webscale_rl.stages.common import StageContext
 
 STAGE = "generate"
-MODES = ("per_persona", "batched")
+MODES = tuple(param_spec("generate_mode").schema["enum"])
 REASONS = ["empty_question", "empty_answer", *common.LLM_FAILURE_REASONS]
 REPLACE_KEY = "doc_id"  # a shard replaces each document's pairs as a whole
 TABLE_DDL = """

@@ -22,10 +22,11 @@ import pandas as pd
 
 from webscale_rl import warehouse
 from webscale_rl.errors import FatalError
+from webscale_rl.params import spec as param_spec
 from webscale_rl.text import content_hash, dedup_key, normalize_text, tokenize
 
 BATCH_ROWS = 5000
-OVERSIZE_POLICIES = ("reject", "truncate")
+OVERSIZE_POLICIES = tuple(param_spec("oversize_policy").schema["enum"])
 
 # What to tell the user for each reason that can make a whole file unusable.
 FIXES = {

@@ -27,6 +27,7 @@ import pandas as pd
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from webscale_rl import warehouse
+from webscale_rl.params import default as param_default
 from webscale_rl.stages import common
 from webscale_rl.stages.common import StageContext
 from webscale_rl.text import folded_words
@@ -36,7 +37,7 @@ NUM_PERM = 128
 SHINGLE_WORDS = 5
 SEED = 1
 SCHEME = "affine32"  # datasketch 2.0's default, named so stored signatures stay comparable
-DEFAULT_THRESHOLD = 0.7
+DEFAULT_THRESHOLD = param_default("near_dup_threshold")
 # LSH band layout weighted towards recall (datasketch's default 0.5/0.5 picks 14 bands x 9
 # rows at 0.7, which makes a 0.75 pair a candidate only 2 times in 3); the estimated-
 # Jaccard check after the query keeps precision.
