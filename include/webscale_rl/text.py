@@ -11,7 +11,7 @@ _WS = regex.compile(r"[^\S\n]+")
 _BLANK_LINES = regex.compile(r"\n{3,}")
 # Words are runs of letters/digits (with inner apostrophes or hyphens); punctuation marks
 # are separate tokens. Unlike a spaCy tokenizer this never counts "(" as a word, which is
-# what made Gopher's alpha-word rule reject good technical prose (see STACK.md).
+# what made Gopher's alpha-word rule reject good technical prose (punctuation counted as words).
 _TOKEN = regex.compile(r"[\p{L}\p{N}]+(?:['’\-][\p{L}\p{N}]+)*|[^\s\p{L}\p{N}]")
 _WORD = regex.compile(r"[\p{L}\p{N}]+(?:['’\-][\p{L}\p{N}]+)*")
 _NOT_ALNUM = regex.compile(r"[^\p{L}\p{N}]+")

@@ -1,7 +1,8 @@
 """Great Expectations gates: validate a stage's output before the next stage may run.
 
 The stage table is read from DuckDB into a DataFrame and validated with GX's pandas path
-(GX's SQL datasource on a DuckDB file returns wrong results; see STACK.md). Results are
+(GX 1.x's SQL datasource on a DuckDB file returns wrong results: its metrics read results
+after the connection is closed). Results are
 kept in a file-backed GX project under $WEBSCALE_RL_DATA_DIR/gx so the Data Docs index in
 $WEBSCALE_RL_DATA_DIR/data_docs lists every gate of every run.
 """
