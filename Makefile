@@ -75,9 +75,10 @@ test: airflow-db embedded-llm browser lint
 test-fast: airflow-db lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests/webscale_rl tests/dags tests/plugins
 
-## make lint: ruff (pyflakes, pycodestyle, isort, bugbear, Airflow 3 rules).
+## make lint: ruff (pyflakes, pycodestyle, isort, bugbear, Airflow 3 rules) and ruff format --check.
 lint: $(STAMP)
 	$(BIN)/ruff check include dags plugins tests bench scripts
+	$(BIN)/ruff format --check include dags plugins tests bench scripts
 
 ## make up: Airflow UI on http://localhost:8080 (airflow standalone) with the embedded LLM
 ## behind llm_default (LLM_URL=..., GGUF=... or SCRIPTED=1 as for demo). Ctrl-C or `make down` stops it.

@@ -46,7 +46,13 @@ def stdlib_docstrings() -> list[str]:
     texts = []
     warnings.simplefilter("ignore")
     for name in sorted(sys.stdlib_module_names):
-        if name.startswith("_") or name in {"antigravity", "this", "idlelib", "turtledemo", "tkinter"}:
+        if name.startswith("_") or name in {
+            "antigravity",
+            "this",
+            "idlelib",
+            "turtledemo",
+            "tkinter",
+        }:
             continue
         try:
             module = importlib.import_module(name)
@@ -59,8 +65,11 @@ def stdlib_docstrings() -> list[str]:
 
 
 def main() -> None:
-    sources = {"sample (good)": sample_docs(), "package READMEs": package_readmes(),
-               "stdlib docstrings": stdlib_docstrings()}
+    sources = {
+        "sample (good)": sample_docs(),
+        "package READMEs": package_readmes(),
+        "stdlib docstrings": stdlib_docstrings(),
+    }
     print(f"{'source':20} {'docs':>6} {'rejected':>9} {'rate':>7}  first failing rule: count")
     all_texts = []
     for name, texts in sources.items():
@@ -68,8 +77,10 @@ def main() -> None:
         all_texts += texts
         rules = Counter(f[0]["rule"] for f in (evaluate(t) for t in texts) if f)
         n_rej = sum(rules.values())
-        print(f"{name:20} {len(texts):6d} {n_rej:9d} {n_rej / max(len(texts), 1):7.1%}  "
-              + ", ".join(f"{r}: {n}" for r, n in rules.most_common()))
+        print(
+            f"{name:20} {len(texts):6d} {n_rej:9d} {n_rej / max(len(texts), 1):7.1%}  "
+            + ", ".join(f"{r}: {n}" for r, n in rules.most_common())
+        )
     start = time.perf_counter()
     reps = 0
     while time.perf_counter() - start < 3.0:
@@ -78,7 +89,9 @@ def main() -> None:
         reps += 1
     elapsed = time.perf_counter() - start
     chars = sum(map(len, all_texts)) * reps
-    print(f"throughput: {len(all_texts) * reps / elapsed:,.0f} docs/s, {chars / elapsed / 1e6:.1f} MB/s on one core")
+    print(
+        f"throughput: {len(all_texts) * reps / elapsed:,.0f} docs/s, {chars / elapsed / 1e6:.1f} MB/s on one core"
+    )
 
 
 if __name__ == "__main__":

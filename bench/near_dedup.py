@@ -46,12 +46,13 @@ from webscale_rl.stages.near_dedup import (
 
 EDIT_RATES = (0.01, 0.03, 0.05, 0.10)
 THRESHOLDS = (0.6, 0.7, 0.8)
-COMMON = ("the of and to a in is that for it as was with be by on not he this are or his "
-          "from at which but have an they you were her she there been one all we their "
-          "has would when if so no will more can who its out about into than then them "
-          "these some could other time only new over also after may first two people").split()
-ONSETS = ("b c d f g h j k l m n p r s t v w z br cl dr fl gr pl st tr sh ch th wh sp "
-          "qu").split()
+COMMON = (
+    "the of and to a in is that for it as was with be by on not he this are or his "
+    "from at which but have an they you were her she there been one all we their "
+    "has would when if so no will more can who its out about into than then them "
+    "these some could other time only new over also after may first two people"
+).split()
+ONSETS = ("b c d f g h j k l m n p r s t v w z br cl dr fl gr pl st tr sh ch th wh sp qu").split()
 VOWELS = "a e i o u a e i o ai ea ou ee oo ie".split()
 CODAS = ["", "", "", "n", "r", "s", "t", "l", "nd", "st", "ck", "m", "ng", "rt"]
 
@@ -61,8 +62,10 @@ def vocabulary(rng: random.Random, size: int) -> tuple[list[str], list[float]]:
     words = list(COMMON)
     seen = set(words)
     while len(words) < size:
-        w = "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
-                    for _ in range(rng.choice((1, 2, 2, 3))))
+        w = "".join(
+            rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS)
+            for _ in range(rng.choice((1, 2, 2, 3)))
+        )
         if w not in seen:
             seen.add(w)
             words.append(w)
@@ -190,8 +193,10 @@ def main() -> None:
     index_of = {d: i for i, d in enumerate(ids)}
     n_words = sum(len(t.split()) for t in texts)
     n_copies = sum(e is not None for e in edit)
-    print(f"corpus: {len(texts):,} docs, {n_words / len(texts):.0f} words/doc on average, "
-          f"{n_copies} planted copies; generated in {time.perf_counter() - started:.1f} s")
+    print(
+        f"corpus: {len(texts):,} docs, {n_words / len(texts):.0f} words/doc on average, "
+        f"{n_copies} planted copies; generated in {time.perf_counter() - started:.1f} s"
+    )
 
     signatures(texts[:20])  # warm-up
     t0 = time.perf_counter()
@@ -202,8 +207,10 @@ def main() -> None:
     flagged_default = find_duplicates([], new, DEFAULT_THRESHOLD)
     t_lsh = time.perf_counter() - t0
     n = len(texts)
-    print(f"\nthroughput, one core, {NUM_PERM} permutations, {SHINGLE_WORDS}-word shingles, "
-          f"threshold {DEFAULT_THRESHOLD}:")
+    print(
+        f"\nthroughput, one core, {NUM_PERM} permutations, {SHINGLE_WORDS}-word shingles, "
+        f"threshold {DEFAULT_THRESHOLD}:"
+    )
     print(f"  signatures  {n / t_sig:9,.0f} docs/s  ({t_sig:6.2f} s)")
     print(f"  LSH pass    {n / t_lsh:9,.0f} docs/s  ({t_lsh:6.2f} s)")
     print(f"  end to end  {n / (t_sig + t_lsh):9,.0f} docs/s  ({t_sig + t_lsh:6.2f} s)")
@@ -216,9 +223,11 @@ def main() -> None:
     t_slow = time.perf_counter() - t0
     same = all(np.array_equal(a, b) for a, b in zip(fast, slow, strict=True))
     print(f"\nbaselines on the first {m:,} docs (fast side: best of 3 runs):")
-    print(f"  signatures {m / t_fast:,.0f} docs/s vs MinHash.update per shingle "
-          f"{m / t_slow:,.0f} docs/s: {t_slow / t_fast:.1f}x faster; "
-          f"identical signatures: {'yes' if same else 'NO'}")
+    print(
+        f"  signatures {m / t_fast:,.0f} docs/s vs MinHash.update per shingle "
+        f"{m / t_slow:,.0f} docs/s: {t_slow / t_fast:.1f}x faster; "
+        f"identical signatures: {'yes' if same else 'NO'}"
+    )
 
     sets = [frozenset(shingles(t)) for t in sub]
     lsh_sub, t_lsh_sub = best_of(3, find_duplicates, [], new[:m], DEFAULT_THRESHOLD)
@@ -226,9 +235,11 @@ def main() -> None:
     exact_sub = exact_duplicates(sets, DEFAULT_THRESHOLD)
     t_exact = time.perf_counter() - t0
     lsh_set = {index_of[d] for d in lsh_sub}
-    print(f"  LSH pass {m / t_lsh_sub:,.0f} docs/s vs exact pairwise Jaccard "
-          f"{m / t_exact:,.0f} docs/s: {t_exact / t_lsh_sub:.0f}x faster (grows with n); "
-          f"flagged: LSH {len(lsh_set)}, exact {len(exact_sub)}, both {len(lsh_set & exact_sub)}")
+    print(
+        f"  LSH pass {m / t_lsh_sub:,.0f} docs/s vs exact pairwise Jaccard "
+        f"{m / t_exact:,.0f} docs/s: {t_exact / t_lsh_sub:.0f}x faster (grows with n); "
+        f"flagged: LSH {len(lsh_set)}, exact {len(exact_sub)}, both {len(lsh_set & exact_sub)}"
+    )
 
     # Quality on all documents.
     shingle_sets = {}
@@ -239,25 +250,40 @@ def main() -> None:
         return shingle_sets[i]
 
     copies = {rate: [i for i in range(n) if edit[i] == rate] for rate in EDIT_RATES}
-    mean_j = {rate: float(np.mean([jaccard(shingle_set(i), shingle_set(group[i])) for i in idx]))
-              if idx else float("nan") for rate, idx in copies.items()}
+    mean_j = {
+        rate: float(np.mean([jaccard(shingle_set(i), shingle_set(group[i])) for i in idx]))
+        if idx
+        else float("nan")
+        for rate, idx in copies.items()
+    }
     results = {}
     for threshold in THRESHOLDS:
-        found = (flagged_default if threshold == DEFAULT_THRESHOLD
-                 else find_duplicates([], new, threshold))
-        right = {index_of[d] for d, (match, _) in found.items()
-                 if group[index_of[match]] == group[index_of[d]]}
+        found = (
+            flagged_default
+            if threshold == DEFAULT_THRESHOLD
+            else find_duplicates([], new, threshold)
+        )
+        right = {
+            index_of[d]
+            for d, (match, _) in found.items()
+            if group[index_of[match]] == group[index_of[d]]
+        }
         results[threshold] = (right, len(found) - len(right))
     print(f"\nquality on all {n:,} docs (recall = planted copies flagged with their source):")
-    print(f"  {'edit rate':>9} {'copies':>6} {'mean J':>7} {'(1-p)^5/(2-(1-p)^5)':>20}  "
-          + "  ".join(f"recall@{t}" for t in THRESHOLDS))
+    print(
+        f"  {'edit rate':>9} {'copies':>6} {'mean J':>7} {'(1-p)^5/(2-(1-p)^5)':>20}  "
+        + "  ".join(f"recall@{t}" for t in THRESHOLDS)
+    )
     for rate, idx in copies.items():
         kept = (1 - rate) ** SHINGLE_WORDS
-        print(f"  {rate:9.0%} {len(idx):6d} {mean_j[rate]:7.3f} {kept / (2 - kept):20.3f}  "
-              + "  ".join(f"{sum(i in results[t][0] for i in idx) / max(len(idx), 1):10.1%}"
-                          for t in THRESHOLDS))
-    print(f"  {'false merges':>47}  "
-          + "  ".join(f"{results[t][1]:10d}" for t in THRESHOLDS))
+        print(
+            f"  {rate:9.0%} {len(idx):6d} {mean_j[rate]:7.3f} {kept / (2 - kept):20.3f}  "
+            + "  ".join(
+                f"{sum(i in results[t][0] for i in idx) / max(len(idx), 1):10.1%}"
+                for t in THRESHOLDS
+            )
+        )
+    print(f"  {'false merges':>47}  " + "  ".join(f"{results[t][1]:10d}" for t in THRESHOLDS))
     print(f"\ntotal {time.perf_counter() - started:.1f} s")
 
 

@@ -73,8 +73,13 @@ def webscale_rl():
         from webscale_rl.landing import files_from_events
 
         context = get_current_context()
-        return call_pipeline("start_run", dict(context["params"]), context["run_id"], context["dag_run"].start_date,
-                             files_from_events(triggering_extras(context)))
+        return call_pipeline(
+            "start_run",
+            dict(context["params"]),
+            context["run_id"],
+            context["dag_run"].start_date,
+            files_from_events(triggering_extras(context)),
+        )
 
     @task(queue=WAREHOUSE_QUEUE)
     def ingest(run: dict) -> dict:
@@ -113,7 +118,10 @@ def webscale_rl():
         result = call_pipeline("run_export", run)
         # The Asset event names the export, so the training DAG it triggers trains on this one.
         get_current_context()["outlet_events"][EXPORT_ASSET].extra = {
-            "path": result["path"], "run_id": result["run_id"], "pairs": result["pairs"]}
+            "path": result["path"],
+            "run_id": result["run_id"],
+            "pairs": result["pairs"],
+        }
         return result
 
     @task(queue=WAREHOUSE_QUEUE)
@@ -131,8 +139,13 @@ def webscale_rl():
     # One task per registered stage (mapped over the shards, or one for the run), then its gate.
     for stage in registry.stages():
         if stage.sharded:
-            work = stage_shard.override(task_id=stage.name, pool="llm" if stage.llm else "default_pool").partial(
-                run=run, stage=stage.name).expand(shard=shards)
+            work = (
+                stage_shard.override(
+                    task_id=stage.name, pool="llm" if stage.llm else "default_pool"
+                )
+                .partial(run=run, stage=stage.name)
+                .expand(shard=shards)
+            )
         else:
             work = stage_whole_run.override(task_id=stage.name)(run, stage.name)
         done = done >> work >> gate_stage.override(task_id=f"gate_{stage.name}")(run, stage.name)

@@ -36,9 +36,16 @@ default_args = {
     doc_md=__doc__,
     default_args=default_args,
     params={
-        "landing": Param("landing", type="string", minLength=1, title="Landing directory",
-                         description="Folder (relative to the data dir) where new corpus files are dropped."),
-        "max_docs": Param(0, type="integer", minimum=0, title="Max new documents per run (0 = all)"),
+        "landing": Param(
+            "landing",
+            type="string",
+            minLength=1,
+            title="Landing directory",
+            description="Folder (relative to the data dir) where new corpus files are dropped.",
+        ),
+        "max_docs": Param(
+            0, type="integer", minimum=0, title="Max new documents per run (0 = all)"
+        ),
     },
 )
 def webscale_rl_ingest():
@@ -51,7 +58,9 @@ def webscale_rl_ingest():
         context = get_current_context()
         params = context["params"]
         try:
-            return landing.scan_and_ingest(params["landing"], context["run_id"], int(params["max_docs"]))
+            return landing.scan_and_ingest(
+                params["landing"], context["run_id"], int(params["max_docs"])
+            )
         except (ConfigError, IngestError) as exc:
             raise fail_fast(exc) from exc
 
@@ -60,10 +69,14 @@ def webscale_rl_ingest():
         from airflow.sdk.exceptions import AirflowSkipException
 
         if not report["new_docs"]:
-            raise AirflowSkipException(f"nothing new in the landing directory ({report['scanned']} file(s) scanned)")
+            raise AirflowSkipException(
+                f"nothing new in the landing directory ({report['scanned']} file(s) scanned)"
+            )
         get_current_context()["outlet_events"][NEW_DOCUMENTS_ASSET].extra = {
-            "files": report["changed_files"], "new_docs": report["new_docs"],
-            "ingest_run_id": report["ingest_run_id"]}
+            "files": report["changed_files"],
+            "new_docs": report["new_docs"],
+            "ingest_run_id": report["ingest_run_id"],
+        }
         return report
 
     publish(scan_and_ingest())

@@ -52,21 +52,41 @@ def _event_path(context) -> str | None:
     doc_md=__doc__,
     default_args=default_args,
     params={
-        "export": Param("latest", type="string", minLength=1, title="Export",
-                        description="Folder under $WEBSCALE_RL_DATA_DIR/exports/, or 'latest'. A run started by "
-                                    "the export Asset uses the export that fired it."),
-        "launcher": Param("none", type="string", enum=["none", "verl", "trl-cpu"], title="Launcher",
-                          description="verl: GRPO job on a Ray cluster (or the command to run); trl-cpu: a real "
-                                      "smoke-scale GRPO run on CPU; none: export only."),
+        "export": Param(
+            "latest",
+            type="string",
+            minLength=1,
+            title="Export",
+            description="Folder under $WEBSCALE_RL_DATA_DIR/exports/, or 'latest'. A run started by "
+            "the export Asset uses the export that fired it.",
+        ),
+        "launcher": Param(
+            "none",
+            type="string",
+            enum=["none", "verl", "trl-cpu"],
+            title="Launcher",
+            description="verl: GRPO job on a Ray cluster (or the command to run); trl-cpu: a real "
+            "smoke-scale GRPO run on CPU; none: export only.",
+        ),
         "min_rows": Param(1, type="integer", minimum=0, title="Gate: min pairs"),
-        "eval_limit": Param(50, type="integer", minimum=0, title="Max val pairs evaluated (0 = all)"),
+        "eval_limit": Param(
+            50, type="integer", minimum=0, title="Max val pairs evaluated (0 = all)"
+        ),
         "trl_steps": Param(8, type="integer", minimum=1, title="trl-cpu: GRPO steps"),
-        "verl_overrides": Param({}, type="object", title="verl overrides",
-                                description='Dotted verl config keys, e.g. {"actor_rollout_ref.model.path": '
-                                            '"Qwen/Qwen2.5-7B", "trainer.n_gpus_per_node": 4}.'),
-        "ray_address": Param("", type="string", title="Ray address",
-                             description="Ray dashboard address for `ray job submit` (default: env "
-                                         "WEBSCALE_RL_RAY_ADDRESS; empty = log the command)."),
+        "verl_overrides": Param(
+            {},
+            type="object",
+            title="verl overrides",
+            description='Dotted verl config keys, e.g. {"actor_rollout_ref.model.path": '
+            '"Qwen/Qwen2.5-7B", "trainer.n_gpus_per_node": 4}.',
+        ),
+        "ray_address": Param(
+            "",
+            type="string",
+            title="Ray address",
+            description="Ray dashboard address for `ray job submit` (default: env "
+            "WEBSCALE_RL_RAY_ADDRESS; empty = log the command).",
+        ),
     },
 )
 def webscale_rl_train():

@@ -45,22 +45,37 @@ def main() -> int:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     llm = None
     if os.environ.get("LLM_URL"):
-        conn = {"conn_type": "openai", "host": os.environ["LLM_URL"], "password": os.environ.get("LLM_API_KEY", "EMPTY"),
-                "extra": {"model": os.environ.get("MODEL", "default"),
-                          "structured_output": os.environ.get("DIALECT", "json_schema")}}
+        conn = {
+            "conn_type": "openai",
+            "host": os.environ["LLM_URL"],
+            "password": os.environ.get("LLM_API_KEY", "EMPTY"),
+            "extra": {
+                "model": os.environ.get("MODEL", "default"),
+                "structured_output": os.environ.get("DIALECT", "json_schema"),
+            },
+        }
     elif os.environ.get("SCRIPTED"):
         from support.fake_llm import FakeLLM
 
         llm = FakeLLM().start()
-        conn = {"conn_type": "openai", "host": llm.base_url, "password": "EMPTY", "extra": {"model": "fake-model"}}
+        conn = {
+            "conn_type": "openai",
+            "host": llm.base_url,
+            "password": "EMPTY",
+            "extra": {"model": "fake-model"},
+        }
     else:
         from webscale_rl.embedded_llm import EmbeddedLLM
 
-        llm = EmbeddedLLM(model_path=os.environ.get("GGUF") or None, log_path=airflow_home / "embedded-llm.log").start()
+        llm = EmbeddedLLM(
+            model_path=os.environ.get("GGUF") or None, log_path=airflow_home / "embedded-llm.log"
+        ).start()
         conn = llm.connection()
     env["AIRFLOW_CONN_LLM_DEFAULT"] = json.dumps(conn)
     print(f"LLM for llm_default: {conn['host']} (model {conn['extra']['model']})", flush=True)
-    standalone = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=env, start_new_session=True)
+    standalone = subprocess.Popen(
+        [str(BIN / "airflow"), "standalone"], env=env, start_new_session=True
+    )
     pid_file.write_text(str(os.getpid()))
     stopping = False
 
@@ -70,9 +85,11 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    print("Airflow UI: http://localhost:8080 (admin password: see the standalone output or "
-          f"{airflow_home}/simple_auth_manager_passwords.json.generated); stop with Ctrl-C or `make down`",
-          flush=True)
+    print(
+        "Airflow UI: http://localhost:8080 (admin password: see the standalone output or "
+        f"{airflow_home}/simple_auth_manager_passwords.json.generated); stop with Ctrl-C or `make down`",
+        flush=True,
+    )
     try:
         while not stopping and standalone.poll() is None:
             time.sleep(0.5)

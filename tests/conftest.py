@@ -43,7 +43,9 @@ if not _migrated.exists():
     _airflow = str(Path(sys.executable).with_name("airflow"))
     _migrated.parent.mkdir(parents=True, exist_ok=True)
     subprocess.run([_airflow, "db", "migrate"], check=True, capture_output=True)
-    subprocess.run([_airflow, "pools", "set", "llm", "4", "LLM shard tasks"], check=True, capture_output=True)
+    subprocess.run(
+        [_airflow, "pools", "set", "llm", "4", "LLM shard tasks"], check=True, capture_output=True
+    )
     _migrated.touch()
 
 

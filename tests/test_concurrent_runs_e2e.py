@@ -34,9 +34,18 @@ def start(name: str, tmp_path: Path, env: dict) -> subprocess.Popen:
     # Output to a file, not a pipe: a run blocked on a full pipe would hold the lease forever.
     with open(tmp_path / f"{name}.log", "w") as out:
         return subprocess.Popen(
-            [str(Path(sys.executable).with_name("airflow")), "dags", "test", "webscale_rl", "-c",
-             json.dumps({"corpus": CORPUS, "run_label": name})],
-            env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                str(Path(sys.executable).with_name("airflow")),
+                "dags",
+                "test",
+                "webscale_rl",
+                "-c",
+                json.dumps({"corpus": CORPUS, "run_label": name}),
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def test_two_runs_at_once_do_the_work_once(tmp_path):
@@ -44,9 +53,12 @@ def test_two_runs_at_once_do_the_work_once(tmp_path):
     (data / "sample").mkdir(parents=True)
     shutil.copy(SAMPLE_DIR / "docs_stem.jsonl", data / "sample")
     with FakeLLM(latency_s=0.02) as server:
-        env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-                   WEBSCALE_RL_DATA_DIR=str(data),
-                   AIRFLOW_CONN_LLM_DEFAULT=json.dumps(server.connection(max_concurrency=8)))
+        env = dict(
+            os.environ,
+            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+            WEBSCALE_RL_DATA_DIR=str(data),
+            AIRFLOW_CONN_LLM_DEFAULT=json.dumps(server.connection(max_concurrency=8)),
+        )
         procs = {name: start(name, tmp_path, env) for name in ("first", "second")}
         for proc in procs.values():
             proc.wait(timeout=600)
@@ -57,21 +69,31 @@ def test_two_runs_at_once_do_the_work_once(tmp_path):
         assert server.stats["completions_ok"] == CALLS
         assert server.repeated_successes() == 0
 
-    runs = {label: (json.loads(counts), started, ended) for label, counts, started, ended in query(
-        data, "SELECT run_label, counts, started_at, ended_at FROM runs WHERE status = 'success'")}
+    runs = {
+        label: (json.loads(counts), started, ended)
+        for label, counts, started, ended in query(
+            data,
+            "SELECT run_label, counts, started_at, ended_at FROM runs WHERE status = 'success'",
+        )
+    }
     assert set(runs) == {"first", "second"}
     worker, idle = sorted(runs, key=lambda label: -runs[label][0]["work_set"])
     # They overlapped in time, and the one that waited found every document done.
     assert runs[idle][1] < runs[worker][2]
     assert "waiting for run" in logs[idle]
     assert runs[worker][0]["work_set"] == 18 and runs[idle][0]["work_set"] == 0
-    assert runs[idle][0]["ingest"]["already_ingested"] == 18 and runs[idle][0]["ingest"]["resumed_pending"] == 0
+    assert (
+        runs[idle][0]["ingest"]["already_ingested"] == 18
+        and runs[idle][0]["ingest"]["resumed_pending"] == 0
+    )
     assert runs[idle][0]["llm_calls"] == {}
     for counts, _, _ in runs.values():
         assert counts["conservation"]["violations"] == 0
     # One row per key everywhere, one outcome per document, the lease released.
     assert query(data, "SELECT count(*), count(DISTINCT doc_id) FROM documents") == [(18, 18)]
     assert query(data, "SELECT count(*), count(DISTINCT doc_id) FROM doc_outcomes") == [(18, 18)]
-    assert query(data, "SELECT count(*), count(DISTINCT request_hash) FROM llm_calls") == [(CALLS, CALLS)]
+    assert query(data, "SELECT count(*), count(DISTINCT request_hash) FROM llm_calls") == [
+        (CALLS, CALLS)
+    ]
     assert query(data, "SELECT count(DISTINCT run_id) FROM run_docs") == [(1,)]
     assert not lease.lease_path(data / "warehouse.duckdb").exists()

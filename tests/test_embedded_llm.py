@@ -18,11 +18,14 @@ from webscale_rl.embedded_llm import MODEL_ALIAS, EmbeddedLLM, server_available
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings
 
 # One worker runs the heavy live tests (a real model, airflow standalone) one after another.
-pytestmark = [pytest.mark.xdist_group("live"), pytest.mark.skipif(
-    not server_available(),
-    reason="embedded LLM not built: run `make embedded-llm` (builds llama-cpp-python once, ~7 min); "
-           "`make test` does this itself",
-)]
+pytestmark = [
+    pytest.mark.xdist_group("live"),
+    pytest.mark.skipif(
+        not server_available(),
+        reason="embedded LLM not built: run `make embedded-llm` (builds llama-cpp-python once, ~7 min); "
+        "`make test` does this itself",
+    ),
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,42 +36,72 @@ def llm():
 
 def request(doc: str, max_tokens: int = 256) -> LLMRequest:
     p = prompts.load("llm_filter")
-    return LLMRequest("llm_filter", "doc", MODEL_ALIAS, tuple(prompts.filter_messages(doc)), p.schema,
-                      "llm_filter", p.prompt_id, max_tokens=max_tokens)
+    return LLMRequest(
+        "llm_filter",
+        "doc",
+        MODEL_ALIAS,
+        tuple(prompts.filter_messages(doc)),
+        p.schema,
+        "llm_filter",
+        p.prompt_id,
+        max_tokens=max_tokens,
+    )
 
 
 DOC = json.loads((SAMPLE_DIR / "docs_stem.jsonl").open().readline())["text"]
 
 
 def test_json_object_dialect_gets_schema_valid_json_from_llama_cpp(llm, tmp_path):
-    settings = LLMSettings(base_url=llm.base_url, model=llm.model, structured_output="json_object", timeout_s=300)
+    settings = LLMSettings(
+        base_url=llm.base_url, model=llm.model, structured_output="json_object", timeout_s=300
+    )
     [result] = LLMClient(settings, tmp_path / "w.duckdb", "r").run([request(DOC)]).values()
     assert result.ok, (result.error_kind, result.error, result.raw)
     assert result.parsed["qualified"] in ("Y", "N") and result.parsed["reason"]
     assert result.prompt_tokens > 100 and result.completion_tokens > 0
 
 
-def test_json_schema_dialect_is_refused_by_llama_cpp_and_the_error_says_which_dialect_to_use(llm, tmp_path):
+def test_json_schema_dialect_is_refused_by_llama_cpp_and_the_error_says_which_dialect_to_use(
+    llm, tmp_path
+):
     """llama-cpp-python's server rejects response_format json_schema (with HTTP 500): the
     dialect setting exists for this. The call is retried a bounded number of times and
     recorded with a message that names the fix."""
-    settings = LLMSettings(base_url=llm.base_url, model=llm.model, structured_output="json_schema", timeout_s=300,
-                           max_retries=1, backoff_base_s=0.01)
+    settings = LLMSettings(
+        base_url=llm.base_url,
+        model=llm.model,
+        structured_output="json_schema",
+        timeout_s=300,
+        max_retries=1,
+        backoff_base_s=0.01,
+    )
     [result] = LLMClient(settings, tmp_path / "w.duckdb", "r").run([request(DOC)]).values()
     if result.ok:  # a newer llama-cpp-python that accepts it must still return schema-valid JSON
         assert result.parsed["qualified"] in ("Y", "N")
     else:
-        assert result.attempts == 2 and "json_object" in result.error and "llm_default" in result.error
+        assert (
+            result.attempts == 2 and "json_object" in result.error and "llm_default" in result.error
+        )
 
 
 def test_none_dialect_sends_no_response_format_and_still_validates_strictly(llm, tmp_path):
-    settings = LLMSettings(base_url=llm.base_url, model=llm.model, structured_output="none", timeout_s=300,
-                           max_invalid_retries=1)
-    [result] = LLMClient(settings, tmp_path / "w.duckdb", "r").run([request(DOC, max_tokens=128)]).values()
+    settings = LLMSettings(
+        base_url=llm.base_url,
+        model=llm.model,
+        structured_output="none",
+        timeout_s=300,
+        max_invalid_retries=1,
+    )
+    [result] = (
+        LLMClient(settings, tmp_path / "w.duckdb", "r").run([request(DOC, max_tokens=128)]).values()
+    )
     if result.ok:
         assert set(result.parsed) == {"reason", "qualified"}
     else:  # a 135M model without a grammar often writes prose: recorded with its raw text
-        assert result.error_kind in ("invalid_json", "schema_mismatch", "truncated") and result.raw is not None
+        assert (
+            result.error_kind in ("invalid_json", "schema_mismatch", "truncated")
+            and result.raw is not None
+        )
 
 
 def test_dag_end_to_end_on_a_few_documents_against_the_real_model(llm, tmp_path, monkeypatch):
@@ -80,11 +113,17 @@ def test_dag_end_to_end_on_a_few_documents_against_the_real_model(llm, tmp_path,
     monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(llm.connection()))
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["webscale_rl"]
     # A 135M model may earn no accepted pair on three documents: the dataset gate's floor is off.
-    run = dag.test(run_conf={"corpus": "few", "max_personas": 2, "few_shot": 1, "min_accepted_pairs": 0})
+    run = dag.test(
+        run_conf={"corpus": "few", "max_personas": 2, "few_shot": 1, "min_accepted_pairs": 0}
+    )
     con = duckdb.connect(str(data / "warehouse.duckdb"), read_only=True)
     try:
-        outcomes = con.execute("SELECT count(*), count(DISTINCT doc_id) FROM doc_outcomes").fetchall()
-        calls = con.execute("SELECT stage, count(*), sum(prompt_tokens) FROM llm_calls GROUP BY ALL").fetchall()
+        outcomes = con.execute(
+            "SELECT count(*), count(DISTINCT doc_id) FROM doc_outcomes"
+        ).fetchall()
+        calls = con.execute(
+            "SELECT stage, count(*), sum(prompt_tokens) FROM llm_calls GROUP BY ALL"
+        ).fetchall()
         models = con.execute("SELECT DISTINCT model FROM llm_calls").fetchall()
         status, message = con.execute("SELECT status, message FROM runs").fetchall()[0]
     finally:

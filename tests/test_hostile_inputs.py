@@ -26,8 +26,10 @@ from webscale_rl.config import ConfigError
 from webscale_rl.conservation import count_records
 from webscale_rl.stages.ingest import IngestError
 
-UNUSABLE = ("1 corpus file(s) had no usable record (details in table ingest_errors; the other files were "
-            "ingested):\n  {path}: {n} x {reason} -> fix: {fix}")
+UNUSABLE = (
+    "1 corpus file(s) had no usable record (details in table ingest_errors; the other files were "
+    "ingested):\n  {path}: {n} x {reason} -> fix: {fix}"
+)
 
 
 @dataclass(frozen=True)
@@ -55,58 +57,101 @@ class Refused:
 
 
 MANIFEST = {
-    "bad_text_values.jsonl": Ingested(["ok-1"], [
-        (2, "empty_text", "text is empty or whitespace only"),
-        (3, "empty_text", "text is empty or whitespace only"),
-        (4, "missing_text", "'text' is null"),
-        (5, "missing_text", "no 'text' field"),
-        (6, "non_string_text", "'text' is int"),
-        (7, "non_string_text", "'text' is list"),
-        (8, "not_an_object", "got list"),
-        (9, "invalid_unicode", "unpaired surrogate at char 7"),
-    ]),
-    "binary_garbage.jsonl": Unusable([
-        (1, "invalid_utf8", "byte 0: invalid start byte"),
-        (2, "invalid_utf8", "byte 0: invalid start byte"),
-    ], "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"),
-    "duplicate_content.jsonl": Ingested(["first"], [
-        (2, "duplicate_content", re.compile(r"same text as .*/hostile/duplicate_content\.jsonl:1 \(doc_id [0-9a-f]{12}\)")),
-    ]),
-    "duplicate_ids.jsonl": Ingested(["ok-1", "ok-2"], [
-        (2, "duplicate_source_id", "id 'ok-1' first seen at line 1"),
-    ]),
+    "bad_text_values.jsonl": Ingested(
+        ["ok-1"],
+        [
+            (2, "empty_text", "text is empty or whitespace only"),
+            (3, "empty_text", "text is empty or whitespace only"),
+            (4, "missing_text", "'text' is null"),
+            (5, "missing_text", "no 'text' field"),
+            (6, "non_string_text", "'text' is int"),
+            (7, "non_string_text", "'text' is list"),
+            (8, "not_an_object", "got list"),
+            (9, "invalid_unicode", "unpaired surrogate at char 7"),
+        ],
+    ),
+    "binary_garbage.jsonl": Unusable(
+        [
+            (1, "invalid_utf8", "byte 0: invalid start byte"),
+            (2, "invalid_utf8", "byte 0: invalid start byte"),
+        ],
+        "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
+    ),
+    "duplicate_content.jsonl": Ingested(
+        ["first"],
+        [
+            (
+                2,
+                "duplicate_content",
+                re.compile(
+                    r"same text as .*/hostile/duplicate_content\.jsonl:1 \(doc_id [0-9a-f]{12}\)"
+                ),
+            ),
+        ],
+    ),
+    "duplicate_ids.jsonl": Ingested(
+        ["ok-1", "ok-2"],
+        [
+            (2, "duplicate_source_id", "id 'ok-1' first seen at line 1"),
+        ],
+    ),
     "empty.jsonl": Ingested([], [(0, "empty_file", "file has no records")]),
     "good_and_null.parquet": Ingested(["p1", "p3"], [(2, "missing_text", "'text' is null")]),
-    "invalid_utf8.jsonl": Ingested(["ok-1", "ok-2"], [(2, "invalid_utf8", "byte 29: invalid continuation byte")]),
+    "invalid_utf8.jsonl": Ingested(
+        ["ok-1", "ok-2"], [(2, "invalid_utf8", "byte 29: invalid continuation byte")]
+    ),
     # The JSON error names the column; the message before it is the json module's.
-    "malformed_line.jsonl": Ingested(["ok-1", "ok-2"], [
-        (2, "malformed_json", "Invalid control character at: column 44"),
-    ]),
-    "no_matching_files": Refused("corpus 'hostile/no_matching_files' matched no corpus files (expected .jsonl, "
-                                 ".jsonl.gz, .parquet) under {data}/hostile/no_matching_files"),
+    "malformed_line.jsonl": Ingested(
+        ["ok-1", "ok-2"],
+        [
+            (2, "malformed_json", "Invalid control character at: column 44"),
+        ],
+    ),
+    "no_matching_files": Refused(
+        "corpus 'hostile/no_matching_files' matched no corpus files (expected .jsonl, "
+        ".jsonl.gz, .parquet) under {data}/hostile/no_matching_files"
+    ),
     # Saved by Windows tools: a UTF-8 byte-order mark, CRLF line endings and blank lines. The
     # mark is stripped and noted on the file's tally; the first record is a document like the rest.
     "utf8_bom_crlf.jsonl": Ingested(["bom-1", "bom-2", "bom-3"], [], notes=["utf8_bom_stripped"]),
     # UTF-16 cannot be read line by line: one error for the file, naming the encoding and the fix.
-    "utf16_bom.jsonl": Unusable([(0, "wrong_encoding", "the file is UTF-16 LE (byte-order mark FF FE), not UTF-8")],
-                                "re-encode the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 in.jsonl > out.jsonl`)"),
-    "truncated.parquet": Unusable([
-        (0, "unreadable_file", "ArrowInvalid: Parquet magic bytes not found in footer. Either the file is "
-                               "corrupted or this is not a parquet file."),
-    ], "check that the file is a complete, readable JSONL or Parquet file"),
-    "wrong_schema.parquet": Unusable([(0, "missing_text_column", "columns found: title, body")],
-                                     "a Parquet corpus file needs a string column named 'text'"),
+    "utf16_bom.jsonl": Unusable(
+        [(0, "wrong_encoding", "the file is UTF-16 LE (byte-order mark FF FE), not UTF-8")],
+        "re-encode the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 in.jsonl > out.jsonl`)",
+    ),
+    "truncated.parquet": Unusable(
+        [
+            (
+                0,
+                "unreadable_file",
+                "ArrowInvalid: Parquet magic bytes not found in footer. Either the file is "
+                "corrupted or this is not a parquet file.",
+            ),
+        ],
+        "check that the file is a complete, readable JSONL or Parquet file",
+    ),
+    "wrong_schema.parquet": Unusable(
+        [(0, "missing_text_column", "columns found: title, body")],
+        "a Parquet corpus file needs a string column named 'text'",
+    ),
 }
 
 
 def same(expected, actual: str | None) -> bool:
-    return bool(actual is not None and expected.fullmatch(actual)) if isinstance(expected, re.Pattern) \
+    return (
+        bool(actual is not None and expected.fullmatch(actual))
+        if isinstance(expected, re.Pattern)
         else expected == actual
+    )
 
 
 def recorded_errors(data: Path, run_id: str) -> list[tuple]:
-    return query(data, "SELECT source_file, line_no, reason, detail FROM ingest_errors WHERE run_id = ? "
-                       "ORDER BY line_no", [run_id])
+    return query(
+        data,
+        "SELECT source_file, line_no, reason, detail FROM ingest_errors WHERE run_id = ? "
+        "ORDER BY line_no",
+        [run_id],
+    )
 
 
 def check_errors(data: Path, run_id: str, path: Path, expected: list) -> None:
@@ -120,7 +165,9 @@ def check_errors(data: Path, run_id: str, path: Path, expected: list) -> None:
 
 def test_manifest_covers_every_fixture():
     on_disk = sorted(p.name for p in HOSTILE_DIR.iterdir())
-    assert sorted(MANIFEST) == on_disk, "each hostile fixture needs an expected outcome in MANIFEST (and back)"
+    assert sorted(MANIFEST) == on_disk, (
+        "each hostile fixture needs an expected outcome in MANIFEST (and back)"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(MANIFEST))
@@ -134,7 +181,9 @@ def test_hostile_fixture_gives_its_recorded_reason_or_message(hostile_data_dir, 
         with pytest.raises(ConfigError) as refused:
             pipeline.start_run({"corpus": f"hostile/{name}"}, run_id)
         assert str(refused.value) == expected.message.format(data=data)
-        assert not (data / "warehouse.duckdb").exists(), "a refused run must not touch the warehouse"
+        assert not (data / "warehouse.duckdb").exists(), (
+            "a refused run must not touch the warehouse"
+        )
         return
 
     run = pipeline.start_run({"corpus": f"hostile/{name}"}, run_id)
@@ -144,21 +193,32 @@ def test_hostile_fixture_gives_its_recorded_reason_or_message(hostile_data_dir, 
         with pytest.raises(IngestError) as failed:
             pipeline.run_ingest(run)
         reason = expected.errors[0][1]
-        message = UNUSABLE.format(path=path, n=len(expected.errors), reason=reason, fix=expected.fix)
+        message = UNUSABLE.format(
+            path=path, n=len(expected.errors), reason=reason, fix=expected.fix
+        )
         assert str(failed.value) == message
-        assert query(data, "SELECT status, failed_stage, message FROM runs WHERE run_id = ?", [run_id]) == [
-            ("failed", "ingest", message)]
+        assert query(
+            data, "SELECT status, failed_stage, message FROM runs WHERE run_id = ?", [run_id]
+        ) == [("failed", "ingest", message)]
         check_errors(data, run_id, path, expected.errors)
         assert query(data, "SELECT count(*) FROM documents") == [(0,)]
         return
 
     report = pipeline.run_ingest(run)
     check_errors(data, run_id, path, expected.errors)
-    ids = [r[0] for r in query(data, "SELECT source_id FROM documents WHERE source_file = ? ORDER BY source_line",
-                               [str(path)])]
+    ids = [
+        r[0]
+        for r in query(
+            data,
+            "SELECT source_id FROM documents WHERE source_file = ? ORDER BY source_line",
+            [str(path)],
+        )
+    ]
     assert ids == expected.source_ids
     assert report["new_docs"] == len(expected.source_ids)
-    assert report["errors_by_reason"] == dict(sorted(Counter(r for _, r, _ in expected.errors).items()))
+    assert report["errors_by_reason"] == dict(
+        sorted(Counter(r for _, r, _ in expected.errors).items())
+    )
     assert report["unusable_files"] == []
     assert query(data, "SELECT status FROM runs WHERE run_id = ?", [run_id]) == [("running",)]
     [(notes,)] = query(data, "SELECT notes FROM ingest_files WHERE run_id = ?", [run_id])
@@ -173,24 +233,42 @@ def test_a_utf16_file_fails_once_and_the_good_files_of_the_run_are_kept(data_dir
     corpus.mkdir()
     shutil.copy(HOSTILE_DIR / "utf16_bom.jsonl", corpus / "a_utf16.jsonl")
     good = (HOSTILE_DIR / "utf8_bom_crlf.jsonl").read_bytes()
-    (corpus / "b_bom.jsonl.gz").write_bytes(gzip.compress(good))  # the mark inside a gzip stream too
+    (corpus / "b_bom.jsonl.gz").write_bytes(
+        gzip.compress(good)
+    )  # the mark inside a gzip stream too
     run = pipeline.start_run({"corpus": "mixed"}, "mixed-encodings")
     with pytest.raises(IngestError) as failed:
         pipeline.run_ingest(run)
     utf16 = (corpus / "a_utf16.jsonl").resolve()
     assert str(failed.value) == UNUSABLE.format(
-        path=utf16, n=1, reason="wrong_encoding",
-        fix="re-encode the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 in.jsonl > out.jsonl`)")
+        path=utf16,
+        n=1,
+        reason="wrong_encoding",
+        fix="re-encode the file as UTF-8 (e.g. `iconv -f UTF-16 -t UTF-8 in.jsonl > out.jsonl`)",
+    )
     assert recorded_errors(data_dir, "mixed-encodings") == [
-        (str(utf16), 0, "wrong_encoding", "the file is UTF-16 LE (byte-order mark FF FE), not UTF-8")]
+        (
+            str(utf16),
+            0,
+            "wrong_encoding",
+            "the file is UTF-16 LE (byte-order mark FF FE), not UTF-8",
+        )
+    ]
     assert query(data_dir, "SELECT source_id FROM documents ORDER BY source_line") == [
-        ("bom-1",), ("bom-2",), ("bom-3",)]
-    assert query(data_dir, "SELECT regexp_extract(source_file, '[^/]+$'), records_seen, new_docs, errors, notes "
-                           "FROM ingest_files ORDER BY 1") == [
-        ("a_utf16.jsonl", 1, 0, 1, None), ("b_bom.jsonl.gz", 3, 3, 0, '["utf8_bom_stripped"]')]
+        ("bom-1",),
+        ("bom-2",),
+        ("bom-3",),
+    ]
+    assert query(
+        data_dir,
+        "SELECT regexp_extract(source_file, '[^/]+$'), records_seen, new_docs, errors, notes "
+        "FROM ingest_files ORDER BY 1",
+    ) == [("a_utf16.jsonl", 1, 0, 1, None), ("b_bom.jsonl.gz", 3, 3, 0, '["utf8_bom_stripped"]')]
 
 
-HUGE_WORDS = 1_050_000  # "word " x 1.05 M: a 5.25 MB document, over the default max_doc_chars 200,000
+HUGE_WORDS = (
+    1_050_000  # "word " x 1.05 M: a 5.25 MB document, over the default max_doc_chars 200,000
+)
 
 
 def write_huge(data: Path, with_small: bool = True) -> tuple[Path, int]:
@@ -200,7 +278,11 @@ def write_huge(data: Path, with_small: bool = True) -> tuple[Path, int]:
     path = folder / "five_mb.jsonl"
     lines = [json.dumps({"id": "huge", "text": body})]
     if with_small:
-        lines.append(json.dumps({"id": "small", "text": "A small record with enough plain words to be a document."}))
+        lines.append(
+            json.dumps(
+                {"id": "small", "text": "A small record with enough plain words to be a document."}
+            )
+        )
     path.write_text("\n".join(lines) + "\n")
     assert path.stat().st_size > 5_000_000
     return path.resolve(), len(body)
@@ -209,16 +291,22 @@ def write_huge(data: Path, with_small: bool = True) -> tuple[Path, int]:
 def test_five_megabyte_document_is_rejected_by_default(data_dir):
     path, n_chars = write_huge(data_dir)
     run = pipeline.start_run({"corpus": "generated/five_mb.jsonl"}, "huge-reject")
-    assert run["params"]["oversize_policy"] == "reject" and run["params"]["max_doc_chars"] == 200_000
+    assert (
+        run["params"]["oversize_policy"] == "reject" and run["params"]["max_doc_chars"] == 200_000
+    )
     report = pipeline.run_ingest(run)
     assert report["new_docs"] == 1 and report["errors_by_reason"] == {"oversized": 1}
-    check_errors(data_dir, "huge-reject", path, [(1, "oversized", f"{n_chars} chars > max_doc_chars 200000")])
+    check_errors(
+        data_dir, "huge-reject", path, [(1, "oversized", f"{n_chars} chars > max_doc_chars 200000")]
+    )
     assert query(data_dir, "SELECT source_id FROM documents") == [("small",)]
 
 
 def test_five_megabyte_document_is_truncated_under_the_truncate_policy(data_dir):
     path, n_chars = write_huge(data_dir)
-    run = pipeline.start_run({"corpus": "generated/five_mb.jsonl", "oversize_policy": "truncate"}, "huge-truncate")
+    run = pipeline.start_run(
+        {"corpus": "generated/five_mb.jsonl", "oversize_policy": "truncate"}, "huge-truncate"
+    )
     report = pipeline.run_ingest(run)
     assert report["new_docs"] == 2 and report["errors"] == 0
     assert recorded_errors(data_dir, "huge-truncate") == []
@@ -232,6 +320,10 @@ def test_a_file_holding_only_an_oversized_document_fails_naming_it(data_dir):
     run = pipeline.start_run({"corpus": "generated/five_mb.jsonl"}, "huge-only")
     with pytest.raises(IngestError) as failed:
         pipeline.run_ingest(run)
-    assert (f"  {path}: 1 x oversized -> fix: raise the max_doc_chars param, or set oversize_policy "
-            "to 'truncate'") in str(failed.value)
-    check_errors(data_dir, "huge-only", path, [(1, "oversized", f"{n_chars} chars > max_doc_chars 200000")])
+    assert (
+        f"  {path}: 1 x oversized -> fix: raise the max_doc_chars param, or set oversize_policy "
+        "to 'truncate'"
+    ) in str(failed.value)
+    check_errors(
+        data_dir, "huge-only", path, [(1, "oversized", f"{n_chars} chars > max_doc_chars 200000")]
+    )

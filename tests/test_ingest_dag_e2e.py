@@ -25,8 +25,14 @@ def asset_events(name: str) -> list[dict]:
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        return [e.extra for e in session.query(AssetEvent).join(AssetModel, AssetEvent.asset_id == AssetModel.id)
-                .filter(AssetModel.name == name).order_by(AssetEvent.id).all()]
+        return [
+            e.extra
+            for e in session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.name == name)
+            .order_by(AssetEvent.id)
+            .all()
+        ]
 
 
 def states(run) -> dict[str, str]:
@@ -60,7 +66,11 @@ def test_new_landing_file_is_ingested_announced_and_processed_once(dags, data_di
     assert str(processed.state) == "success"
     con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
     try:
-        counts = json.loads(con.execute("SELECT counts FROM runs WHERE run_id = ?", [processed.run_id]).fetchall()[0][0])
+        counts = json.loads(
+            con.execute("SELECT counts FROM runs WHERE run_id = ?", [processed.run_id]).fetchall()[
+                0
+            ][0]
+        )
         landed = con.execute("SELECT path, ingest_run_id FROM landing_files").fetchall()
     finally:
         con.close()

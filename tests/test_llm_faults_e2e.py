@@ -54,11 +54,15 @@ def fresh_data_dir(tmp_path, monkeypatch, name: str):
 
 
 def use_server(monkeypatch, server: FakeLLM, timeout_s: float = 1.0, **extra) -> None:
-    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(server.connection(timeout_s=timeout_s, **extra)))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LLM_DEFAULT", json.dumps(server.connection(timeout_s=timeout_s, **extra))
+    )
 
 
 def conserved(data, run_id: str) -> dict:
-    return json.loads(query(data, "SELECT counts FROM runs WHERE run_id = ?", [run_id])[0][0])["conservation"]
+    return json.loads(query(data, "SELECT counts FROM runs WHERE run_id = ?", [run_id])[0][0])[
+        "conservation"
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -79,9 +83,14 @@ def clean_run(clean):
     return clean["accepted"]
 
 
-@pytest.mark.parametrize("faults", [*({k: 0.05} for k in TRANSIENT), {k: 0.05 for k in TRANSIENT}],
-                         ids=[*TRANSIENT, "all_together"])
-def test_transient_faults_leave_the_accepted_set_unchanged(dag, clean_run, tmp_path, monkeypatch, faults):
+@pytest.mark.parametrize(
+    "faults",
+    [*({k: 0.05} for k in TRANSIENT), {k: 0.05 for k in TRANSIENT}],
+    ids=[*TRANSIENT, "all_together"],
+)
+def test_transient_faults_leave_the_accepted_set_unchanged(
+    dag, clean_run, tmp_path, monkeypatch, faults
+):
     with FakeLLM(faults={**faults, "retry_after_s": 0.05, "timeout_sleep_s": 1.5}) as server:
         data = fresh_data_dir(tmp_path, monkeypatch, "data")
         use_server(monkeypatch, server)
@@ -90,7 +99,9 @@ def test_transient_faults_leave_the_accepted_set_unchanged(dag, clean_run, tmp_p
         assert sum(server.stats["faults"].values()) > 0, "no fault was injected"
         assert accepted(data) == clean_run
         assert query(data, "SELECT count(*) FROM llm_calls WHERE status <> 'success'") == [(0,)]
-        assert query(data, "SELECT count(*), count(DISTINCT doc_id) FROM doc_outcomes") == [(18, 18)]
+        assert query(data, "SELECT count(*), count(DISTINCT doc_id) FROM doc_outcomes") == [
+            (18, 18)
+        ]
         assert conserved(data, run.run_id)["violations"] == 0
 
 
@@ -100,8 +111,11 @@ def test_permanent_fault_fails_only_the_documents_it_hits(dag, clean_run, tmp_pa
         use_server(monkeypatch, server)
         run = dag.test(run_conf={"corpus": CORPUS})
         assert str(run.state) == "success"  # 1 of 18 failed: within the gate's 20 %
-    failed = query(data, """SELECT d.source_id, o.last_stage, o.outcome, o.reason FROM doc_outcomes o
-                            JOIN documents d USING (doc_id) WHERE o.outcome = 'failed'""")
+    failed = query(
+        data,
+        """SELECT d.source_id, o.last_stage, o.outcome, o.reason FROM doc_outcomes o
+                            JOIN documents d USING (doc_id) WHERE o.outcome = 'failed'""",
+    )
     assert failed == [("sample-coding-04", "llm_filter", "failed", "llm_http_4xx")]
     [(error,)] = query(data, "SELECT error FROM llm_calls WHERE status = 'failed'")
     assert "HTTP 400" in error
@@ -125,11 +139,14 @@ def test_dead_server_stops_the_run_at_once_naming_the_url(dag, tmp_path, monkeyp
     assert stage == "llm_filter" and f"LLM server at {url}/models is not reachable" in message
     assert "llm_default" in message
     # Nothing was lost: every document is recorded, the filtered ones wait as pending.
-    assert dict(query(data, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")) == {"pending": 18}
+    assert dict(query(data, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")) == {
+        "pending": 18
+    }
 
 
 def stop_when(server: FakeLLM, stage: str, calls: int, action) -> threading.Thread:
     """Run `action` once the server has answered `calls` requests of `stage`."""
+
     def watch() -> None:
         deadline = time.monotonic() + 120
         while server.stats["by_stage"].get(stage, 0) < calls and time.monotonic() < deadline:
@@ -141,11 +158,20 @@ def stop_when(server: FakeLLM, stage: str, calls: int, action) -> threading.Thre
     return thread
 
 
-def test_server_that_dies_mid_stage_and_comes_back_within_the_retries(dag, clean, tmp_path, monkeypatch):
+def test_server_that_dies_mid_stage_and_comes_back_within_the_retries(
+    dag, clean, tmp_path, monkeypatch
+):
     with FakeLLM(latency_s=0.05) as server:  # ~0.7 s of generate calls: the outage lands inside
         data = fresh_data_dir(tmp_path, monkeypatch, "data")
         # Retries spread over several seconds: a one-second outage is ridden out.
-        use_server(monkeypatch, server, max_retries=20, backoff_base_s=0.1, backoff_cap_s=0.5, max_concurrency=4)
+        use_server(
+            monkeypatch,
+            server,
+            max_retries=20,
+            backoff_base_s=0.1,
+            backoff_cap_s=0.5,
+            max_concurrency=4,
+        )
 
         def outage() -> None:
             server.stop()
@@ -157,14 +183,18 @@ def test_server_that_dies_mid_stage_and_comes_back_within_the_retries(dag, clean
         watcher.join(timeout=10)
         assert str(run.state) == "success", query(data, "SELECT failed_stage, message FROM runs")
         # The calls refused during the outage were tried again until the server was back.
-        assert query(data, "SELECT sum(attempts) > 54 FROM llm_calls WHERE stage = 'generate'") == [(True,)]
+        assert query(data, "SELECT sum(attempts) > 54 FROM llm_calls WHERE stage = 'generate'") == [
+            (True,)
+        ]
         # Only a reply lost on the wire when the server died can be bought twice.
         assert server.repeated_successes() <= server.cut_connections
     assert snapshot(data) == clean["tables"]
     assert conserved(data, run.run_id)["violations"] == 0
 
 
-def test_server_that_stays_down_stops_the_stage_clearly_and_a_rerun_finishes(dag, clean, tmp_path, monkeypatch):
+def test_server_that_stays_down_stops_the_stage_clearly_and_a_rerun_finishes(
+    dag, clean, tmp_path, monkeypatch
+):
     with FakeLLM(latency_s=0.05) as server:
         data = fresh_data_dir(tmp_path, monkeypatch, "data")
         use_server(monkeypatch, server, max_retries=2, max_concurrency=4)
@@ -178,8 +208,12 @@ def test_server_that_stays_down_stops_the_stage_clearly_and_a_rerun_finishes(dag
         assert f"LLM server at {server.base_url}/models is not reachable" in message
         # Nothing of the stage was written: its documents wait as pending, not as failed.
         assert query(data, "SELECT count(*) FROM generate") == [(0,)]
-        assert dict(query(data, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")) == {"pending": 18}
-        answered = query(data, "SELECT count(*) FROM llm_calls WHERE stage = 'generate' AND status = 'success'")
+        assert dict(query(data, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")) == {
+            "pending": 18
+        }
+        answered = query(
+            data, "SELECT count(*) FROM llm_calls WHERE stage = 'generate' AND status = 'success'"
+        )
         assert answered[0][0] >= 10 - server.cut_connections > 0
         server.start()
         second = dag.test(run_conf={"corpus": CORPUS})
@@ -191,7 +225,9 @@ def test_server_that_stays_down_stops_the_stage_clearly_and_a_rerun_finishes(dag
     assert conserved(data, second.run_id)["violations"] == 0
 
 
-def test_sigkill_mid_stage_then_rerun_matches_an_uninterrupted_run(dag, clean, tmp_path, monkeypatch):
+def test_sigkill_mid_stage_then_rerun_matches_an_uninterrupted_run(
+    dag, clean, tmp_path, monkeypatch
+):
     """`airflow dags test` is killed with SIGKILL in the middle of the generate stage, while
     requests are in flight at the server. The next run takes over the dead run's lease,
     adopts its journal of answered calls, and finishes with the clean run's tables."""
@@ -201,9 +237,19 @@ def test_sigkill_mid_stage_then_rerun_matches_an_uninterrupted_run(dag, clean, t
         use_server(monkeypatch, server, max_concurrency=4)
         env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
         proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("airflow")), "dags", "test", "webscale_rl", "-c",
-             json.dumps({"corpus": CORPUS})],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                str(Path(sys.executable).with_name("airflow")),
+                "dags",
+                "test",
+                "webscale_rl",
+                "-c",
+                json.dumps({"corpus": CORPUS}),
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + 180
             while server.stats["by_stage"].get("generate", 0) < 12 and time.monotonic() < deadline:
@@ -229,21 +275,53 @@ def test_sigkill_mid_stage_then_rerun_matches_an_uninterrupted_run(dag, clean, t
         in_journal = sum(len(p.read_text().splitlines()) for p in journal)
         in_ledger = query(data, "SELECT count(*) FROM llm_calls WHERE stage = 'generate'")[0][0]
         assert journal and in_journal > 0
-        assert len({json.loads(line)["request_hash"] for p in journal for line in p.read_text().splitlines()}
-                   | {h for (h,) in query(data, "SELECT request_hash FROM llm_calls WHERE stage = 'generate'")}
-                   ) == answered >= in_ledger
+        assert (
+            len(
+                {
+                    json.loads(line)["request_hash"]
+                    for p in journal
+                    for line in p.read_text().splitlines()
+                }
+                | {
+                    h
+                    for (h,) in query(
+                        data, "SELECT request_hash FROM llm_calls WHERE stage = 'generate'"
+                    )
+                }
+            )
+            == answered
+            >= in_ledger
+        )
 
         rerun = dag.test(run_conf={"corpus": CORPUS})
         assert str(rerun.state) == "success"
         assert server.repeated_successes() == 0
         assert server.stats["by_stage"]["generate"] == 54  # the other calls, sent once each
     assert snapshot(data) == clean["tables"]
-    for table in ("documents", "heuristic_filter", "near_dedup", "llm_filter", "classify", "generate", "verify",
-                  "decontaminate", "llm_calls"):
-        key = "qa_id" if table in ("generate", "verify", "decontaminate") else \
-            "request_hash" if table == "llm_calls" else "doc_id"
-        assert query(data, f"SELECT count(*) = count(DISTINCT {key}) FROM {table}") == [(True,)], table
+    for table in (
+        "documents",
+        "heuristic_filter",
+        "near_dedup",
+        "llm_filter",
+        "classify",
+        "generate",
+        "verify",
+        "decontaminate",
+        "llm_calls",
+    ):
+        key = (
+            "qa_id"
+            if table in ("generate", "verify", "decontaminate")
+            else "request_hash"
+            if table == "llm_calls"
+            else "doc_id"
+        )
+        assert query(data, f"SELECT count(*) = count(DISTINCT {key}) FROM {table}") == [(True,)], (
+            table
+        )
     assert not list((data / "warehouse.llm_journal").glob("*.jsonl"))
     killed = query(data, "SELECT status, message FROM runs WHERE run_id <> ?", [rerun.run_id])
-    assert killed[0][0] == "failed" and killed[0][1].startswith("abandoned: its process stopped sending heartbeats")
+    assert killed[0][0] == "failed" and killed[0][1].startswith(
+        "abandoned: its process stopped sending heartbeats"
+    )
     assert conserved(data, rerun.run_id)["violations"] == 0

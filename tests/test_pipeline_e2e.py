@@ -38,18 +38,31 @@ def states(dagrun) -> dict[str, str]:
 
 def check_dataset_card(data_dir: Path, export_dir: Path, run_id: str, accepted: int) -> None:
     """The card's funnel equals counts taken straight from the warehouse."""
+
     def kept(table: str, key: str = "doc_id") -> int:
-        return query(data_dir, f"""SELECT count(DISTINCT s.{key}) FROM {table} s JOIN run_docs r USING (doc_id)
-                                   WHERE r.run_id = ? AND s.status = 'kept'""", [run_id])[0][0]
+        return query(
+            data_dir,
+            f"""SELECT count(DISTINCT s.{key}) FROM {table} s JOIN run_docs r USING (doc_id)
+                                   WHERE r.run_id = ? AND s.status = 'kept'""",
+            [run_id],
+        )[0][0]
 
     card = json.loads((export_dir / "card.json").read_text())
     expected = [
         query(data_dir, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[0][0],
-        kept("heuristic_filter"), kept("near_dedup"), kept("llm_filter"), kept("classify"),
-        kept("generate", "qa_id"), kept("verify", "qa_id"), kept("decontaminate", "qa_id"),
-        query(data_dir, """SELECT count(DISTINCT g.doc_id) FROM decontaminate x JOIN generate g USING (qa_id)
+        kept("heuristic_filter"),
+        kept("near_dedup"),
+        kept("llm_filter"),
+        kept("classify"),
+        kept("generate", "qa_id"),
+        kept("verify", "qa_id"),
+        kept("decontaminate", "qa_id"),
+        query(
+            data_dir,
+            """SELECT count(DISTINCT g.doc_id) FROM decontaminate x JOIN generate g USING (qa_id)
                            JOIN run_docs r ON r.doc_id = g.doc_id WHERE r.run_id = ? AND x.status = 'kept'""",
-              [run_id])[0][0],
+            [run_id],
+        )[0][0],
     ]
     assert [step["count"] for step in card["funnel"]] == expected
     assert card["accepted_pairs"] == accepted == expected[-2]
@@ -60,11 +73,19 @@ def check_dataset_card(data_dir: Path, export_dir: Path, run_id: str, accepted: 
     stages = {s["stage"]: s for s in card["stages"]}
     assert stages["near_dedup"]["reasons"][0]["reason"] == "near_duplicate"
     assert stages["decontaminate"]["reasons"][0]["examples"]  # two examples per reason (or fewer)
-    calls = query(data_dir, "SELECT count(*), sum(prompt_tokens) FROM llm_calls WHERE run_id = ?", [run_id])[0]
+    calls = query(
+        data_dir, "SELECT count(*), sum(prompt_tokens) FROM llm_calls WHERE run_id = ?", [run_id]
+    )[0]
     assert sum(s["calls"] for s in card["ledger"]["stages"].values()) == calls[0]
     assert sum(s["prompt_tokens"] for s in card["ledger"]["stages"].values()) == calls[1]
-    assert card["source"]["tokens"] == query(data_dir, """SELECT sum(n_tokens) FROM documents WHERE doc_id IN (
-        SELECT doc_id FROM decontaminate WHERE status = 'kept')""")[0][0]
+    assert (
+        card["source"]["tokens"]
+        == query(
+            data_dir,
+            """SELECT sum(n_tokens) FROM documents WHERE doc_id IN (
+        SELECT doc_id FROM decontaminate WHERE status = 'kept')""",
+        )[0][0]
+    )
     assert sum(card["distributions"]["domains"].values()) == accepted
     html = (export_dir / "report.html").read_text()
     assert html.count('src="data:image/png;base64,') == 4
@@ -78,39 +99,70 @@ def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fak
     docs = query(sample_data_dir, "SELECT count(*), count(DISTINCT doc_id) FROM documents")[0]
     assert docs == (SAMPLE_DOCS, SAMPLE_DOCS)
     # Exactly one outcome per document.
-    assert query(sample_data_dir, "SELECT count(*), count(DISTINCT doc_id) FROM doc_outcomes")[0] == docs
-    outcomes = dict(query(sample_data_dir, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL"))
+    assert (
+        query(sample_data_dir, "SELECT count(*), count(DISTINCT doc_id) FROM doc_outcomes")[0]
+        == docs
+    )
+    outcomes = dict(
+        query(sample_data_dir, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")
+    )
     assert outcomes == {"accepted": 59, "rejected": 17}
     # 76 docs / shard_size 20 -> 4 mapped shard tasks, each document filtered exactly once.
-    assert query(sample_data_dir, "SELECT count(*), count(DISTINCT doc_id) FROM heuristic_filter")[0] == docs
+    assert (
+        query(sample_data_dir, "SELECT count(*), count(DISTINCT doc_id) FROM heuristic_filter")[0]
+        == docs
+    )
     run_row = query(sample_data_dir, "SELECT run_id, status, run_label, counts FROM runs")
     assert len(run_row) == 1 and run_row[0][1:3] == ("success", "e2e")
     counts = json.loads(run_row[0][3])
-    assert counts["conservation"] == {"violations": 0, "rules": [], "files": 5, "work_set": SAMPLE_DOCS}
-    assert counts["work_set"] == SAMPLE_DOCS and counts["heuristic_filter"]["by_status"] == {"kept": 61, "rejected": 15}
+    assert counts["conservation"] == {
+        "violations": 0,
+        "rules": [],
+        "files": 5,
+        "work_set": SAMPLE_DOCS,
+    }
+    assert counts["work_set"] == SAMPLE_DOCS and counts["heuristic_filter"]["by_status"] == {
+        "kept": 61,
+        "rejected": 15,
+    }
     assert counts["heuristic_filter"]["by_reason"]["exact_duplicate"] == 1
     # The planted 3 %-edited copy of sample-travel-01 is caught by MinHash and linked to it.
-    assert query(sample_data_dir, """SELECT d.source_id, o.source_id, n.similarity >= 0.7 FROM near_dedup n
+    assert query(
+        sample_data_dir,
+        """SELECT d.source_id, o.source_id, n.similarity >= 0.7 FROM near_dedup n
         JOIN documents d ON d.doc_id = n.doc_id JOIN documents o ON o.doc_id = n.duplicate_of
-        WHERE n.status = 'rejected'""") == [("bad-neardup-01", "sample-travel-01", True)]
+        WHERE n.status = 'rejected'""",
+    ) == [("bad-neardup-01", "sample-travel-01", True)]
     assert (sample_data_dir / "data_docs" / "index.html").exists()
 
     # Accepted pairs: short, non-empty answers and one of the method's ten domains.
-    accepted = query(sample_data_dir, """
+    accepted = query(
+        sample_data_dir,
+        """
         SELECT g.qa_id, g.question, g.answer, c.domain FROM decontaminate x JOIN generate g USING (qa_id)
-        JOIN classify c ON c.doc_id = g.doc_id WHERE x.status = 'kept' ORDER BY g.qa_id""")
+        JOIN classify c ON c.doc_id = g.doc_id WHERE x.status = 'kept' ORDER BY g.qa_id""",
+    )
     assert len(accepted) == counts["export"]["pairs"] > 100
     assert all(a.strip() and len(a.split()) <= 8 for _, _, a, _ in accepted)
     assert {d for *_, d in accepted} <= set(DOMAINS) and len({d for *_, d in accepted}) >= 5
     # Every generated pair is accepted or rejected with a reason.
-    assert query(sample_data_dir, """SELECT count(*) FROM generate g LEFT JOIN verify v USING (qa_id)
-        WHERE v.status IS NULL OR (v.status <> 'kept' AND v.reason IS NULL)""") == [(0,)]
-    assert query(sample_data_dir, """SELECT count(*) FROM verify v LEFT JOIN decontaminate x USING (qa_id)
-        WHERE v.status = 'kept' AND (x.status IS NULL OR (x.status <> 'kept' AND x.reason IS NULL))""") == [(0,)]
+    assert query(
+        sample_data_dir,
+        """SELECT count(*) FROM generate g LEFT JOIN verify v USING (qa_id)
+        WHERE v.status IS NULL OR (v.status <> 'kept' AND v.reason IS NULL)""",
+    ) == [(0,)]
+    assert query(
+        sample_data_dir,
+        """SELECT count(*) FROM verify v LEFT JOIN decontaminate x USING (qa_id)
+        WHERE v.status = 'kept' AND (x.status IS NULL OR (x.status <> 'kept' AND x.reason IS NULL))""",
+    ) == [(0,)]
     # Persona questions that came out near-identical were collapsed onto one kept pair.
-    dup = query(sample_data_dir, """SELECT x.qa_id, k.status, g1.question, g2.question FROM decontaminate x
+    dup = query(
+        sample_data_dir,
+        """SELECT x.qa_id, k.status, g1.question, g2.question FROM decontaminate x
         JOIN decontaminate k ON k.qa_id = x.duplicate_of JOIN generate g1 ON g1.qa_id = x.qa_id
-        JOIN generate g2 ON g2.qa_id = x.duplicate_of WHERE x.reason = 'duplicate_question'""")
+        JOIN generate g2 ON g2.qa_id = x.duplicate_of WHERE x.reason = 'duplicate_question'""",
+    )
     assert dup and all(status == "kept" for _, status, _, _ in dup)
     assert len({q for _, q, _, _ in accepted}) == len(accepted)
 
@@ -124,28 +176,44 @@ def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fak
     val = pq.read_table(export_dir / "val.parquet").to_pylist()
     assert len(train) + len(val) == len(accepted) and val
     assert sorted(r["extra_info"]["qa_id"] for r in train + val) == [q for q, *_ in accepted]
-    assert {r["reward_model"]["ground_truth"] for r in train + val} == {a for _, _, a, _ in accepted}
+    assert {r["reward_model"]["ground_truth"] for r in train + val} == {
+        a for _, _, a, _ in accepted
+    }
     assert train[0]["prompt"][0]["role"] == "user" and train[0]["ability"] in DOMAINS
 
     # The ledger's tokens are what the server reported; nothing was paid twice.
-    ledger_tokens = query(sample_data_dir, "SELECT sum(prompt_tokens), sum(completion_tokens) FROM llm_calls")[0]
+    ledger_tokens = query(
+        sample_data_dir, "SELECT sum(prompt_tokens), sum(completion_tokens) FROM llm_calls"
+    )[0]
     assert ledger_tokens == (fake_llm.stats["prompt_tokens"], fake_llm.stats["completion_tokens"])
-    assert query(sample_data_dir, "SELECT count(*) FROM llm_calls WHERE status = 'success'")[0][0] == \
-        fake_llm.stats["completions_ok"]
+    assert (
+        query(sample_data_dir, "SELECT count(*) FROM llm_calls WHERE status = 'success'")[0][0]
+        == fake_llm.stats["completions_ok"]
+    )
 
     sent = fake_llm.stats["requests"]
     second = dag.test(run_conf={"corpus": "sample"})
     assert str(second.state) == "success", states(second)
     assert fake_llm.stats["requests"] == sent
-    assert query(sample_data_dir, "SELECT count(*), count(DISTINCT doc_id) FROM documents")[0] == docs
+    assert (
+        query(sample_data_dir, "SELECT count(*), count(DISTINCT doc_id) FROM documents")[0] == docs
+    )
     for table in ("heuristic_filter", "llm_filter", "classify", "doc_outcomes"):
-        assert query(sample_data_dir, f"SELECT count(*) = count(DISTINCT doc_id) FROM {table}") == [(True,)]
-    counts2 = json.loads(query(sample_data_dir, "SELECT counts FROM runs WHERE run_id = ?", [second.run_id])[0][0])
-    assert counts2["ingest"]["new_docs"] == 0 and counts2["ingest"]["already_ingested"] == SAMPLE_DOCS
+        assert query(sample_data_dir, f"SELECT count(*) = count(DISTINCT doc_id) FROM {table}") == [
+            (True,)
+        ]
+    counts2 = json.loads(
+        query(sample_data_dir, "SELECT counts FROM runs WHERE run_id = ?", [second.run_id])[0][0]
+    )
+    assert (
+        counts2["ingest"]["new_docs"] == 0 and counts2["ingest"]["already_ingested"] == SAMPLE_DOCS
+    )
     assert counts2["work_set"] == 0
 
 
-def test_lost_stage_output_is_rebuilt_from_the_ledger_without_new_calls(dag, sample_data_dir, fake_llm):
+def test_lost_stage_output_is_rebuilt_from_the_ledger_without_new_calls(
+    dag, sample_data_dir, fake_llm
+):
     """Resume: when stage rows are lost (a crash before they were written), the next run
     takes the unfinished documents on again and every LLM answer comes from the ledger."""
     assert str(dag.test(run_conf={"corpus": "sample/docs_stem.jsonl"}).state) == "success"
@@ -155,13 +223,19 @@ def test_lost_stage_output_is_rebuilt_from_the_ledger_without_new_calls(dag, sam
     for table in ("llm_filter", "classify", "generate", "verify"):
         con.execute(f"DELETE FROM {table}")
     con.close()
-    assert dict(query(sample_data_dir, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")) == {"pending": 18}
+    assert dict(
+        query(sample_data_dir, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")
+    ) == {"pending": 18}
     again = dag.test(run_conf={"corpus": "sample/docs_stem.jsonl"})
     assert str(again.state) == "success", states(again)
-    counts = json.loads(query(sample_data_dir, "SELECT counts FROM runs WHERE run_id = ?", [again.run_id])[0][0])
+    counts = json.loads(
+        query(sample_data_dir, "SELECT counts FROM runs WHERE run_id = ?", [again.run_id])[0][0]
+    )
     assert counts["ingest"]["resumed_pending"] == 18
     assert fake_llm.stats["requests"] == sent and fake_llm.repeated_successes() == 0
-    assert query(sample_data_dir, "SELECT qa_id, status, reason FROM verify ORDER BY qa_id") == before
+    assert (
+        query(sample_data_dir, "SELECT qa_id, status, reason FROM verify ORDER BY qa_id") == before
+    )
 
 
 def test_failed_gate_stops_the_next_stage(dag, sample_data_dir):
@@ -171,7 +245,9 @@ def test_failed_gate_stops_the_next_stage(dag, sample_data_dir):
     assert s["heuristic_filter"] == "success"
     assert s["gate_heuristic_filter"] == "failed"
     assert s["finalize_run"] == "upstream_failed"
-    status, stage, message = query(sample_data_dir, "SELECT status, failed_stage, message FROM runs")[0]
+    status, stage, message = query(
+        sample_data_dir, "SELECT status, failed_stage, message FROM runs"
+    )[0]
     assert (status, stage) == ("failed", "gate_heuristic_filter")
     assert "expect_column_mean_to_be_between(column='is_kept', min_value=0.99" in message
 
@@ -184,7 +260,10 @@ def test_ingest_gate_stops_the_filter_on_a_mostly_broken_corpus(dag, hostile_dat
     assert s["heuristic_filter"] == "upstream_failed" and s["plan_shards"] == "upstream_failed"
     assert query(hostile_data_dir, "SELECT count(*) FROM heuristic_filter") == [(0,)]
     message = query(hostile_data_dir, "SELECT message FROM runs")[0][0]
-    assert "expect_column_values_to_be_in_set(column='status', mostly=0.5, value_set=['ingested'])" in message
+    assert (
+        "expect_column_values_to_be_in_set(column='status', mostly=0.5, value_set=['ingested'])"
+        in message
+    )
     assert "8 of 9 rows violate it" in message
 
 
@@ -208,12 +287,22 @@ def test_airflow_cli_dags_test_runs_the_pipeline(sample_data_dir, fake_llm):
     """The standard CLI path users take outside the Makefile."""
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     out = subprocess.run(
-        [str(Path(sys.executable).with_name("airflow")), "dags", "test", "webscale_rl",
-         "-c", json.dumps({"corpus": "sample/docs_stem.jsonl"})],
-        capture_output=True, text=True, env=env, timeout=600,
+        [
+            str(Path(sys.executable).with_name("airflow")),
+            "dags",
+            "test",
+            "webscale_rl",
+            "-c",
+            json.dumps({"corpus": "sample/docs_stem.jsonl"}),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert query(sample_data_dir, "SELECT status FROM runs") == [("success",)]
-    assert dict(query(sample_data_dir, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")) == {
-        "accepted": 17, "rejected": 1}
+    assert dict(
+        query(sample_data_dir, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")
+    ) == {"accepted": 17, "rejected": 1}
     assert fake_llm.stats["requests"] > 0

@@ -24,29 +24,54 @@ def repeat_first_persona(default: dict, request: dict) -> dict:
     return {**default, "personas": [first, first, first.upper() + ".", second]}
 
 
-def test_repeated_persona_run_succeeds_with_one_pair_per_distinct_persona(sample_data_dir, fake_llm):
+def test_repeated_persona_run_succeeds_with_one_pair_per_distinct_persona(
+    sample_data_dir, fake_llm
+):
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["webscale_rl"]
     fake_llm.script("classify", repeat_first_persona)
-    run = dag.test(run_conf={"corpus": "sample", "max_docs": 24, "max_personas": 4, "run_label": "repeats"})
+    run = dag.test(
+        run_conf={"corpus": "sample", "max_docs": 24, "max_personas": 4, "run_label": "repeats"}
+    )
     assert str(run.state) == "success"
     run_id = run.run_id
 
-    classified = query(sample_data_dir, """SELECT c.doc_id, c.personas, c.personas_dropped FROM classify c
+    classified = query(
+        sample_data_dir,
+        """SELECT c.doc_id, c.personas, c.personas_dropped FROM classify c
                                            JOIN run_docs r USING (doc_id) WHERE r.run_id = ? AND c.status = 'kept'""",
-                       [run_id])
+        [run_id],
+    )
     assert classified, "the sample must reach classify"
-    raw_personas = [json.loads(r)["personas"] for (r,) in query(
-        sample_data_dir, "SELECT result FROM llm_calls WHERE stage = 'classify' AND run_id = ?", [run_id])]
-    assert all(len(p) == 4 and p[0] == p[1] and p[2] == p[0].upper() + "." for p in raw_personas), \
+    raw_personas = [
+        json.loads(r)["personas"]
+        for (r,) in query(
+            sample_data_dir,
+            "SELECT result FROM llm_calls WHERE stage = 'classify' AND run_id = ?",
+            [run_id],
+        )
+    ]
+    assert all(len(p) == 4 and p[0] == p[1] and p[2] == p[0].upper() + "." for p in raw_personas), (
         "the model did repeat"
-    pairs = dict(query(sample_data_dir, "SELECT doc_id, list(persona ORDER BY persona_idx) FROM generate GROUP BY ALL"))
+    )
+    pairs = dict(
+        query(
+            sample_data_dir,
+            "SELECT doc_id, list(persona ORDER BY persona_idx) FROM generate GROUP BY ALL",
+        )
+    )
     for doc_id, personas, dropped in classified:
         personas = json.loads(personas)
         assert dropped == 2 and len(personas) == 2
         assert personas[0].islower() and personas[0] != personas[1]
         assert pairs[doc_id] == personas, "one pair per distinct persona, in the model's order"
-    assert query(sample_data_dir, "SELECT count(*) = count(DISTINCT qa_id) FROM generate") == [(True,)]
+    assert query(sample_data_dir, "SELECT count(*) = count(DISTINCT qa_id) FROM generate") == [
+        (True,)
+    ]
 
-    counts = json.loads(query(sample_data_dir, "SELECT counts FROM runs WHERE run_id = ?", [run_id])[0][0])
+    counts = json.loads(
+        query(sample_data_dir, "SELECT counts FROM runs WHERE run_id = ?", [run_id])[0][0]
+    )
     assert counts["conservation"]["violations"] == 0 and counts["conservation"]["work_set"] == 24
-    assert query(sample_data_dir, "SELECT count(*) FROM doc_outcomes WHERE outcome = 'pending'") == [(0,)]
+    assert query(
+        sample_data_dir, "SELECT count(*) FROM doc_outcomes WHERE outcome = 'pending'"
+    ) == [(0,)]

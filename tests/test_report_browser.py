@@ -49,7 +49,8 @@ def test_report_renders_in_a_browser(dag, sample_data_dir, fake_llm):
             assert "plot" in img.get_attribute("class").split()
             assert img.get_attribute("src").startswith("data:image/png;base64,")
             decoded = driver.execute_script(
-                "const i = arguments[0]; return [i.complete, i.naturalWidth, i.naturalHeight];", img)
+                "const i = arguments[0]; return [i.complete, i.naturalWidth, i.naturalHeight];", img
+            )
             assert decoded[0] is True and decoded[1] > 0 and decoded[2] > 0, (key, decoded)
             assert img.is_displayed(), key
 

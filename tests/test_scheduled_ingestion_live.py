@@ -24,7 +24,11 @@ TIMEOUT_S = 420
 
 @pytest.fixture
 def airflow(data_dir, fake_llm):
-    server = AirflowServer(data_dir=data_dir, llm_conn=fake_llm.connection(), log_copy=artifacts_dir() / "airflow-scheduled.log")
+    server = AirflowServer(
+        data_dir=data_dir,
+        llm_conn=fake_llm.connection(),
+        log_copy=artifacts_dir() / "airflow-scheduled.log",
+    )
     server.start()
     try:
         yield server
@@ -61,19 +65,29 @@ def test_landing_file_triggers_processing_of_only_its_documents(airflow, data_di
 
     def asset_run():
         runs = af.api("GET", "/api/v2/dags/webscale_rl/dagRuns?limit=10")["dag_runs"]
-        done = [r for r in runs if r["run_type"] == "asset_triggered" and r["state"] in ("success", "failed")]
+        done = [
+            r
+            for r in runs
+            if r["run_type"] == "asset_triggered" and r["state"] in ("success", "failed")
+        ]
         return done[0] if done else None
 
     run = _wait_for("the asset-triggered webscale_rl run to finish", asset_run, af)
     assert run["state"] == "success", af.log_tail()
     con = duckdb.connect(str(data_dir / "warehouse.duckdb"), read_only=True)
     try:
-        files, counts = con.execute("SELECT files, counts FROM runs WHERE run_id = ?", [run["dag_run_id"]]).fetchall()[0]
+        files, counts = con.execute(
+            "SELECT files, counts FROM runs WHERE run_id = ?", [run["dag_run_id"]]
+        ).fetchall()[0]
         batch1 = con.execute("""SELECT o.outcome, count(*) FROM doc_outcomes o JOIN documents d USING (doc_id)
                                 WHERE d.source_file LIKE '%batch-1.jsonl' GROUP BY ALL""").fetchall()
     finally:
         con.close()
     counts = json.loads(counts)
     assert json.loads(files) == [str(folder / "batch-2.jsonl")]
-    assert counts["work_set"] == 18 and counts["ingest"]["resumed_pending"] == 18 and counts["export"]["pairs"] > 0
+    assert (
+        counts["work_set"] == 18
+        and counts["ingest"]["resumed_pending"] == 18
+        and counts["export"]["pairs"] > 0
+    )
     assert batch1 == [("pending", 24)]  # only the new file's documents were processed

@@ -33,8 +33,14 @@ from support.db import query
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings, LLMUnavailable
 
 CORPUS = "sample/docs_stem.jsonl"  # 18 documents; "logtrim" is in exactly one of them
-FAULTS = {"http_500": 0.1, "http_429": 0.05, "malformed_json": 0.05, "refusal": 0.05, "retry_after_s": 0.05,
-          "permanent": {"kind": "http_400", "match": "logtrim"}}
+FAULTS = {
+    "http_500": 0.1,
+    "http_429": 0.05,
+    "malformed_json": 0.05,
+    "refusal": 0.05,
+    "retry_after_s": 0.05,
+    "permanent": {"kind": "http_400", "match": "logtrim"},
+}
 
 
 def planted_key() -> str:
@@ -51,8 +57,10 @@ def warehouse_hits(db: Path, needle: str) -> tuple[list[str], int]:
         hits = []
         for table, column in columns:
             ident = '"' + column.replace('"', '""') + '"'
-            n = con.execute(f'SELECT count(*) FROM "{table}" WHERE contains(CAST({ident} AS VARCHAR), ?)',
-                            [needle]).fetchone()[0]
+            n = con.execute(
+                f'SELECT count(*) FROM "{table}" WHERE contains(CAST({ident} AS VARCHAR), ?)',
+                [needle],
+            ).fetchone()[0]
             if n:
                 hits.append(f"{table}.{column}")
         return hits, len(columns)
@@ -75,7 +83,9 @@ def file_hits(root: Path, needle: str) -> tuple[list[str], int]:
     return hits, searched
 
 
-def test_planted_key_authenticates_the_run_and_is_found_nowhere_after_it(sample_data_dir, fake_llm, monkeypatch):
+def test_planted_key_authenticates_the_run_and_is_found_nowhere_after_it(
+    sample_data_dir, fake_llm, monkeypatch
+):
     key = planted_key()
     conn = json.loads(os.environ["AIRFLOW_CONN_LLM_DEFAULT"])
     monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps({**conn, "password": key}))
@@ -85,16 +95,27 @@ def test_planted_key_authenticates_the_run_and_is_found_nowhere_after_it(sample_
 
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
     out = subprocess.run(
-        [str(Path(sys.executable).with_name("airflow")), "dags", "test", "webscale_rl",
-         "-c", json.dumps({"corpus": CORPUS, "run_label": "secrets-e2e"})],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            str(Path(sys.executable).with_name("airflow")),
+            "dags",
+            "test",
+            "webscale_rl",
+            "-c",
+            json.dumps({"corpus": CORPUS, "run_label": "secrets-e2e"}),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
 
     # The key was used: every completion request authenticated with it.
     assert fake_llm.stats["last_authorization"] == f"Bearer {key}"
     # The error paths ran: retried transient faults, invalid replies, a permanent 400 recorded.
-    assert {"http_500", "http_429", "http_400"} <= set(fake_llm.stats["faults"]), fake_llm.stats["faults"]
+    assert {"http_500", "http_429", "http_400"} <= set(fake_llm.stats["faults"]), fake_llm.stats[
+        "faults"
+    ]
     [(run_id, status)] = query(sample_data_dir, "SELECT run_id, status FROM runs")
     assert status == "success"
     [(error,)] = query(sample_data_dir, "SELECT error FROM llm_calls WHERE status = 'failed'")
@@ -114,8 +135,10 @@ def test_planted_key_authenticates_the_run_and_is_found_nowhere_after_it(sample_
     # 3. The Airflow metadata DB: this run's XComs, then the whole SQLite file byte for byte.
     db = airflow_home / "airflow.db"
     with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as meta:
-        xcoms = meta.execute("SELECT task_id, key, CAST(value AS TEXT) FROM xcom WHERE dag_id = ? AND run_id = ?",
-                             ["webscale_rl", run_id]).fetchall()
+        xcoms = meta.execute(
+            "SELECT task_id, key, CAST(value AS TEXT) FROM xcom WHERE dag_id = ? AND run_id = ?",
+            ["webscale_rl", run_id],
+        ).fetchall()
     assert len(xcoms) > 10, "this run's XComs were not found"
     assert [(t, k) for t, k, v in xcoms if key in (v or "")] == []
     for part in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-journal")):
@@ -131,13 +154,21 @@ def test_planted_key_authenticates_the_run_and_is_found_nowhere_after_it(sample_
     # 5. Every file under the data dir: exports, dataset card, audit sheet, Data Docs...
     hits, searched = file_hits(sample_data_dir, key)
     assert hits == [], hits
-    written = [p for p in sample_data_dir.rglob("*") if p.is_file() and p.stat().st_mtime >= started]
-    assert searched > 20 and any(p.suffix == ".parquet" for p in written) and any(p.name == "card.md" for p in written)
+    written = [
+        p for p in sample_data_dir.rglob("*") if p.is_file() and p.stat().st_mtime >= started
+    ]
+    assert (
+        searched > 20
+        and any(p.suffix == ".parquet" for p in written)
+        and any(p.name == "card.md" for p in written)
+    )
 
 
 def test_llm_settings_never_print_the_key(caplog):
     key = planted_key()
-    settings = LLMSettings.from_connection("http://127.0.0.1:9/v1", key, extra={"model": "m", "timeout_s": 2})
+    settings = LLMSettings.from_connection(
+        "http://127.0.0.1:9/v1", key, extra={"model": "m", "timeout_s": 2}
+    )
     assert settings.api_key == key  # it is there, to be sent
     overridden = settings.with_overrides(stage_models={"verify": "small"}, max_retries=1)
     assert overridden.api_key == key
@@ -150,8 +181,17 @@ def test_llm_settings_never_print_the_key(caplog):
 
 def test_llm_settings_read_from_the_airflow_connection(monkeypatch):
     key = planted_key()
-    monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(
-        {"conn_type": "openai", "host": "http://127.0.0.1:9/v1", "password": key, "extra": {"model": "m"}}))
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LLM_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "openai",
+                "host": "http://127.0.0.1:9/v1",
+                "password": key,
+                "extra": {"model": "m"},
+            }
+        ),
+    )
     from webscale_rl.llm.settings import from_airflow
 
     settings = from_airflow()
@@ -181,8 +221,15 @@ class _Echo(BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def _reject(self) -> None:
-        self._reply(401, {"error": {"message": f"Incorrect API key provided: {self.headers.get('Authorization')}",
-                                    "type": "invalid_request_error"}})
+        self._reply(
+            401,
+            {
+                "error": {
+                    "message": f"Incorrect API key provided: {self.headers.get('Authorization')}",
+                    "type": "invalid_request_error",
+                }
+            },
+        )
 
     def do_GET(self) -> None:
         if self.server.reject_models:
@@ -213,14 +260,27 @@ def test_a_server_that_echoes_the_key_does_not_get_it_logged_or_stored(echoing_s
         client.health_check()
     assert "HTTP 401" in str(unavailable.value)
     echoing_server.reject_models = False
-    request = LLMRequest(stage="llm_filter", item_id="d1", model="m", messages=({"role": "user", "content": "hi"},),
-                         schema=None, schema_name="s", prompt_id="p")
+    request = LLMRequest(
+        stage="llm_filter",
+        item_id="d1",
+        model="m",
+        messages=({"role": "user", "content": "hi"},),
+        schema=None,
+        schema_name="s",
+        prompt_id="p",
+    )
     [result] = client.run([request]).values()
     assert result.status == "failed" and result.error.startswith("HTTP 401")
     stored = query(db, "SELECT error FROM llm_calls")
     assert stored and "Incorrect API key provided" in stored[0][0]
-    leaks = [where for where, text in (("the LLMUnavailable message", str(unavailable.value)),
-                                       ("the call's error", result.error), ("llm_calls.error", stored[0][0]))
-             if key in text]
+    leaks = [
+        where
+        for where, text in (
+            ("the LLMUnavailable message", str(unavailable.value)),
+            ("the call's error", result.error),
+            ("llm_calls.error", stored[0][0]),
+        )
+        if key in text
+    ]
     assert leaks == []
     assert "[redacted]" in stored[0][0] and "[redacted]" in str(unavailable.value)

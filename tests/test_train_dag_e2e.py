@@ -25,7 +25,9 @@ def test_training_dag_on_the_export(dags, sample_data_dir, fake_llm):
     pipeline, train_dag = dags
     run = pipeline.test(run_conf={"corpus": "sample/docs_stem.jsonl"})
     assert str(run.state) == "success"
-    export_dir = Path(json.loads(query(sample_data_dir, "SELECT counts FROM runs")[0][0])["export"]["path"])
+    export_dir = Path(
+        json.loads(query(sample_data_dir, "SELECT counts FROM runs")[0][0])["export"]["path"]
+    )
 
     # The export task's Asset event names the export folder (what triggers the training DAG).
     from airflow.models.asset import AssetEvent
@@ -36,25 +38,41 @@ def test_training_dag_on_the_export(dags, sample_data_dir, fake_llm):
     assert extras[-1]["path"] == str(export_dir) and extras[-1]["pairs"] > 0
 
     # The test server knows the answer to every other exported question.
-    pairs = sorted(pq.read_table(export_dir / "train.parquet").to_pylist()
-                   + pq.read_table(export_dir / "val.parquet").to_pylist(), key=lambda r: r["extra_info"]["qa_id"])
+    pairs = sorted(
+        pq.read_table(export_dir / "train.parquet").to_pylist()
+        + pq.read_table(export_dir / "val.parquet").to_pylist(),
+        key=lambda r: r["extra_info"]["qa_id"],
+    )
     knows = {r["extra_info"]["qa_id"] for r in pairs[::2]}
-    fake_llm.answers = {r["extra_info"]["question"]: r["reward_model"]["ground_truth"] for r in pairs[::2]}
+    fake_llm.answers = {
+        r["extra_info"]["question"]: r["reward_model"]["ground_truth"] for r in pairs[::2]
+    }
 
     trained = train_dag.test(run_conf={"launcher": "verl", "export": export_dir.name})
     assert str(trained.state) == "success"
-    status, launcher, metrics = query(sample_data_dir, "SELECT status, launcher, metrics FROM training_runs")[0]
+    status, launcher, metrics = query(
+        sample_data_dir, "SELECT status, launcher, metrics FROM training_runs"
+    )[0]
     assert (status, launcher) == ("success", "verl")
     assert "verl.trainer.main_ppo" in json.loads(metrics)["trained"]["command"]
 
-    evals = query(sample_data_dir, "SELECT qa_id, score, completion FROM training_evals WHERE phase = 'baseline'")
+    evals = query(
+        sample_data_dir,
+        "SELECT qa_id, score, completion FROM training_evals WHERE phase = 'baseline'",
+    )
     assert evals and all(score == (1.0 if qa in knows else 0.0) for qa, score, _ in evals)
     assert all(c.endswith("Answer: unknown") for qa, _, c in evals if qa not in knows)
     folder = next((sample_data_dir / "training").iterdir())
-    val_ids = {r["extra_info"]["qa_id"] for r in pq.read_table(folder / "data" / "val.parquet").to_pylist()}
+    val_ids = {
+        r["extra_info"]["qa_id"] for r in pq.read_table(folder / "data" / "val.parquet").to_pylist()
+    }
     assert {qa for qa, *_ in evals} == val_ids
     job = folder / "verl"
-    assert (job / "run.sh").exists() and (job / "reward.py").exists() and (job / "data" / "train.parquet").exists()
+    assert (
+        (job / "run.sh").exists()
+        and (job / "reward.py").exists()
+        and (job / "data" / "train.parquet").exists()
+    )
 
     # A second training run on the same export pays for no evaluation call again.
     sent = fake_llm.stats["requests"]

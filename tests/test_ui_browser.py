@@ -39,8 +39,11 @@ UI_TIMEOUT_S = 60
 @pytest.fixture
 def airflow(sample_data_dir, fake_llm):
     """Airflow standalone wired to the sample data dir and the test LLM; always stopped."""
-    server = AirflowServer(data_dir=sample_data_dir, llm_conn=fake_llm.connection(),
-                           log_copy=artifacts_dir() / "airflow-standalone.log")
+    server = AirflowServer(
+        data_dir=sample_data_dir,
+        llm_conn=fake_llm.connection(),
+        log_copy=artifacts_dir() / "airflow-standalone.log",
+    )
     server.start()
     try:
         yield server
@@ -49,8 +52,9 @@ def airflow(sample_data_dir, fake_llm):
 
 
 def _wait(driver, timeout: float = UI_TIMEOUT_S) -> WebDriverWait:
-    return WebDriverWait(driver, timeout, poll_frequency=0.25,
-                         ignored_exceptions=(StaleElementReferenceException,))
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
+    )
 
 
 def _set_text(element, value: str) -> None:
@@ -74,15 +78,25 @@ def _login(driver, af: AirflowServer) -> None:
 
 def _open_dag(driver, af: AirflowServer) -> None:
     driver.get(f"{af.base_url}/dags/{DAG_ID}")
-    _wait(driver).until(EC.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-button]")))
+    _wait(driver).until(
+        EC.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-button]"))
+    )
 
 
 def _unpause_in_ui(driver) -> None:
-    toggle = _wait(driver).until(EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=toggle-pause]")))
+    toggle = _wait(driver).until(
+        EC.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=toggle-pause]"))
+    )
     if toggle.get_attribute("data-state") != "checked":
         toggle.click()
-        _wait(driver).until(lambda d: d.find_element(By.CSS_SELECTOR, "[data-testid=toggle-pause]")
-                            .get_attribute("data-state") == "checked")
+        _wait(driver).until(
+            lambda d: (
+                d.find_element(By.CSS_SELECTOR, "[data-testid=toggle-pause]").get_attribute(
+                    "data-state"
+                )
+                == "checked"
+            )
+        )
 
 
 def _fill_and_trigger(driver, run_label: str) -> None:
@@ -93,9 +107,15 @@ def _fill_and_trigger(driver, run_label: str) -> None:
     _set_text(corpus, CORPUS)
     label = driver.find_element(By.NAME, "element_run_label")
     _set_text(label, run_label)
-    wait.until(lambda d: d.find_element(By.NAME, "element_corpus").get_attribute("value") == CORPUS
-               and d.find_element(By.NAME, "element_run_label").get_attribute("value") == run_label)
-    submit = wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]")))
+    wait.until(
+        lambda d: (
+            d.find_element(By.NAME, "element_corpus").get_attribute("value") == CORPUS
+            and d.find_element(By.NAME, "element_run_label").get_attribute("value") == run_label
+        )
+    )
+    submit = wait.until(
+        EC.element_to_be_clickable((By.CSS_SELECTOR, "[data-testid=trigger-dag-submit]"))
+    )
     save_screenshot(driver, "ui_trigger_form.png", full_page=False)
     submit.click()
     wait.until(EC.invisibility_of_element_located((By.NAME, "element_corpus")))
@@ -126,21 +146,31 @@ def _wait_finished(af: AirflowServer, run_id: str) -> dict:
 
 def _failed_tasks(af: AirflowServer, run_id: str) -> list[str]:
     quoted = urllib.parse.quote(run_id, safe="")
-    tis = af.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances?limit=200")["task_instances"]
-    return [f"{ti['task_id']}[{ti.get('map_index')}]={ti['state']}" for ti in tis
-            if ti["state"] not in ("success", "skipped")]
+    tis = af.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns/{quoted}/taskInstances?limit=200")[
+        "task_instances"
+    ]
+    return [
+        f"{ti['task_id']}[{ti.get('map_index')}]={ti['state']}"
+        for ti in tis
+        if ti["state"] not in ("success", "skipped")
+    ]
 
 
 def _open_report_via_nav(driver, af: AirflowServer, run_id: str, run_label: str) -> str:
     """Browse → Dataset cards (the plugin's nav entry) → the run's report link; returns its URL."""
     wait = _wait(driver)
     wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, "button[aria-label=Browse]"))).click()
-    entry = wait.until(EC.element_to_be_clickable(
-        (By.XPATH, "//*[@role='menuitem'][normalize-space(.)='Dataset cards']")))
+    entry = wait.until(
+        EC.element_to_be_clickable(
+            (By.XPATH, "//*[@role='menuitem'][normalize-space(.)='Dataset cards']")
+        )
+    )
     entry.click()
     wait.until(EC.url_contains("webscale-rl-runs"))
     frame = wait.until(EC.presence_of_element_located((By.TAG_NAME, "iframe")))
-    assert frame.get_attribute("src").rstrip("/").endswith("webscale-rl/runs"), frame.get_attribute("src")
+    assert frame.get_attribute("src").rstrip("/").endswith("webscale-rl/runs"), frame.get_attribute(
+        "src"
+    )
     driver.switch_to.frame(frame)
     try:
         row_xpath = f"//table[@id='runs']//tr[td[1][normalize-space(.)='{run_id}']]"
@@ -182,12 +212,25 @@ def test_trigger_from_the_ui_and_read_the_report(airflow, sample_data_dir):
             assert finished["state"] == "success", (finished, _failed_tasks(airflow, run_id))
 
             # The grid of the successful run: every task box rendered, none failed.
-            driver.get(f"{airflow.base_url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}")
-            _wait(driver).until(EC.visibility_of_element_located(
-                (By.XPATH, f"//*[contains(normalize-space(.), '{run_id}')]")))
+            driver.get(
+                f"{airflow.base_url}/dags/{DAG_ID}/runs/{urllib.parse.quote(run_id, safe='')}"
+            )
+            _wait(driver).until(
+                EC.visibility_of_element_located(
+                    (By.XPATH, f"//*[contains(normalize-space(.), '{run_id}')]")
+                )
+            )
             # The run header's state badge.
-            _wait(driver).until(EC.visibility_of_element_located((By.XPATH, "//*[normalize-space(text())='Success']")))
-            _wait(driver).until(EC.visibility_of_element_located((By.XPATH, "//*[normalize-space(.)='finalize_run']")))
+            _wait(driver).until(
+                EC.visibility_of_element_located(
+                    (By.XPATH, "//*[normalize-space(text())='Success']")
+                )
+            )
+            _wait(driver).until(
+                EC.visibility_of_element_located(
+                    (By.XPATH, "//*[normalize-space(.)='finalize_run']")
+                )
+            )
             save_screenshot(driver, "ui_run_grid.png", full_page=False)
 
             report_url = _open_report_via_nav(driver, airflow, run_id, run_label)

@@ -26,8 +26,20 @@ from webscale_rl import warehouse
 
 PER_STRATUM = 3
 LABELS = ("correct", "leaked", "self_contained")
-COLUMNS = ["qa_id", "run_id", "domain", "persona", "verifier_verdict", "verifier_reason", "final_status",
-           "question", "answer", "document_excerpt", *LABELS, "notes"]
+COLUMNS = [
+    "qa_id",
+    "run_id",
+    "domain",
+    "persona",
+    "verifier_verdict",
+    "verifier_reason",
+    "final_status",
+    "question",
+    "answer",
+    "document_excerpt",
+    *LABELS,
+    "notes",
+]
 TRUE = {"y", "yes", "true", "1", "t"}
 FALSE = {"n", "no", "false", "0", "f"}
 
@@ -48,13 +60,18 @@ def sample(con, run_id: str, per_stratum: int = PER_STRATUM) -> pd.DataFrame:
            LEFT JOIN decontaminate x ON x.qa_id = g.qa_id
            JOIN classify c ON c.doc_id = g.doc_id
            JOIN documents d ON d.doc_id = g.doc_id
-           WHERE r.run_id = ?""", [run_id]).df()
+           WHERE r.run_id = ?""",
+        [run_id],
+    ).df()
     if rows.empty:
         return pd.DataFrame(columns=COLUMNS)
     rows["final_status"] = rows["final_status"].map({"kept": "accepted"}).fillna("rejected")
     rows["_order"] = [hashlib.sha256(f"{run_id}\n{q}".encode()).hexdigest() for q in rows["qa_id"]]
-    picked = (rows.sort_values(["domain", "verifier_verdict", "_order"])
-              .groupby(["domain", "verifier_verdict"], sort=True).head(per_stratum))
+    picked = (
+        rows.sort_values(["domain", "verifier_verdict", "_order"])
+        .groupby(["domain", "verifier_verdict"], sort=True)
+        .head(per_stratum)
+    )
     picked = picked.assign(run_id=run_id, correct="", leaked="", self_contained="", notes="")
     return picked[COLUMNS].reset_index(drop=True)
 
@@ -64,14 +81,20 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
 
 
 def _label(value, line: int, column: str) -> bool | None:
-    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value).strip().lower()
+    text = (
+        ""
+        if value is None or (isinstance(value, float) and pd.isna(value))
+        else str(value).strip().lower()
+    )
     if text == "":
         return None
     if text in TRUE:
         return True
     if text in FALSE:
         return False
-    raise AuditFileError(f"line {line}, column '{column}': {value!r} is not a label; use y or n (blank = not judged)")
+    raise AuditFileError(
+        f"line {line}, column '{column}': {value!r} is not a label; use y or n (blank = not judged)"
+    )
 
 
 def read_labels(path: Path) -> pd.DataFrame:
@@ -82,14 +105,22 @@ def read_labels(path: Path) -> pd.DataFrame:
         raise AuditFileError(f"cannot read audit file {path}: {exc}") from None
     missing = [c for c in ("qa_id", "run_id", *LABELS) if c not in frame.columns]
     if missing:
-        raise AuditFileError(f"audit file {path} lacks column(s) {missing}; start from the run's audit.csv")
+        raise AuditFileError(
+            f"audit file {path} lacks column(s) {missing}; start from the run's audit.csv"
+        )
     rows = []
     for i, record in enumerate(frame.to_dict("records"), start=2):  # line 1 is the header
         labels = {c: _label(record[c], i, c) for c in LABELS}
         if all(v is None for v in labels.values()):
             continue
-        rows.append({"qa_id": record["qa_id"].strip(), "run_id": record["run_id"].strip(), **labels,
-                     "notes": record.get("notes") or None})
+        rows.append(
+            {
+                "qa_id": record["qa_id"].strip(),
+                "run_id": record["run_id"].strip(),
+                **labels,
+                "notes": record.get("notes") or None,
+            }
+        )
     return pd.DataFrame(rows, columns=["qa_id", "run_id", *LABELS, "notes"])
 
 
@@ -100,13 +131,19 @@ def load_labels(db_path: Path, path: Path) -> dict:
         if len(labels):
             con.register("_labels", labels)
             try:
-                unknown = [q for (q,) in con.execute(
-                    "SELECT qa_id FROM _labels WHERE qa_id NOT IN (SELECT qa_id FROM generate)").fetchall()]
+                unknown = [
+                    q
+                    for (q,) in con.execute(
+                        "SELECT qa_id FROM _labels WHERE qa_id NOT IN (SELECT qa_id FROM generate)"
+                    ).fetchall()
+                ]
             finally:
                 con.unregister("_labels")
             if unknown:
-                raise AuditFileError(f"audit file {path} names {len(unknown)} pair(s) not in the warehouse, "
-                                     f"e.g. {unknown[:3]}; was it made from another warehouse?")
+                raise AuditFileError(
+                    f"audit file {path} names {len(unknown)} pair(s) not in the warehouse, "
+                    f"e.g. {unknown[:3]}; was it made from another warehouse?"
+                )
         labels = labels.assign(source_file=str(path), loaded_at=datetime.now(UTC))
         warehouse.replace_rows(con, "audit_labels", labels, key="qa_id")
     return {"labelled": len(labels), "runs": sorted(set(labels["run_id"]))}
@@ -118,26 +155,38 @@ def metrics(con, run_id: str) -> dict:
         """SELECT v.status = 'kept' AS accepted, a.correct AND NOT a.leaked AND a.self_contained AS good
            FROM audit_labels a JOIN verify v USING (qa_id)
            WHERE a.run_id = ? AND a.correct IS NOT NULL AND a.leaked IS NOT NULL
-             AND a.self_contained IS NOT NULL""", [run_id]).fetchall()
+             AND a.self_contained IS NOT NULL""",
+        [run_id],
+    ).fetchall()
     tp = sum(1 for acc, good in rows if acc and good)
     fp = sum(1 for acc, good in rows if acc and not good)
     fn = sum(1 for acc, good in rows if not acc and good)
     tn = sum(1 for acc, good in rows if not acc and not good)
-    return {"labelled": len(rows), "tp": tp, "fp": fp, "fn": fn, "tn": tn,
-            "precision": tp / (tp + fp) if tp + fp else None,
-            "recall": tp / (tp + fn) if tp + fn else None}
+    return {
+        "labelled": len(rows),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+    }
 
 
 def describe(m: dict) -> list[str]:
     if not m["labelled"]:
-        return ["- No labels loaded yet: fill in audit.csv (y / n) and run "
-                "`python -m webscale_rl.cli audit-load audit.csv`."]
+        return [
+            "- No labels loaded yet: fill in audit.csv (y / n) and run "
+            "`python -m webscale_rl.cli audit-load audit.csv`."
+        ]
 
     def fmt(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.3f}"
 
-    return [f"- {m['labelled']} pairs labelled by a person.",
-            f"- Verifier precision {fmt(m['precision'])} (accepted pairs a person judged good: "
-            f"{m['tp']} of {m['tp'] + m['fp']}).",
-            f"- Verifier recall {fmt(m['recall'])} (good pairs the verifier accepted: {m['tp']} of {m['tp'] + m['fn']}).",
-            f"- Confusion: tp {m['tp']}, fp {m['fp']}, fn {m['fn']}, tn {m['tn']}."]
+    return [
+        f"- {m['labelled']} pairs labelled by a person.",
+        f"- Verifier precision {fmt(m['precision'])} (accepted pairs a person judged good: "
+        f"{m['tp']} of {m['tp'] + m['fp']}).",
+        f"- Verifier recall {fmt(m['recall'])} (good pairs the verifier accepted: {m['tp']} of {m['tp'] + m['fn']}).",
+        f"- Confusion: tp {m['tp']}, fp {m['fp']}, fn {m['fn']}, tn {m['tn']}.",
+    ]

@@ -29,7 +29,8 @@ def _stage_rows(con, run_id: str, stage: str) -> tuple[int, dict[str, int]]:
     """(inputs, counts by status) of a stage for the run's work set."""
     rows = con.execute(
         f"SELECT s.status, count(*) FROM run_docs r JOIN {stage} s USING (doc_id) WHERE r.run_id = ? GROUP BY ALL",
-        [run_id]).fetchall()
+        [run_id],
+    ).fetchall()
     by_status = {status: n for status, n in rows}
     return sum(by_status.values()), by_status
 
@@ -37,14 +38,34 @@ def _stage_rows(con, run_id: str, stage: str) -> tuple[int, dict[str, int]]:
 def funnel(con, run_id: str) -> list[dict]:
     """Docs in, then what each stage kept (its registry label); then the documents behind
     the accepted pairs."""
-    steps = [{"step": "documents in (new in this run)", "unit": "docs", "count": warehouse.one(
-        con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[0]}]
+    steps = [
+        {
+            "step": "documents in (new in this run)",
+            "unit": "docs",
+            "count": warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[
+                0
+            ],
+        }
+    ]
     for stage in registry.stages():
         _, by_status = _stage_rows(con, run_id, stage.name)
-        steps.append({"step": stage.label, "unit": _unit(stage), "stage": stage.name,
-                      "count": by_status.get("kept", 0)})
-    steps.append({"step": "documents with an accepted pair", "unit": "docs", "count": warehouse.one(
-        con, "SELECT count(DISTINCT doc_id) FROM accepted_pairs WHERE run_id = ?", [run_id])[0]})
+        steps.append(
+            {
+                "step": stage.label,
+                "unit": _unit(stage),
+                "stage": stage.name,
+                "count": by_status.get("kept", 0),
+            }
+        )
+    steps.append(
+        {
+            "step": "documents with an accepted pair",
+            "unit": "docs",
+            "count": warehouse.one(
+                con, "SELECT count(DISTINCT doc_id) FROM accepted_pairs WHERE run_id = ?", [run_id]
+            )[0],
+        }
+    )
     return steps
 
 
@@ -73,14 +94,23 @@ def stage_table(con, run_id: str) -> list[dict]:
             f"""WITH x AS ({_examples_sql(stage)})
                 SELECT reason, count(*) AS n,
                        list({{'id': id, 'example': example}} ORDER BY id)[1:{EXAMPLES_PER_REASON}] AS examples
-                FROM x GROUP BY reason ORDER BY n DESC, reason""", [run_id]).fetchall()
-        out.append({
-            "stage": stage.name, "unit": _unit(stage), "inputs": inputs,
-            "kept": by_status.get("kept", 0), "rejected": by_status.get("rejected", 0),
-            "failed": by_status.get("failed", 0),
-            "pass_rate": round(by_status.get("kept", 0) / inputs, 4) if inputs else None,
-            "reasons": [{"reason": r, "count": n, "examples": list(ex)} for r, n, ex in reasons],
-        })
+                FROM x GROUP BY reason ORDER BY n DESC, reason""",
+            [run_id],
+        ).fetchall()
+        out.append(
+            {
+                "stage": stage.name,
+                "unit": _unit(stage),
+                "inputs": inputs,
+                "kept": by_status.get("kept", 0),
+                "rejected": by_status.get("rejected", 0),
+                "failed": by_status.get("failed", 0),
+                "pass_rate": round(by_status.get("kept", 0) / inputs, 4) if inputs else None,
+                "reasons": [
+                    {"reason": r, "count": n, "examples": list(ex)} for r, n, ex in reasons
+                ],
+            }
+        )
     return out
 
 
@@ -88,46 +118,80 @@ ACCEPTED_SQL = "SELECT qa_id, doc_id, persona, answer, domain FROM accepted_pair
 
 
 def distributions(con, run_id: str) -> dict:
-    domains = con.execute(f"SELECT domain, count(*) FROM ({ACCEPTED_SQL}) GROUP BY ALL ORDER BY 2 DESC, 1",
-                          [run_id]).fetchall()
-    personas = con.execute(f"SELECT persona, count(*) FROM ({ACCEPTED_SQL}) GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 15",
-                           [run_id]).fetchall()
-    answers = [a for (a,) in con.execute(f"SELECT answer FROM ({ACCEPTED_SQL}) ORDER BY qa_id", [run_id]).fetchall()]
+    domains = con.execute(
+        f"SELECT domain, count(*) FROM ({ACCEPTED_SQL}) GROUP BY ALL ORDER BY 2 DESC, 1", [run_id]
+    ).fetchall()
+    personas = con.execute(
+        f"SELECT persona, count(*) FROM ({ACCEPTED_SQL}) GROUP BY ALL ORDER BY 2 DESC, 1 LIMIT 15",
+        [run_id],
+    ).fetchall()
+    answers = [
+        a
+        for (a,) in con.execute(
+            f"SELECT answer FROM ({ACCEPTED_SQL}) ORDER BY qa_id", [run_id]
+        ).fetchall()
+    ]
     lengths = [len(a.split()) for a in answers]
     length_hist: dict[int, int] = {}
     for n in lengths:
         length_hist[n] = length_hist.get(n, 0) + 1
-    return {"domains": dict(domains), "personas": dict(personas),
-            "answer_words": dict(sorted(length_hist.items())),
-            "answer_chars_max": max((len(a) for a in answers), default=0)}
+    return {
+        "domains": dict(domains),
+        "personas": dict(personas),
+        "answer_words": dict(sorted(length_hist.items())),
+        "answer_chars_max": max((len(a) for a in answers), default=0),
+    }
 
 
 def ledger(con, run_id: str, accepted_pairs: int) -> dict:
-    stages = {stage: {"calls": s["calls"], "failed": s["failed"], "retries": s["attempts"] - s["calls"],
-                      "prompt_tokens": s["prompt_tokens"], "completion_tokens": s["completion_tokens"],
-                      "models": s["models"]}
-              for stage, s in llm_ledger.per_stage(con, run_id).items()}
+    stages = {
+        stage: {
+            "calls": s["calls"],
+            "failed": s["failed"],
+            "retries": s["attempts"] - s["calls"],
+            "prompt_tokens": s["prompt_tokens"],
+            "completion_tokens": s["completion_tokens"],
+            "models": s["models"],
+        }
+        for stage, s in llm_ledger.per_stage(con, run_id).items()
+    }
     total = sum(s["prompt_tokens"] + s["completion_tokens"] for s in stages.values())
-    return {"stages": stages, "total_tokens": total,
-            "tokens_per_accepted_pair": round(total / accepted_pairs, 1) if accepted_pairs else None}
+    return {
+        "stages": stages,
+        "total_tokens": total,
+        "tokens_per_accepted_pair": round(total / accepted_pairs, 1) if accepted_pairs else None,
+    }
 
 
 def collect(con, run_id: str) -> dict:
-    run = warehouse.one(con, "SELECT run_label, corpus, params, started_at, ended_at, status FROM runs WHERE run_id = ?",
-                        [run_id])
+    run = warehouse.one(
+        con,
+        "SELECT run_label, corpus, params, started_at, ended_at, status FROM runs WHERE run_id = ?",
+        [run_id],
+    )
     if run is None:
         raise ValueError(f"run {run_id!r} is not in the warehouse")
     steps = funnel(con, run_id)
     accepted, source_docs, source_tokens = warehouse.one(
-        con, """SELECT (SELECT count(*) FROM accepted_pairs WHERE run_id = $run), count(*),
+        con,
+        """SELECT (SELECT count(*) FROM accepted_pairs WHERE run_id = $run), count(*),
                        coalesce(sum(d.n_tokens), 0)::BIGINT FROM documents d
-                WHERE d.doc_id IN (SELECT doc_id FROM accepted_pairs WHERE run_id = $run)""", {"run": run_id})
+                WHERE d.doc_id IN (SELECT doc_id FROM accepted_pairs WHERE run_id = $run)""",
+        {"run": run_id},
+    )
     led = ledger(con, run_id, accepted)
     return {
-        "run_id": run_id, "run_label": run[0], "corpus": run[1], "params": json.loads(run[2]) if run[2] else {},
-        "started_at": str(run[3]) if run[3] else None, "status": run[5],
-        "funnel": steps, "stages": stage_table(con, run_id), "distributions": distributions(con, run_id),
-        "ledger": led, "accepted_pairs": accepted,
+        "run_id": run_id,
+        "run_label": run[0],
+        "corpus": run[1],
+        "params": json.loads(run[2]) if run[2] else {},
+        "started_at": str(run[3]) if run[3] else None,
+        "status": run[5],
+        "funnel": steps,
+        "stages": stage_table(con, run_id),
+        "distributions": distributions(con, run_id),
+        "ledger": led,
+        "accepted_pairs": accepted,
         "source": {"documents": source_docs, "tokens": source_tokens},
         "models": {stage: s["models"] for stage, s in led["stages"].items()},
         "audit": audit.metrics(con, run_id),
@@ -135,6 +199,7 @@ def collect(con, run_id: str) -> dict:
 
 
 # --- rendering ----------------------------------------------------------------------------
+
 
 def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
@@ -144,15 +209,29 @@ def render_markdown(card: dict) -> str:
     lines = [f"# Dataset card: run `{card['run_id']}`", ""]
     if card["run_label"]:
         lines += [f"Label: {card['run_label']}", ""]
-    lines += [f"Corpus `{card['corpus']}`, started {card['started_at']}. "
-              f"**{card['accepted_pairs']} accepted pairs** from {card['source']['documents']} source documents "
-              f"({card['source']['tokens']:,} source tokens, the method's budget unit).", "",
-              "## Funnel", "", "| step | unit | count |", "|---|---|---:|"]
+    lines += [
+        f"Corpus `{card['corpus']}`, started {card['started_at']}. "
+        f"**{card['accepted_pairs']} accepted pairs** from {card['source']['documents']} source documents "
+        f"({card['source']['tokens']:,} source tokens, the method's budget unit).",
+        "",
+        "## Funnel",
+        "",
+        "| step | unit | count |",
+        "|---|---|---:|",
+    ]
     lines += [f"| {s['step']} | {s['unit']} | {s['count']} |" for s in card["funnel"]]
-    lines += ["", "## Stages", "", "| stage | unit | in | kept | rejected | failed | pass rate |",
-              "|---|---|---:|---:|---:|---:|---:|"]
-    lines += [f"| {s['stage']} | {s['unit']} | {s['inputs']} | {s['kept']} | {s['rejected']} | {s['failed']} | "
-              f"{_pct(s['pass_rate'])} |" for s in card["stages"]]
+    lines += [
+        "",
+        "## Stages",
+        "",
+        "| stage | unit | in | kept | rejected | failed | pass rate |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {s['stage']} | {s['unit']} | {s['inputs']} | {s['kept']} | {s['rejected']} | {s['failed']} | "
+        f"{_pct(s['pass_rate'])} |"
+        for s in card["stages"]
+    ]
     lines += ["", "## Rejection reasons (two examples each)", ""]
     for s in card["stages"]:
         for r in s["reasons"]:
@@ -161,20 +240,46 @@ def render_markdown(card: dict) -> str:
                 text = " ".join(str(ex["example"]).split()).replace("|", "\\|")
                 lines.append(f"  - `{ex['id'][:12]}`: {text}")
     d = card["distributions"]
-    lines += ["", "## Accepted pairs", "", "Domains: " + (", ".join(f"{k} {v}" for k, v in d["domains"].items()) or "none"),
-              "", "Top personas: " + ("; ".join(f"{k} ({v})" for k, v in d["personas"].items()) or "none"), "",
-              "Answer length (words: pairs): " + (", ".join(f"{k}: {v}" for k, v in d["answer_words"].items()) or "none"),
-              "", "## LLM token ledger", "", "| stage | models | calls | failed | retries | prompt tokens | completion tokens |",
-              "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "## Accepted pairs",
+        "",
+        "Domains: " + (", ".join(f"{k} {v}" for k, v in d["domains"].items()) or "none"),
+        "",
+        "Top personas: " + ("; ".join(f"{k} ({v})" for k, v in d["personas"].items()) or "none"),
+        "",
+        "Answer length (words: pairs): "
+        + (", ".join(f"{k}: {v}" for k, v in d["answer_words"].items()) or "none"),
+        "",
+        "## LLM token ledger",
+        "",
+        "| stage | models | calls | failed | retries | prompt tokens | completion tokens |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
     for stage, s in card["ledger"]["stages"].items():
-        lines.append(f"| {stage} | {', '.join(s['models'])} | {s['calls']} | {s['failed']} | {s['retries']} | "
-                     f"{s['prompt_tokens']:,} | {s['completion_tokens']:,} |")
+        lines.append(
+            f"| {stage} | {', '.join(s['models'])} | {s['calls']} | {s['failed']} | {s['retries']} | "
+            f"{s['prompt_tokens']:,} | {s['completion_tokens']:,} |"
+        )
     per_pair = card["ledger"]["tokens_per_accepted_pair"]
-    lines += ["", f"Total {card['ledger']['total_tokens']:,} tokens; "
-              f"{'n/a' if per_pair is None else f'{per_pair:,.1f}'} tokens per accepted pair.", "",
-              "## Human audit", ""]
+    lines += [
+        "",
+        f"Total {card['ledger']['total_tokens']:,} tokens; "
+        f"{'n/a' if per_pair is None else f'{per_pair:,.1f}'} tokens per accepted pair.",
+        "",
+        "## Human audit",
+        "",
+    ]
     lines += audit.describe(card["audit"])
-    lines += ["", "## Params", "", "```json", json.dumps(card["params"], indent=2, sort_keys=True), "```", ""]
+    lines += [
+        "",
+        "## Params",
+        "",
+        "```json",
+        json.dumps(card["params"], indent=2, sort_keys=True),
+        "```",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -193,16 +298,42 @@ def plots(card: dict) -> dict[str, str]:
 
     out = {}
     charts = [
-        ("funnel", "Funnel", [s["step"] for s in card["funnel"]], [s["count"] for s in card["funnel"]], True),
-        ("domains", "Accepted pairs by domain", list(card["distributions"]["domains"]),
-         list(card["distributions"]["domains"].values()), True),
-        ("answer_words", "Answer length (words)", [str(k) for k in card["distributions"]["answer_words"]],
-         list(card["distributions"]["answer_words"].values()), False),
-        ("tokens", "LLM tokens by stage", list(card["ledger"]["stages"]),
-         [s["prompt_tokens"] + s["completion_tokens"] for s in card["ledger"]["stages"].values()], True),
+        (
+            "funnel",
+            "Funnel",
+            [s["step"] for s in card["funnel"]],
+            [s["count"] for s in card["funnel"]],
+            True,
+        ),
+        (
+            "domains",
+            "Accepted pairs by domain",
+            list(card["distributions"]["domains"]),
+            list(card["distributions"]["domains"].values()),
+            True,
+        ),
+        (
+            "answer_words",
+            "Answer length (words)",
+            [str(k) for k in card["distributions"]["answer_words"]],
+            list(card["distributions"]["answer_words"].values()),
+            False,
+        ),
+        (
+            "tokens",
+            "LLM tokens by stage",
+            list(card["ledger"]["stages"]),
+            [
+                s["prompt_tokens"] + s["completion_tokens"]
+                for s in card["ledger"]["stages"].values()
+            ],
+            True,
+        ),
     ]
     for key, title, labels, values, horizontal in charts:
-        fig, ax = plt.subplots(figsize=(7, 0.35 * max(len(labels), 3) + 1) if horizontal else (7, 3))
+        fig, ax = plt.subplots(
+            figsize=(7, 0.35 * max(len(labels), 3) + 1) if horizontal else (7, 3)
+        )
         if horizontal:
             ax.barh(labels[::-1], values[::-1], color="#3b6ea8")
         else:
@@ -217,47 +348,104 @@ def plots(card: dict) -> dict[str, str]:
 
 def _table(headers: list[str], rows: list[list]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def render_html(card: dict) -> str:
     images = plots(card)
-    img = {k: f'<img class="plot" id="plot-{k}" alt="{k}" src="data:image/png;base64,{v}">' for k, v in images.items()}
-    reasons = [[s["stage"], r["reason"], r["count"], " || ".join(f"{e['id'][:12]}: {e['example']}" for e in r["examples"])]
-               for s in card["stages"] for r in s["reasons"]]
-    ledger_rows = [[stage, ", ".join(s["models"]), s["calls"], s["failed"], s["retries"], s["prompt_tokens"],
-                    s["completion_tokens"]] for stage, s in card["ledger"]["stages"].items()]
+    img = {
+        k: f'<img class="plot" id="plot-{k}" alt="{k}" src="data:image/png;base64,{v}">'
+        for k, v in images.items()
+    }
+    reasons = [
+        [
+            s["stage"],
+            r["reason"],
+            r["count"],
+            " || ".join(f"{e['id'][:12]}: {e['example']}" for e in r["examples"]),
+        ]
+        for s in card["stages"]
+        for r in s["reasons"]
+    ]
+    ledger_rows = [
+        [
+            stage,
+            ", ".join(s["models"]),
+            s["calls"],
+            s["failed"],
+            s["retries"],
+            s["prompt_tokens"],
+            s["completion_tokens"],
+        ]
+        for stage, s in card["ledger"]["stages"].items()
+    ]
     per_pair = card["ledger"]["tokens_per_accepted_pair"]
-    audit_lines = "".join(f"<li>{html.escape(line.lstrip('- '))}</li>" for line in audit.describe(card["audit"]))
+    audit_lines = "".join(
+        f"<li>{html.escape(line.lstrip('- '))}</li>" for line in audit.describe(card["audit"])
+    )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Dataset card: {html.escape(card['run_id'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>Dataset card: {
+        html.escape(card["run_id"])
+    }</title>
 <style>body{{font-family:sans-serif;max-width:1000px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}}
 .plot{{max-width:100%;margin:1em 0}}.big{{font-size:1.3em}}</style></head><body>
-<h1>Dataset card: run {html.escape(card['run_id'])}</h1>
-<p class="big" id="summary"><b>{card['accepted_pairs']}</b> accepted pairs from {card['source']['documents']} source documents
-({card['source']['tokens']:,} source tokens). Corpus <code>{html.escape(str(card['corpus']))}</code>,
-label {html.escape(card['run_label'] or '-')}, started {html.escape(str(card['started_at']))}.</p>
-<h2>Funnel</h2>{_table(['step', 'unit', 'count'], [[s['step'], s['unit'], s['count']] for s in card['funnel']])}
-{img['funnel']}
-<h2>Stages</h2>{_table(['stage', 'unit', 'in', 'kept', 'rejected', 'failed', 'pass rate'],
-                       [[s['stage'], s['unit'], s['inputs'], s['kept'], s['rejected'], s['failed'], _pct(s['pass_rate'])]
-                        for s in card['stages']])}
-<h2>Rejection reasons</h2>{_table(['stage', 'reason', 'count', 'examples'], reasons)}
-<h2>Accepted pairs</h2>{img['domains']}{img['answer_words']}
-{_table(['persona', 'pairs'], [[k, v] for k, v in card['distributions']['personas'].items()])}
-<h2>LLM token ledger</h2>{_table(['stage', 'models', 'calls', 'failed', 'retries', 'prompt tokens', 'completion tokens'],
-                                 ledger_rows)}
-<p>Total {card['ledger']['total_tokens']:,} tokens; {'n/a' if per_pair is None else f'{per_pair:,.1f}'} per accepted pair.</p>
-{img['tokens']}
+<h1>Dataset card: run {html.escape(card["run_id"])}</h1>
+<p class="big" id="summary"><b>{card["accepted_pairs"]}</b> accepted pairs from {
+        card["source"]["documents"]
+    } source documents
+({card["source"]["tokens"]:,} source tokens). Corpus <code>{
+        html.escape(str(card["corpus"]))
+    }</code>,
+label {html.escape(card["run_label"] or "-")}, started {html.escape(str(card["started_at"]))}.</p>
+<h2>Funnel</h2>{
+        _table(
+            ["step", "unit", "count"], [[s["step"], s["unit"], s["count"]] for s in card["funnel"]]
+        )
+    }
+{img["funnel"]}
+<h2>Stages</h2>{
+        _table(
+            ["stage", "unit", "in", "kept", "rejected", "failed", "pass rate"],
+            [
+                [
+                    s["stage"],
+                    s["unit"],
+                    s["inputs"],
+                    s["kept"],
+                    s["rejected"],
+                    s["failed"],
+                    _pct(s["pass_rate"]),
+                ]
+                for s in card["stages"]
+            ],
+        )
+    }
+<h2>Rejection reasons</h2>{_table(["stage", "reason", "count", "examples"], reasons)}
+<h2>Accepted pairs</h2>{img["domains"]}{img["answer_words"]}
+{_table(["persona", "pairs"], [[k, v] for k, v in card["distributions"]["personas"].items()])}
+<h2>LLM token ledger</h2>{
+        _table(
+            ["stage", "models", "calls", "failed", "retries", "prompt tokens", "completion tokens"],
+            ledger_rows,
+        )
+    }
+<p>Total {card["ledger"]["total_tokens"]:,} tokens; {
+        "n/a" if per_pair is None else f"{per_pair:,.1f}"
+    } per accepted pair.</p>
+{img["tokens"]}
 <h2>Human audit</h2><ul id="audit">{audit_lines}</ul>
-<h2>Params</h2><pre>{html.escape(json.dumps(card['params'], indent=2, sort_keys=True))}</pre>
+<h2>Params</h2><pre>{html.escape(json.dumps(card["params"], indent=2, sort_keys=True))}</pre>
 </body></html>
 """
 
 
-def write_card(db_path: Path, exports_dir: Path, run_id: str, audit_per_stratum: int = audit.PER_STRATUM) -> dict:
+def write_card(
+    db_path: Path, exports_dir: Path, run_id: str, audit_per_stratum: int = audit.PER_STRATUM
+) -> dict:
     """Write card.md, report.html and (once) audit.csv next to the run's export."""
     target = exports_dir / run_folder_name(run_id)
     target.mkdir(parents=True, exist_ok=True)
@@ -272,5 +460,9 @@ def write_card(db_path: Path, exports_dir: Path, run_id: str, audit_per_stratum:
     if sample is not None:
         audit.write_csv(sample, sheet)
     audit_rows = len(sample) if sample is not None else len(pd.read_csv(sheet, dtype=str))
-    return {"path": str(target), "accepted_pairs": card["accepted_pairs"], "audit_rows": audit_rows,
-            "funnel": {s["step"]: s["count"] for s in card["funnel"]}}
+    return {
+        "path": str(target),
+        "accepted_pairs": card["accepted_pairs"],
+        "audit_rows": audit_rows,
+        "funnel": {s["step"]: s["count"] for s in card["funnel"]},
+    }

@@ -56,9 +56,15 @@ def load_settings() -> Settings:
         if p.strip()
     ]
     bench_env = os.environ.get("WEBSCALE_RL_BENCHMARKS_DIR", "").strip()
-    benchmarks_dir = Path(bench_env).expanduser().resolve() if bench_env else data_dir / "benchmarks"
-    return Settings(data_dir=data_dir, db_path=db_path, allowed_roots=(data_dir, *extra),
-                    benchmarks_dir=benchmarks_dir)
+    benchmarks_dir = (
+        Path(bench_env).expanduser().resolve() if bench_env else data_dir / "benchmarks"
+    )
+    return Settings(
+        data_dir=data_dir,
+        db_path=db_path,
+        allowed_roots=(data_dir, *extra),
+        benchmarks_dir=benchmarks_dir,
+    )
 
 
 def _is_corpus_file(path: Path) -> bool:
@@ -78,11 +84,15 @@ def resolve_corpus(corpus: str, settings: Settings, allow_empty: bool = False) -
     """
     corpus = (corpus or "").strip()
     if not corpus:
-        raise ConfigError("param 'corpus' is empty: give a file, directory or glob under the data dir")
+        raise ConfigError(
+            "param 'corpus' is empty: give a file, directory or glob under the data dir"
+        )
     if "\x00" in corpus:
         raise ConfigError("param 'corpus' contains a NUL byte")
     if len(corpus) > MAX_CORPUS_CHARS:
-        raise ConfigError(f"param 'corpus' is {len(corpus)} characters long; at most {MAX_CORPUS_CHARS}")
+        raise ConfigError(
+            f"param 'corpus' is {len(corpus)} characters long; at most {MAX_CORPUS_CHARS}"
+        )
     try:
         return _resolve(corpus, settings, allow_empty)
     except OSError as exc:  # e.g. a name too long for the file system: a bad param, not a retry
@@ -108,7 +118,9 @@ def _resolve(corpus: str, settings: Settings, allow_empty: bool) -> list[Path]:
         parts = raw.parts
         first = next((i for i, part in enumerate(parts) if glob.has_magic(part)), len(parts))
         if ".." in parts[first:]:
-            raise ConfigError(f"corpus '{corpus}' has '..' after a wildcard: name the folder without it")
+            raise ConfigError(
+                f"corpus '{corpus}' has '..' after a wildcard: name the folder without it"
+            )
         base = Path(*parts[:first]) if first else Path()
         base = (base if raw.is_absolute() else settings.data_dir / base).resolve()
         if not _inside(base, roots):

@@ -34,8 +34,13 @@ MAX_IDS = 10
 # Tables that must hold one row per key: the key each declares as its primary key (every
 # stage table by its unit, from the registry, besides these).
 OTHER_KEYED_TABLES = {
-    "documents": ("doc_id",), "ingest_errors": ("source_file", "line_no"), "ingest_files": ("run_id", "source_file"),
-    "run_docs": ("run_id", "doc_id"), "doc_minhash": ("doc_id",), "llm_calls": ("request_hash",), "runs": ("run_id",),
+    "documents": ("doc_id",),
+    "ingest_errors": ("source_file", "line_no"),
+    "ingest_files": ("run_id", "source_file"),
+    "run_docs": ("run_id", "doc_id"),
+    "doc_minhash": ("doc_id",),
+    "llm_calls": ("request_hash",),
+    "runs": ("run_id",),
 }
 
 
@@ -82,18 +87,37 @@ def count_records(path: Path) -> int | None:
 
 def _ingest(con, run_id: str, files: list[str]) -> list[Violation]:
     found: list[Violation] = []
-    tallies = {row[0]: row[1:] for row in con.execute(
-        """SELECT source_file, records_seen, new_docs, already_ingested, deferred, errors
-           FROM ingest_files WHERE run_id = ?""", [run_id]).fetchall()}
+    tallies = {
+        row[0]: row[1:]
+        for row in con.execute(
+            """SELECT source_file, records_seen, new_docs, already_ingested, deferred, errors
+           FROM ingest_files WHERE run_id = ?""",
+            [run_id],
+        ).fetchall()
+    }
     missing = sorted(set(files) - set(tallies))
     if missing:
         found.append(Violation("file_accounted", "corpus files with no ingest record", missing))
-    docs = dict(con.execute("""SELECT source_file, count(*) FROM documents WHERE ingest_run_id = ?
-                               GROUP BY ALL""", [run_id]).fetchall())
-    errors = dict(con.execute("SELECT source_file, count(*) FROM ingest_errors WHERE run_id = ? GROUP BY ALL",
-                              [run_id]).fetchall())
-    unreadable = {r[0] for r in con.execute(
-        "SELECT source_file FROM ingest_errors WHERE run_id = ? AND reason = 'unreadable_file'", [run_id]).fetchall()}
+    docs = dict(
+        con.execute(
+            """SELECT source_file, count(*) FROM documents WHERE ingest_run_id = ?
+                               GROUP BY ALL""",
+            [run_id],
+        ).fetchall()
+    )
+    errors = dict(
+        con.execute(
+            "SELECT source_file, count(*) FROM ingest_errors WHERE run_id = ? GROUP BY ALL",
+            [run_id],
+        ).fetchall()
+    )
+    unreadable = {
+        r[0]
+        for r in con.execute(
+            "SELECT source_file FROM ingest_errors WHERE run_id = ? AND reason = 'unreadable_file'",
+            [run_id],
+        ).fetchall()
+    }
     bad_sum, bad_docs, bad_errors, bad_count = [], [], [], []
     for name, (seen, new, already, deferred, n_errors) in sorted(tallies.items()):
         if seen != new + already + deferred + n_errors:
@@ -107,7 +131,11 @@ def _ingest(con, run_id: str, files: list[str]) -> list[Violation]:
             bad_count.append(f"{name}: {recount} records in the file, {seen} read")
     for rule, detail, ids in (
         ("records_read", "records read differ from the records in the file", bad_count),
-        ("records_accounted", "records read != new + already ingested + deferred + errors", bad_sum),
+        (
+            "records_accounted",
+            "records read != new + already ingested + deferred + errors",
+            bad_sum,
+        ),
         ("new_documents_stored", "new documents counted but not in `documents`", bad_docs),
         ("errors_stored", "ingest errors counted but not in `ingest_errors`", bad_errors),
     ):
@@ -120,33 +148,58 @@ def _outcomes(con, run_id: str) -> list[Violation]:
     found: list[Violation] = []
     per_doc = con.execute(
         """SELECT r.doc_id, count(o.doc_id) AS n, min(o.outcome) AS outcome FROM run_docs r
-           LEFT JOIN doc_outcomes o USING (doc_id) WHERE r.run_id = ? GROUP BY r.doc_id""", [run_id]).fetchall()
+           LEFT JOIN doc_outcomes o USING (doc_id) WHERE r.run_id = ? GROUP BY r.doc_id""",
+        [run_id],
+    ).fetchall()
     not_one = sorted(d for d, n, _ in per_doc if n != 1)
     if not_one:
-        found.append(Violation("one_outcome_per_document", "work-set documents without exactly one doc_outcomes row",
-                               not_one))
+        found.append(
+            Violation(
+                "one_outcome_per_document",
+                "work-set documents without exactly one doc_outcomes row",
+                not_one,
+            )
+        )
     pending = sorted(d for d, n, outcome in per_doc if n == 1 and outcome == "pending")
     if pending:
-        found.append(Violation("outcome_final", "work-set documents still pending at the end of the run", pending))
+        found.append(
+            Violation(
+                "outcome_final", "work-set documents still pending at the end of the run", pending
+            )
+        )
     total, distinct, documents = warehouse.one(
-        con, "SELECT count(*), count(DISTINCT doc_id), (SELECT count(*) FROM documents) FROM doc_outcomes")
+        con,
+        "SELECT count(*), count(DISTINCT doc_id), (SELECT count(*) FROM documents) FROM doc_outcomes",
+    )
     if not total == distinct == documents:
-        found.append(Violation("one_outcome_per_document",
-                               f"doc_outcomes has {total} rows for {distinct} ids and {documents} documents"))
+        found.append(
+            Violation(
+                "one_outcome_per_document",
+                f"doc_outcomes has {total} rows for {distinct} ids and {documents} documents",
+            )
+        )
     return found
 
 
 def _pairs(con, run_id: str) -> list[Violation]:
     pair_stages = registry.names("pair")
-    cases = [f"WHEN p{i}.status = 'kept' AND p{i + 1}.qa_id IS NULL THEN '{a} kept it but {b} never saw it'"
-             for i, (a, b) in enumerate(zip(pair_stages, pair_stages[1:], strict=False))]
-    cases += [f"WHEN p{i}.status <> 'kept' AND p{i}.reason IS NULL THEN '{name} stopped it without a reason'"
-              for i, name in enumerate(pair_stages)]
-    joins = " ".join(f"LEFT JOIN {name} p{i} ON p{i}.qa_id = p0.qa_id" for i, name in enumerate(pair_stages) if i)
+    cases = [
+        f"WHEN p{i}.status = 'kept' AND p{i + 1}.qa_id IS NULL THEN '{a} kept it but {b} never saw it'"
+        for i, (a, b) in enumerate(zip(pair_stages, pair_stages[1:], strict=False))
+    ]
+    cases += [
+        f"WHEN p{i}.status <> 'kept' AND p{i}.reason IS NULL THEN '{name} stopped it without a reason'"
+        for i, name in enumerate(pair_stages)
+    ]
+    joins = " ".join(
+        f"LEFT JOIN {name} p{i} ON p{i}.qa_id = p0.qa_id" for i, name in enumerate(pair_stages) if i
+    )
     rows = con.execute(
-        f"""SELECT p0.qa_id, CASE {' '.join(cases)} END AS problem
+        f"""SELECT p0.qa_id, CASE {" ".join(cases)} END AS problem
             FROM run_docs r JOIN {pair_stages[0]} p0 USING (doc_id) {joins}
-            WHERE r.run_id = ? AND problem IS NOT NULL ORDER BY ALL""", [run_id]).fetchall()
+            WHERE r.run_id = ? AND problem IS NOT NULL ORDER BY ALL""",
+        [run_id],
+    ).fetchall()
     by_problem: dict[str, list] = {}
     for qa_id, problem in rows:
         by_problem.setdefault(problem, []).append(qa_id)
@@ -162,26 +215,40 @@ def check_export(con, run_id: str, export_path: str) -> list[Violation]:
 
     folder = Path(export_path)
     qa_file = folder / "qa.jsonl"
-    files = {"qa.jsonl": [json.loads(line)["qa_id"] for line in qa_file.open(encoding="utf-8")]
-             if qa_file.exists() else []}
+    files = {
+        "qa.jsonl": [json.loads(line)["qa_id"] for line in qa_file.open(encoding="utf-8")]
+        if qa_file.exists()
+        else []
+    }
     files["train.parquet + val.parquet"] = [
-        row["extra_info"]["qa_id"] for split in ("train", "val") if (folder / f"{split}.parquet").exists()
-        for row in pq.read_table(folder / f"{split}.parquet", columns=["extra_info"]).to_pylist()]
+        row["extra_info"]["qa_id"]
+        for split in ("train", "val")
+        if (folder / f"{split}.parquet").exists()
+        for row in pq.read_table(folder / f"{split}.parquet", columns=["extra_info"]).to_pylist()
+    ]
     found = []
     for name, written in files.items():
         twice = sorted({q for q in written if written.count(q) > 1})
         if twice:
             found.append(Violation("export_exact", f"pairs written twice in {name}", twice))
         if set(written) != expected:
-            found.append(Violation("export_exact", f"{name} differs from the accepted pairs",
-                                   sorted(set(written) ^ expected)))
+            found.append(
+                Violation(
+                    "export_exact",
+                    f"{name} differs from the accepted pairs",
+                    sorted(set(written) ^ expected),
+                )
+            )
     return found
 
 
 def _keys(con) -> list[Violation]:
-    declared = {(table, tuple(cols)) for table, cols in con.execute(
-        "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
-    ).fetchall()}
+    declared = {
+        (table, tuple(cols))
+        for table, cols in con.execute(
+            "SELECT table_name, constraint_column_names FROM duckdb_constraints() WHERE constraint_type = 'PRIMARY KEY'"
+        ).fetchall()
+    }
     found = []
     keyed = keyed_tables()
     undeclared = [f"{t}({', '.join(k)})" for t, k in keyed.items() if (t, k) not in declared]
@@ -189,11 +256,17 @@ def _keys(con) -> list[Violation]:
         found.append(Violation("keys_declared", "tables without their primary key", undeclared))
     for table, key in keyed.items():
         cols = ", ".join(key)
-        dupes = con.execute(f"SELECT {cols} FROM {table} GROUP BY ALL HAVING count(*) > 1 LIMIT {MAX_IDS + 1}"
-                            ).fetchall()
+        dupes = con.execute(
+            f"SELECT {cols} FROM {table} GROUP BY ALL HAVING count(*) > 1 LIMIT {MAX_IDS + 1}"
+        ).fetchall()
         if dupes:
-            found.append(Violation("unique_keys", f"duplicate keys in {table}",
-                                   ["/".join(str(v) for v in d) for d in dupes]))
+            found.append(
+                Violation(
+                    "unique_keys",
+                    f"duplicate keys in {table}",
+                    ["/".join(str(v) for v in d) for d in dupes],
+                )
+            )
     return found
 
 
@@ -203,7 +276,10 @@ def check(con, run_id: str, files: list[str]) -> list[Violation]:
 
 
 def summary(violations: list[Violation]) -> dict:
-    return {"violations": len(violations), "rules": [asdict(v) | {"ids": v.ids[:MAX_IDS]} for v in violations]}
+    return {
+        "violations": len(violations),
+        "rules": [asdict(v) | {"ids": v.ids[:MAX_IDS]} for v in violations],
+    }
 
 
 def enforce(violations: list[Violation], run_id: str) -> None:

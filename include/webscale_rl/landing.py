@@ -48,19 +48,27 @@ def landing_files(landing: str) -> list[Path]:
     # exists would let the param probe the host's file system.
     missing = False
     with contextlib.suppress(OSError):
-        root = ((settings.data_dir / landing) if not Path(landing).is_absolute() else Path(landing)).resolve()
+        root = (
+            (settings.data_dir / landing) if not Path(landing).is_absolute() else Path(landing)
+        ).resolve()
         missing = any(root.is_relative_to(r) for r in settings.allowed_roots) and not root.exists()
     if missing:
-        raise ConfigError(f"landing directory {root} does not exist: create it and drop "
-                          f"{', '.join(CORPUS_SUFFIXES)} files there")
+        raise ConfigError(
+            f"landing directory {root} does not exist: create it and drop "
+            f"{', '.join(CORPUS_SUFFIXES)} files there"
+        )
     return resolve_corpus(landing, settings, allow_empty=True)
 
 
 def changed_files(db_path: Path, files: list[Path]) -> list[FileState]:
     """Files not seen before, or whose content changed since (a touch alone is not a change)."""
     with warehouse.read(db_path) as con:
-        known = {p: (size, mtime, sha) for p, size, mtime, sha in con.execute(
-            "SELECT path, size, mtime_ns, sha256 FROM landing_files").fetchall()}
+        known = {
+            p: (size, mtime, sha)
+            for p, size, mtime, sha in con.execute(
+                "SELECT path, size, mtime_ns, sha256 FROM landing_files"
+            ).fetchall()
+        }
     out = []
     for path in files:
         stat = path.stat()
@@ -80,25 +88,49 @@ def scan_and_ingest(landing: str, run_id: str, max_docs: int = 0) -> dict:
     settings = load_settings()
     files = landing_files(landing)
     changed = changed_files(settings.db_path, files)
-    report = {"scanned": len(files), "changed_files": [c.path for c in changed], "new_docs": 0,
-              "ingest_run_id": run_id}
+    report = {
+        "scanned": len(files),
+        "changed_files": [c.path for c in changed],
+        "new_docs": 0,
+        "ingest_run_id": run_id,
+    }
     if not changed:
         return report
     now = datetime.now(UTC)
     try:
-        result = ingest.ingest_files([Path(c.path) for c in changed], db_path=settings.db_path, run_id=run_id,
-                                     ingested_at=now, max_docs=max_docs)
+        result = ingest.ingest_files(
+            [Path(c.path) for c in changed],
+            db_path=settings.db_path,
+            run_id=run_id,
+            ingested_at=now,
+            max_docs=max_docs,
+        )
     except ingest.IngestError:
-        _record(settings.db_path, changed, run_id, now)  # the usable files were saved; do not re-read them
+        _record(
+            settings.db_path, changed, run_id, now
+        )  # the usable files were saved; do not re-read them
         raise
     _record(settings.db_path, changed, run_id, now)
-    report.update(new_docs=result["new_docs"], errors=result["errors"], records_read=result["records_read"])
+    report.update(
+        new_docs=result["new_docs"], errors=result["errors"], records_read=result["records_read"]
+    )
     return report
 
 
 def _record(db_path: Path, changed: list[FileState], run_id: str, when: datetime) -> None:
-    frame = pd.DataFrame([{"path": c.path, "size": c.size, "mtime_ns": c.mtime_ns, "sha256": c.sha256,
-                           "ingest_run_id": run_id, "seen_at": when} for c in changed])
+    frame = pd.DataFrame(
+        [
+            {
+                "path": c.path,
+                "size": c.size,
+                "mtime_ns": c.mtime_ns,
+                "sha256": c.sha256,
+                "ingest_run_id": run_id,
+                "seen_at": when,
+            }
+            for c in changed
+        ]
+    )
     with warehouse.write(db_path) as con:
         warehouse.replace_rows(con, "landing_files", frame, key="path")
 

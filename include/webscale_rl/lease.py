@@ -68,7 +68,9 @@ def _run_status(db_path: Path, run_id: str) -> str | None:
     return row[0] if row else None
 
 
-def acquire(db_path: Path, run_id: str, wait: float | None = None, ttl: float | None = None) -> dict | None:
+def acquire(
+    db_path: Path, run_id: str, wait: float | None = None, ttl: float | None = None
+) -> dict | None:
     """Take the lease for `run_id`, waiting up to `wait` seconds for a live holder to finish.
     Returns the holder it took over from when that holder was presumed dead, else None."""
     wait = wait_s() if wait is None else wait
@@ -82,18 +84,29 @@ def acquire(db_path: Path, run_id: str, wait: float | None = None, ttl: float | 
         # (start_run runs on the warehouse host).
         with warehouse.file_lock(path, exclusive=True):
             holder, idle = _read(path)
-            ended = holder is not None and holder["run_id"] != run_id and \
-                _run_status(db_path, holder["run_id"]) in ("success", "failed")
+            ended = (
+                holder is not None
+                and holder["run_id"] != run_id
+                and _run_status(db_path, holder["run_id"]) in ("success", "failed")
+            )
             if holder is None or holder["run_id"] == run_id or ended or idle > ttl:
-                record = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
-                          "acquired_at": datetime.now(UTC).isoformat()}
+                record = {
+                    "run_id": run_id,
+                    "host": socket.gethostname(),
+                    "pid": os.getpid(),
+                    "acquired_at": datetime.now(UTC).isoformat(),
+                }
                 tmp = path.with_suffix(".tmp")
                 tmp.write_text(json.dumps(record))
                 tmp.replace(path)
                 stale = holder if holder and holder["run_id"] != run_id and not ended else None
                 if stale:
-                    log.warning("took over the warehouse lease from run %s: no heartbeat for %.0fs (ttl %.0fs)",
-                                stale["run_id"], idle, ttl)
+                    log.warning(
+                        "took over the warehouse lease from run %s: no heartbeat for %.0fs (ttl %.0fs)",
+                        stale["run_id"],
+                        idle,
+                        ttl,
+                    )
                 return stale
         if time.monotonic() > deadline:
             raise LeaseBusy(
@@ -103,7 +116,12 @@ def acquire(db_path: Path, run_id: str, wait: float | None = None, ttl: float | 
                 f"({TTL_ENV}). Waited {wait:.0f}s ({WAIT_ENV})."
             )
         if not logged:
-            log.info("waiting for run %s to release warehouse %s (heartbeat %.0fs ago)", holder["run_id"], db_path, idle)
+            log.info(
+                "waiting for run %s to release warehouse %s (heartbeat %.0fs ago)",
+                holder["run_id"],
+                db_path,
+                idle,
+            )
             logged = True
         time.sleep(min(1.0, max(0.05, ttl / 10)))
 

@@ -28,70 +28,195 @@ class ParamSpec:
 
 
 PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("corpus", "sample", {"type": "string", "minLength": 1}, "Corpus",
-              "File, directory or glob of `.jsonl`, `.jsonl.gz` or `.parquet` files, relative to the data dir "
-              "(WEBSCALE_RL_DATA_DIR). Paths that resolve (through symlinks too) outside the data dir and "
-              "WEBSCALE_RL_ALLOWED_ROOTS are refused."),
-    ParamSpec("max_docs", 0, {"type": "integer", "minimum": 0}, "Max new documents",
-              "Cap on NEW documents this run ingests (0 = all): a hash sample, so successive runs walk through "
-              "a large corpus in uniform batches."),
-    ParamSpec("run_label", "", {"type": ["null", "string"]}, "Run label",
-              "Free text stored with the run in the `runs` table."),
-    ParamSpec("shard_size", 500, {"type": "integer", "minimum": 1}, "Shard size",
-              "Documents per mapped shard task (shards are doc_id ranges)."),
-    ParamSpec("max_doc_chars", 200_000, {"type": "integer", "minimum": 1}, "Max document characters",
-              "Longer documents are rejected or truncated (see the oversize policy), recorded either way."),
-    ParamSpec("oversize_policy", "reject", {"type": "string", "enum": ["reject", "truncate"]}, "Oversize policy",
-              "`reject` an over-long document, or `truncate` it at the last space before the limit."),
-    ParamSpec("max_ingest_error_rate", 0.5, RATE, "Gate: max ingest error rate",
-              "Ingest gate: the share of records allowed to fail ingestion."),
-    ParamSpec("min_heuristic_kept_rate", 0.05, RATE, "Gate: min heuristic kept rate",
-              "Heuristic-filter gate: the least share of documents kept."),
-    ParamSpec("max_heuristic_kept_rate", 1.0, RATE, "Gate: max heuristic kept rate",
-              "Heuristic-filter gate: the greatest share of documents kept."),
-    ParamSpec("heuristic_rule_overrides", {}, {"type": "object"}, "Heuristic rule overrides",
-              '`{"rule_name": threshold}`; `null` disables a rule.'),
-    ParamSpec("near_dup_threshold", 0.7, {"type": "number", "minimum": 0.3, "maximum": 1},
-              "Near-duplicate threshold",
-              "Estimated Jaccard of 5-word shingles at or above which a document is a near-duplicate of one "
-              "kept before (0.7 catches about 3 % edits)."),
-    ParamSpec("max_personas", 3, {"type": "integer", "minimum": 1, "maximum": 10}, "Personas per document",
-              "Up to this many distinct personas per document; one pair is generated for each."),
-    ParamSpec("few_shot", 2, {"type": "integer", "minimum": 0, "maximum": 4}, "Few-shot demonstrations",
-              "Demonstrations per generate call, from the domain's library (4 per domain)."),
-    ParamSpec("generate_mode", "per_persona", {"type": "string", "enum": ["per_persona", "batched"]},
-              "Generation mode",
-              "`per_persona`: one call per persona (the method); `batched`: one call per document for all "
-              "its personas."),
-    ParamSpec("max_answer_words", 8, {"type": "integer", "minimum": 1}, "Max answer words",
-              "Verify rejects longer answers before any LLM call."),
-    ParamSpec("models", {}, {"type": "object", "additionalProperties": {"type": "string"}}, "Per-stage models",
-              'Per-stage model, e.g. `{"llm_filter": "big", "generate": "big", "classify": "small", '
-              '"verify": "small"}`; other stages use the llm_default model.'),
-    ParamSpec("max_llm_failed_rate", 0.2, RATE, "Gate: max share of failed LLM items per stage",
-              "Every LLM stage's gate: the share of items whose call failed."),
-    ParamSpec("min_llm_filter_kept_rate", 0.0, RATE, "Gate: min LLM-filter kept rate",
-              "LLM-filter gate: the least share of documents kept."),
-    ParamSpec("min_accepted_rate", 0.0, RATE, "Gate: min share of generated pairs accepted by verify",
-              "Verify gate: the least share of pairs accepted."),
-    ParamSpec("builtin_benchmarks", ["humaneval"],
-              {"type": "array", "items": {"type": "string", "enum": ["humaneval"]}}, "Built-in benchmarks",
-              "Benchmarks shipped with installed packages to decontaminate against, besides the files in "
-              "WEBSCALE_RL_BENCHMARKS_DIR."),
-    ParamSpec("decontam_ngram", 13, {"type": "integer", "minimum": 5, "maximum": 50},
-              "Decontamination n-gram (words)",
-              "Size in words of the benchmark overlap check (13 is lm-eval-harness's)."),
-    ParamSpec("decontaminate_documents", False, {"type": "boolean"}, "Decontaminate source documents too",
-              "Also reject pairs whose source document overlaps a benchmark."),
-    ParamSpec("question_dup_threshold", 0.8, {"type": "number", "minimum": 0.3, "maximum": 1},
-              "Duplicate-question threshold",
-              "Jaccard of word 1+2-gram sets at or above which two questions are the same question."),
-    ParamSpec("min_accepted_pairs", 1, {"type": "integer", "minimum": 0}, "Gate: min accepted pairs",
-              "Dataset gate: a run with new documents must produce at least this many pairs."),
-    ParamSpec("audit_per_stratum", 3, {"type": "integer", "minimum": 0}, "Audit sample per domain and verdict",
-              "Audit sample size per (domain, verifier verdict)."),
-    ParamSpec("val_fraction", 0.1, RATE, "Validation share of the export",
-              "Share of the export in `val.parquet` (by qa_id hash)."),
+    ParamSpec(
+        "corpus",
+        "sample",
+        {"type": "string", "minLength": 1},
+        "Corpus",
+        "File, directory or glob of `.jsonl`, `.jsonl.gz` or `.parquet` files, relative to the data dir "
+        "(WEBSCALE_RL_DATA_DIR). Paths that resolve (through symlinks too) outside the data dir and "
+        "WEBSCALE_RL_ALLOWED_ROOTS are refused.",
+    ),
+    ParamSpec(
+        "max_docs",
+        0,
+        {"type": "integer", "minimum": 0},
+        "Max new documents",
+        "Cap on NEW documents this run ingests (0 = all): a hash sample, so successive runs walk through "
+        "a large corpus in uniform batches.",
+    ),
+    ParamSpec(
+        "run_label",
+        "",
+        {"type": ["null", "string"]},
+        "Run label",
+        "Free text stored with the run in the `runs` table.",
+    ),
+    ParamSpec(
+        "shard_size",
+        500,
+        {"type": "integer", "minimum": 1},
+        "Shard size",
+        "Documents per mapped shard task (shards are doc_id ranges).",
+    ),
+    ParamSpec(
+        "max_doc_chars",
+        200_000,
+        {"type": "integer", "minimum": 1},
+        "Max document characters",
+        "Longer documents are rejected or truncated (see the oversize policy), recorded either way.",
+    ),
+    ParamSpec(
+        "oversize_policy",
+        "reject",
+        {"type": "string", "enum": ["reject", "truncate"]},
+        "Oversize policy",
+        "`reject` an over-long document, or `truncate` it at the last space before the limit.",
+    ),
+    ParamSpec(
+        "max_ingest_error_rate",
+        0.5,
+        RATE,
+        "Gate: max ingest error rate",
+        "Ingest gate: the share of records allowed to fail ingestion.",
+    ),
+    ParamSpec(
+        "min_heuristic_kept_rate",
+        0.05,
+        RATE,
+        "Gate: min heuristic kept rate",
+        "Heuristic-filter gate: the least share of documents kept.",
+    ),
+    ParamSpec(
+        "max_heuristic_kept_rate",
+        1.0,
+        RATE,
+        "Gate: max heuristic kept rate",
+        "Heuristic-filter gate: the greatest share of documents kept.",
+    ),
+    ParamSpec(
+        "heuristic_rule_overrides",
+        {},
+        {"type": "object"},
+        "Heuristic rule overrides",
+        '`{"rule_name": threshold}`; `null` disables a rule.',
+    ),
+    ParamSpec(
+        "near_dup_threshold",
+        0.7,
+        {"type": "number", "minimum": 0.3, "maximum": 1},
+        "Near-duplicate threshold",
+        "Estimated Jaccard of 5-word shingles at or above which a document is a near-duplicate of one "
+        "kept before (0.7 catches about 3 % edits).",
+    ),
+    ParamSpec(
+        "max_personas",
+        3,
+        {"type": "integer", "minimum": 1, "maximum": 10},
+        "Personas per document",
+        "Up to this many distinct personas per document; one pair is generated for each.",
+    ),
+    ParamSpec(
+        "few_shot",
+        2,
+        {"type": "integer", "minimum": 0, "maximum": 4},
+        "Few-shot demonstrations",
+        "Demonstrations per generate call, from the domain's library (4 per domain).",
+    ),
+    ParamSpec(
+        "generate_mode",
+        "per_persona",
+        {"type": "string", "enum": ["per_persona", "batched"]},
+        "Generation mode",
+        "`per_persona`: one call per persona (the method); `batched`: one call per document for all "
+        "its personas.",
+    ),
+    ParamSpec(
+        "max_answer_words",
+        8,
+        {"type": "integer", "minimum": 1},
+        "Max answer words",
+        "Verify rejects longer answers before any LLM call.",
+    ),
+    ParamSpec(
+        "models",
+        {},
+        {"type": "object", "additionalProperties": {"type": "string"}},
+        "Per-stage models",
+        'Per-stage model, e.g. `{"llm_filter": "big", "generate": "big", "classify": "small", '
+        '"verify": "small"}`; other stages use the llm_default model.',
+    ),
+    ParamSpec(
+        "max_llm_failed_rate",
+        0.2,
+        RATE,
+        "Gate: max share of failed LLM items per stage",
+        "Every LLM stage's gate: the share of items whose call failed.",
+    ),
+    ParamSpec(
+        "min_llm_filter_kept_rate",
+        0.0,
+        RATE,
+        "Gate: min LLM-filter kept rate",
+        "LLM-filter gate: the least share of documents kept.",
+    ),
+    ParamSpec(
+        "min_accepted_rate",
+        0.0,
+        RATE,
+        "Gate: min share of generated pairs accepted by verify",
+        "Verify gate: the least share of pairs accepted.",
+    ),
+    ParamSpec(
+        "builtin_benchmarks",
+        ["humaneval"],
+        {"type": "array", "items": {"type": "string", "enum": ["humaneval"]}},
+        "Built-in benchmarks",
+        "Benchmarks shipped with installed packages to decontaminate against, besides the files in "
+        "WEBSCALE_RL_BENCHMARKS_DIR.",
+    ),
+    ParamSpec(
+        "decontam_ngram",
+        13,
+        {"type": "integer", "minimum": 5, "maximum": 50},
+        "Decontamination n-gram (words)",
+        "Size in words of the benchmark overlap check (13 is lm-eval-harness's).",
+    ),
+    ParamSpec(
+        "decontaminate_documents",
+        False,
+        {"type": "boolean"},
+        "Decontaminate source documents too",
+        "Also reject pairs whose source document overlaps a benchmark.",
+    ),
+    ParamSpec(
+        "question_dup_threshold",
+        0.8,
+        {"type": "number", "minimum": 0.3, "maximum": 1},
+        "Duplicate-question threshold",
+        "Jaccard of word 1+2-gram sets at or above which two questions are the same question.",
+    ),
+    ParamSpec(
+        "min_accepted_pairs",
+        1,
+        {"type": "integer", "minimum": 0},
+        "Gate: min accepted pairs",
+        "Dataset gate: a run with new documents must produce at least this many pairs.",
+    ),
+    ParamSpec(
+        "audit_per_stratum",
+        3,
+        {"type": "integer", "minimum": 0},
+        "Audit sample per domain and verdict",
+        "Audit sample size per (domain, verifier verdict).",
+    ),
+    ParamSpec(
+        "val_fraction",
+        0.1,
+        RATE,
+        "Validation share of the export",
+        "Share of the export in `val.parquet` (by qa_id hash).",
+    ),
 )
 
 
@@ -107,8 +232,12 @@ def airflow_params() -> dict:
     """The trigger form: one Airflow Param per declaration."""
     from airflow.sdk import Param
 
-    return {p.name: Param(p.default, title=p.title, description=p.description.replace("`", ""), **p.schema)
-            for p in PARAMS}
+    return {
+        p.name: Param(
+            p.default, title=p.title, description=p.description.replace("`", ""), **p.schema
+        )
+        for p in PARAMS
+    }
 
 
 @lru_cache(maxsize=None)
@@ -135,13 +264,24 @@ def markdown_table() -> str:
     return "\n".join(rows)
 
 
-_TYPES = {"string": str, "integer": int, "number": float, "boolean": bool, "object": dict, "array": list}
+_TYPES = {
+    "string": str,
+    "integer": int,
+    "number": float,
+    "boolean": bool,
+    "object": dict,
+    "array": list,
+}
 
 
 def _field(p: ParamSpec) -> tuple:
     kind = p.schema["type"] if isinstance(p.schema["type"], str) else p.schema["type"][-1]
     if isinstance(p.default, (dict, list)):
-        return p.name, _TYPES[kind], dataclasses.field(default_factory=lambda d=p.default: copy.deepcopy(d))
+        return (
+            p.name,
+            _TYPES[kind],
+            dataclasses.field(default_factory=lambda d=p.default: copy.deepcopy(d)),
+        )
     return p.name, _TYPES[kind], dataclasses.field(default=p.default)
 
 
@@ -167,7 +307,9 @@ def _validate(self) -> None:
     llm_stages = [stage.name for stage in registry.stages() if stage.llm]
     unknown = sorted(set(self.models) - set(llm_stages))
     if unknown:
-        raise ConfigError(f"param 'models' must map LLM stages {llm_stages} to model names; unknown: {unknown}")
+        raise ConfigError(
+            f"param 'models' must map LLM stages {llm_stages} to model names; unknown: {unknown}"
+        )
     try:
         heuristic_filter.rules_with_overrides(self.heuristic_rule_overrides)
     except ValueError as exc:
@@ -176,9 +318,15 @@ def _validate(self) -> None:
 
 # The run's params, validated: one field per declaration in PARAMS, named as in the form.
 RunParams = dataclasses.make_dataclass(
-    "RunParams", [_field(p) for p in PARAMS], frozen=True,
-    namespace={"from_params": classmethod(_from_params), "validate": _validate,
-               "__doc__": "The run's params, validated: one field per declaration in PARAMS."})
+    "RunParams",
+    [_field(p) for p in PARAMS],
+    frozen=True,
+    namespace={
+        "from_params": classmethod(_from_params),
+        "validate": _validate,
+        "__doc__": "The run's params, validated: one field per declaration in PARAMS.",
+    },
+)
 RunParams.__module__ = __name__  # for pickling and repr (make_dataclass's module= is Python 3.12+)
 
 

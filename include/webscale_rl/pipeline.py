@@ -49,8 +49,12 @@ def task_step(settings: Settings, run_id: str, stage: str):
         raise
 
 
-def start_run(params: dict, run_id: str, started_at: datetime | None = None,
-              event_files: list[str] | None = None) -> dict:
+def start_run(
+    params: dict,
+    run_id: str,
+    started_at: datetime | None = None,
+    event_files: list[str] | None = None,
+) -> dict:
     """Validate params, resolve the corpus, and register the run. Refuses bad input clearly.
 
     A run started by the new-documents Asset processes the files its events name (checked
@@ -70,20 +74,41 @@ def start_run(params: dict, run_id: str, started_at: datetime | None = None,
             con.execute(
                 "UPDATE runs SET status = 'failed', failed_stage = coalesce(failed_stage, 'abandoned'), message = ?, "
                 "ended_at = ? WHERE run_id = ? AND status = 'running'",
-                [f"abandoned: its process stopped sending heartbeats; run {run_id} took over the warehouse "
-                 "and resumes its unfinished documents", _now(), abandoned["run_id"]],
+                [
+                    f"abandoned: its process stopped sending heartbeats; run {run_id} took over the warehouse "
+                    "and resumes its unfinished documents",
+                    _now(),
+                    abandoned["run_id"],
+                ],
             )
         con.execute(
             """
             INSERT OR REPLACE INTO runs (run_id, run_label, corpus, params, files, started_at, status)
             VALUES (?, ?, ?, ?, ?, ?, 'running')
             """,
-            [run_id, p.run_label, p.corpus, json.dumps(asdict(p)), json.dumps([str(f) for f in files]), started_at],
+            [
+                run_id,
+                p.run_label,
+                p.corpus,
+                json.dumps(asdict(p)),
+                json.dumps([str(f) for f in files]),
+                started_at,
+            ],
         )
-    log.info("run %s: %d corpus file(s) from %r under %s; warehouse %s",
-             run_id, len(files), p.corpus, settings.data_dir, settings.db_path)
-    return {"run_id": run_id, "files": [str(f) for f in files], "params": asdict(p),
-            "started_at": started_at.isoformat()}
+    log.info(
+        "run %s: %d corpus file(s) from %r under %s; warehouse %s",
+        run_id,
+        len(files),
+        p.corpus,
+        settings.data_dir,
+        settings.db_path,
+    )
+    return {
+        "run_id": run_id,
+        "files": [str(f) for f in files],
+        "params": asdict(p),
+        "started_at": started_at.isoformat(),
+    }
 
 
 def run_ingest(run: dict) -> dict:
@@ -112,16 +137,29 @@ def _gate(run: dict, stage: str, gate_inputs) -> dict:
             log.info("committed staged rows of %s: %s", stage, committed)
         with warehouse.read(settings.db_path) as con:
             frame, expectations = gate_inputs(con)
-        result = gates.run_gate(stage, frame, expectations, data_dir=settings.data_dir, run_name=run["run_id"])
+        result = gates.run_gate(
+            stage, frame, expectations, data_dir=settings.data_dir, run_name=run["run_id"]
+        )
         gates.enforce(result)
-    return {"stage": stage, "rows": result.rows, "expectations": result.evaluated,
-            "data_docs": result.docs_url, "committed_from_staging": committed}
+    return {
+        "stage": stage,
+        "rows": result.rows,
+        "expectations": result.evaluated,
+        "data_docs": result.docs_url,
+        "committed_from_staging": committed,
+    }
 
 
 def gate_ingest(run: dict) -> dict:
     p = RunParams.from_params(run["params"])
-    return _gate(run, "ingest", lambda con: (ingest.gate_frame(con, run["files"]),
-                                             ingest.gate_expectations(p.max_ingest_error_rate)))
+    return _gate(
+        run,
+        "ingest",
+        lambda con: (
+            ingest.gate_frame(con, run["files"]),
+            ingest.gate_expectations(p.max_ingest_error_rate),
+        ),
+    )
 
 
 def llm_settings(params: RunParams, settings: LLMSettings | None = None) -> LLMSettings:
@@ -134,13 +172,17 @@ def llm_settings(params: RunParams, settings: LLMSettings | None = None) -> LLMS
     return settings.with_overrides(stage_models=params.models)
 
 
-def run_stage(run: dict, name: str, shard: dict | None = None, settings: LLMSettings | None = None) -> dict:
+def run_stage(
+    run: dict, name: str, shard: dict | None = None, settings: LLMSettings | None = None
+) -> dict:
     """One registered stage (one shard of a sharded one) through the generic runner."""
     data = load_settings()
     p = RunParams.from_params(run["params"])
     llm = llm_settings(p, settings) if registry.get(name).llm else None
     with task_step(data, run["run_id"], name):
-        result = runner.execute(name, runner.context(name, data.db_path, run["run_id"], p, shard, llm))
+        result = runner.execute(
+            name, runner.context(name, data.db_path, run["run_id"], p, shard, llm)
+        )
     log.info("%s%s: %s", name, f" shard {shard}" if shard else "", json.dumps(result))
     return result
 
@@ -167,7 +209,9 @@ def plan_shards(run: dict) -> list[dict]:
 def shard_ranges(n_docs: int, shard_size: int) -> list[dict]:
     count = min(MAX_SHARDS, max(1, math.ceil(n_docs / shard_size)))
     bounds = [f"{(i * 16**8) // count:08x}" for i in range(count)]
-    return [{"lo": lo, "hi": bounds[i + 1] if i + 1 < count else None} for i, lo in enumerate(bounds)]
+    return [
+        {"lo": lo, "hi": bounds[i + 1] if i + 1 < count else None} for i, lo in enumerate(bounds)
+    ]
 
 
 def gate_dataset(run: dict) -> dict:
@@ -175,11 +219,18 @@ def gate_dataset(run: dict) -> dict:
     p = RunParams.from_params(run["params"])
     settings = load_settings()
     with warehouse.read(settings.db_path) as con:
-        work_set = warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]])[0]
+        work_set = warehouse.one(
+            con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]]
+        )[0]
+
     def inputs(con):
         frame = export.dataset_frame(con, run["run_id"])
-        return frame, export.dataset_expectations(len(frame), min_pairs=p.min_accepted_pairs,
-                                                  max_answer_words=p.max_answer_words, work_set=work_set)
+        return frame, export.dataset_expectations(
+            len(frame),
+            min_pairs=p.min_accepted_pairs,
+            max_answer_words=p.max_answer_words,
+            work_set=work_set,
+        )
 
     return _gate(run, "dataset", inputs)
 
@@ -188,9 +239,15 @@ def run_dataset_card(run: dict) -> dict:
     settings = load_settings()
     p = RunParams.from_params(run["params"])
     with task_step(settings, run["run_id"], "dataset_card"):
-        result = card.write_card(settings.db_path, settings.exports_dir, run["run_id"], p.audit_per_stratum)
-    log.info("dataset card: %s/card.md and report.html; audit sample of %d pairs in audit.csv; funnel %s",
-             result["path"], result["audit_rows"], json.dumps(result["funnel"]))
+        result = card.write_card(
+            settings.db_path, settings.exports_dir, run["run_id"], p.audit_per_stratum
+        )
+    log.info(
+        "dataset card: %s/card.md and report.html; audit sample of %d pairs in audit.csv; funnel %s",
+        result["path"],
+        result["audit_rows"],
+        json.dumps(result["funnel"]),
+    )
     return result
 
 
@@ -206,19 +263,29 @@ def _status_counts(con, sql: str, run_id: str) -> dict:
 
 def run_counts(con, run_id: str) -> dict:
     """Per-stage counts for the run's work set, its LLM ledger, and its documents' outcomes."""
-    counts: dict = {"work_set": warehouse.one(
-        con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[0]}
+    counts: dict = {
+        "work_set": warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run_id])[
+            0
+        ]
+    }
     for stage in registry.names():
         counts[stage] = _status_counts(
-            con, f"""SELECT s.status, s.reason, count(*) FROM run_docs r JOIN {stage} s USING (doc_id)
-                     WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""", run_id)
-    counts["llm_calls"] = {stage: {k: v for k, v in s.items() if k != "models"}
-                           for stage, s in ledger.per_stage(con, run_id).items()}
-    counts["outcomes"] = dict(con.execute(
-        """SELECT o.outcome, count(*) FROM run_docs r JOIN doc_outcomes o USING (doc_id)
+            con,
+            f"""SELECT s.status, s.reason, count(*) FROM run_docs r JOIN {stage} s USING (doc_id)
+                     WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""",
+            run_id,
+        )
+    counts["llm_calls"] = {
+        stage: {k: v for k, v in s.items() if k != "models"}
+        for stage, s in ledger.per_stage(con, run_id).items()
+    }
+    counts["outcomes"] = dict(
+        con.execute(
+            """SELECT o.outcome, count(*) FROM run_docs r JOIN doc_outcomes o USING (doc_id)
            WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""",
-        [run_id],
-    ).fetchall())
+            [run_id],
+        ).fetchall()
+    )
     return counts
 
 
@@ -228,10 +295,16 @@ def check_conservation(run: dict) -> dict:
     with task_step(settings, run["run_id"], "check_conservation"):
         with warehouse.read(settings.db_path) as con:
             violations = conservation.check(con, run["run_id"], run["files"])
-            work_set = warehouse.one(con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]])[0]
+            work_set = warehouse.one(
+                con, "SELECT count(*) FROM run_docs WHERE run_id = ?", [run["run_id"]]
+            )[0]
         conservation.enforce(violations, run["run_id"])
-    log.info("conservation: every record of %d file(s) and every one of %d work-set documents and their "
-             "pairs is accounted for; no duplicate keys", len(run["files"]), work_set)
+    log.info(
+        "conservation: every record of %d file(s) and every one of %d work-set documents and their "
+        "pairs is accounted for; no duplicate keys",
+        len(run["files"]),
+        work_set,
+    )
     return {**conservation.summary(violations), "files": len(run["files"]), "work_set": work_set}
 
 
@@ -242,17 +315,31 @@ def run_export(run: dict) -> dict:
         result = export.export_run(data.db_path, data.exports_dir, run["run_id"], p.val_fraction)
         # Check the files against the warehouse before the task (and its Asset event) succeeds.
         with warehouse.read(data.db_path) as con:
-            conservation.enforce(conservation.check_export(con, run["run_id"], result["path"]), run["run_id"])
-    log.info("export: %d accepted pairs (%d train / %d val) in %s",
-             result["pairs"], result["train"], result["val"], result["path"])
+            conservation.enforce(
+                conservation.check_export(con, run["run_id"], result["path"]), run["run_id"]
+            )
+    log.info(
+        "export: %d accepted pairs (%d train / %d val) in %s",
+        result["pairs"],
+        result["train"],
+        result["val"],
+        result["path"],
+    )
     return result
 
 
-def finalize_run(run: dict, ingest_report: dict, export_result: dict | None = None,
-                 conservation_result: dict | None = None) -> dict:
+def finalize_run(
+    run: dict,
+    ingest_report: dict,
+    export_result: dict | None = None,
+    conservation_result: dict | None = None,
+) -> dict:
     """Record the run's counts, mark it succeeded and release the warehouse; returns the counts."""
     settings = load_settings()
-    with task_step(settings, run["run_id"], "finalize_run"), warehouse.write(settings.db_path) as con:
+    with (
+        task_step(settings, run["run_id"], "finalize_run"),
+        warehouse.write(settings.db_path) as con,
+    ):
         counts = run_counts(con, run["run_id"])
         counts["ingest"] = ingest_report
         if export_result:

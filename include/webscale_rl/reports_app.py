@@ -33,8 +33,11 @@ def _export_file(folder: str, name: str):
         raise HTTPException(404, "no such export")
     path = settings.exports_dir / folder / name
     if path.parent.parent != settings.exports_dir or not path.is_file():
-        raise HTTPException(404, f"{name} not found for export {folder} (the run may not have reached "
-                                 "its dataset_card task)")
+        raise HTTPException(
+            404,
+            f"{name} not found for export {folder} (the run may not have reached "
+            "its dataset_card task)",
+        )
     return path
 
 
@@ -58,14 +61,22 @@ def create_app() -> FastAPI:
             folder = run_folder_name(run_id)
             pairs = (json.loads(counts).get("export") or {}).get("pairs") if counts else None
             has_card = (settings.exports_dir / folder / "report.html").exists()
-            links = (f'<a href="runs/{folder}/report">report</a> · <a href="runs/{folder}/card">card.md</a>'
-                     if has_card else "—")
+            links = (
+                f'<a href="runs/{folder}/report">report</a> · <a href="runs/{folder}/card">card.md</a>'
+                if has_card
+                else "—"
+            )
             why = f"{failed_stage}: {message}" if failed_stage else ""
-            rows.append(f"<tr><td>{html.escape(run_id)}</td><td>{html.escape(label or '')}</td>"
-                        f"<td class='{html.escape(status or '')}'>{html.escape(status or '')}</td>"
-                        f"<td>{'' if pairs is None else pairs}</td><td>{html.escape(str(started or ''))}</td>"
-                        f"<td>{links}</td><td>{html.escape(why[:300])}</td></tr>")
-        body = "".join(rows) or "<tr><td colspan='7'>no runs yet: trigger the webscale_rl DAG</td></tr>"
+            rows.append(
+                f"<tr><td>{html.escape(run_id)}</td><td>{html.escape(label or '')}</td>"
+                f"<td class='{html.escape(status or '')}'>{html.escape(status or '')}</td>"
+                f"<td>{'' if pairs is None else pairs}</td><td>{html.escape(str(started or ''))}</td>"
+                f"<td>{links}</td><td>{html.escape(why[:300])}</td></tr>"
+            )
+        body = (
+            "".join(rows)
+            or "<tr><td colspan='7'>no runs yet: trigger the webscale_rl DAG</td></tr>"
+        )
         return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>webscale_rl runs</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.failed{{color:#b00}}.success{{color:#070}}</style>

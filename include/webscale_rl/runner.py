@@ -18,11 +18,23 @@ from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import common, registry
 
 
-def context(name: str, db_path: Path, run_id: str, params, shard: dict | None = None,
-            llm: LLMSettings | None = None) -> common.StageContext:
+def context(
+    name: str,
+    db_path: Path,
+    run_id: str,
+    params,
+    shard: dict | None = None,
+    llm: LLMSettings | None = None,
+) -> common.StageContext:
     shard_range = (shard["lo"], shard["hi"]) if shard else common.WHOLE_RUN
-    return common.StageContext(db_path=db_path, run_id=run_id, params=params, previous=registry.previous(name),
-                               shard=shard_range, llm=llm)
+    return common.StageContext(
+        db_path=db_path,
+        run_id=run_id,
+        params=params,
+        previous=registry.previous(name),
+        shard=shard_range,
+        llm=llm,
+    )
 
 
 def execute(name: str, ctx: common.StageContext) -> dict:

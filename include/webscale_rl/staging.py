@@ -64,8 +64,16 @@ def stage_path(run_id: str, stage: str) -> Path:
     return staging_dir() / run_folder_name(run_id) / stage
 
 
-def write_shard(db_path: Path, table: str, frame: pd.DataFrame, *, run_id: str, stage: str, part: str,
-                unique_part: bool = False) -> None:
+def write_shard(
+    db_path: Path,
+    table: str,
+    frame: pd.DataFrame,
+    *,
+    run_id: str,
+    stage: str,
+    part: str,
+    unique_part: bool = False,
+) -> None:
     """Write a shard's rows: to the warehouse directly, or (staged) to its own Parquet file.
 
     A stage table's part is the shard, so a retried shard replaces its file; ledger parts
@@ -77,8 +85,10 @@ def write_shard(db_path: Path, table: str, frame: pd.DataFrame, *, run_id: str, 
                 warehouse.replace_rows(con, table, frame, key=keys(table)[0])
         except (duckdb.ConstraintException, duckdb.ConversionException) as exc:
             shown = ", ".join(map(str, frame[keys(table)[1]].head(10)))
-            raise ShardWriteError(f"{table}: the warehouse refused the shard's rows ({exc}); none was "
-                                  f"written. Keys in the shard: {shown}{' …' if len(frame) > 10 else ''}") from exc
+            raise ShardWriteError(
+                f"{table}: the warehouse refused the shard's rows ({exc}); none was "
+                f"written. Keys in the shard: {shown}{' …' if len(frame) > 10 else ''}"
+            ) from exc
         return
     if len(frame) == 0:  # an empty shard has nothing to commit (and Parquet needs columns)
         return
@@ -105,12 +115,15 @@ def staged_successes(run_id: str, stage: str, hashes: list[str]) -> dict[str, di
         con.register("_hashes", pd.DataFrame({"request_hash": hashes}))
         rows = con.execute(
             "SELECT request_hash, result, raw, prompt_tokens, completion_tokens FROM read_parquet(?, union_by_name = true) "
-            "WHERE status = 'success' AND request_hash IN (SELECT request_hash FROM _hashes)", [files]
+            "WHERE status = 'success' AND request_hash IN (SELECT request_hash FROM _hashes)",
+            [files],
         ).fetchall()
     finally:
         con.close()
-    return {h: {"result": json.loads(r), "raw": raw, "prompt_tokens": p, "completion_tokens": c}
-            for h, r, raw, p, c in rows}
+    return {
+        h: {"result": json.loads(r), "raw": raw, "prompt_tokens": p, "completion_tokens": c}
+        for h, r, raw, p, c in rows
+    }
 
 
 def commit(db_path: Path, run_id: str, stage: str) -> dict[str, int]:
@@ -129,7 +142,9 @@ def commit(db_path: Path, run_id: str, stage: str) -> dict[str, int]:
             if not files:
                 continue
             # One row per primary key: for the ledger a success wins over a failed attempt.
-            order = "(status = 'success') DESC, filename DESC" if table == LEDGER else "filename DESC"
+            order = (
+                "(status = 'success') DESC, filename DESC" if table == LEDGER else "filename DESC"
+            )
             replace_key, primary_key = keys(table)
             frame = con.execute(
                 f"SELECT * EXCLUDE (filename) FROM read_parquet(?, union_by_name = true, filename = true) "

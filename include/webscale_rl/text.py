@@ -20,7 +20,12 @@ _NOT_ALNUM = regex.compile(r"[^\p{L}\p{N}]+")
 def normalize_text(text: str) -> str:
     """Canonical form stored and hashed: NFC, unified newlines, trimmed line-end spaces."""
     # NUL bytes are dropped: they break downstream tools and carry no text.
-    text = unicodedata.normalize("NFC", text).replace("\x00", "").replace("\r\n", "\n").replace("\r", "\n")
+    text = (
+        unicodedata.normalize("NFC", text)
+        .replace("\x00", "")
+        .replace("\r\n", "\n")
+        .replace("\r", "\n")
+    )
     text = "\n".join(_WS.sub(" ", line).strip() for line in text.split("\n"))
     return _BLANK_LINES.sub("\n\n", text).strip()
 

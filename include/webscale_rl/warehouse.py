@@ -215,14 +215,18 @@ def read(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             con.close()
 
 
-def _connect_read_only_retrying(db_path: Path, timeout_s: float = LOCK_TIMEOUT_S) -> duckdb.DuckDBPyConnection:
+def _connect_read_only_retrying(
+    db_path: Path, timeout_s: float = LOCK_TIMEOUT_S
+) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             return duckdb.connect(str(db_path), read_only=True)
         except duckdb.IOException:
             if time.monotonic() > deadline:
-                raise WarehouseBusy(f"warehouse {db_path} stayed locked for {timeout_s:.0f}s") from None
+                raise WarehouseBusy(
+                    f"warehouse {db_path} stayed locked for {timeout_s:.0f}s"
+                ) from None
             time.sleep(0.2)
 
 
@@ -253,18 +257,32 @@ def doc_outcomes_view_sql() -> str:
 
     stages = registry.names("doc")
     pair_stages = registry.names("pair")
-    joins = "\n".join(f"LEFT JOIN {s} AS s{i} ON s{i}.doc_id = d.doc_id" for i, s in enumerate(stages))
+    joins = "\n".join(
+        f"LEFT JOIN {s} AS s{i} ON s{i}.doc_id = d.doc_id" for i, s in enumerate(stages)
+    )
     stage_cases, outcome_cases, reason_cases = [], [], []
     for i, stage in enumerate(stages):
         previous = stages[i - 1] if i else "ingest"
-        stage_cases += [f"WHEN s{i}.status IS NULL THEN '{previous}'", f"WHEN s{i}.status <> 'kept' THEN '{stage}'"]
-        outcome_cases += [f"WHEN s{i}.status IS NULL THEN 'pending'", f"WHEN s{i}.status <> 'kept' THEN s{i}.status"]
-        reason_cases += [f"WHEN s{i}.status IS NULL THEN NULL", f"WHEN s{i}.status <> 'kept' THEN s{i}.reason"]
+        stage_cases += [
+            f"WHEN s{i}.status IS NULL THEN '{previous}'",
+            f"WHEN s{i}.status <> 'kept' THEN '{stage}'",
+        ]
+        outcome_cases += [
+            f"WHEN s{i}.status IS NULL THEN 'pending'",
+            f"WHEN s{i}.status <> 'kept' THEN s{i}.status",
+        ]
+        reason_cases += [
+            f"WHEN s{i}.status IS NULL THEN NULL",
+            f"WHEN s{i}.status <> 'kept' THEN s{i}.reason",
+        ]
     # p0 makes the pairs; p1.. each read the previous one's kept pairs.
-    pair_joins = "\n    ".join(f"LEFT JOIN {s} p{i} ON p{i}.qa_id = p0.qa_id"
-                                for i, s in enumerate(pair_stages) if i)
+    pair_joins = "\n    ".join(
+        f"LEFT JOIN {s} p{i} ON p{i}.qa_id = p0.qa_id" for i, s in enumerate(pair_stages) if i
+    )
     last = len(pair_stages) - 1
-    awaiting = " OR ".join(f"(p{i}.status = 'kept' AND p{i + 1}.status IS NULL)" for i in range(last))
+    awaiting = " OR ".join(
+        f"(p{i}.status = 'kept' AND p{i + 1}.status IS NULL)" for i in range(last)
+    )
     failed = " OR ".join(f"p{i}.status = 'failed'" for i in range(len(pair_stages)))
     latest = ", ".join(f"p{i}.{{0}}" for i in reversed(range(len(pair_stages))))
     return f"""
@@ -272,7 +290,7 @@ CREATE OR REPLACE VIEW doc_outcomes AS
 WITH qa AS (
     SELECT p0.doc_id,
            count(*) FILTER (WHERE p{last}.status = 'kept') AS n_accepted,
-           count(*) FILTER (WHERE {awaiting or 'false'}) AS n_unverified,
+           count(*) FILTER (WHERE {awaiting or "false"}) AS n_unverified,
            count(*) FILTER (WHERE {failed}) AS n_failed,
            count(*) FILTER (WHERE p0.status = 'failed') AS n_gen_failed,
            count(*) FILTER (WHERE p0.status <> 'kept') AS n_gen_stopped,
@@ -286,7 +304,7 @@ WITH qa AS (
 )
 SELECT
     d.doc_id,
-    CASE {' '.join(stage_cases)}
+    CASE {" ".join(stage_cases)}
          WHEN qa.doc_id IS NULL THEN '{stages[-1]}'
          WHEN qa.n_accepted > 0 THEN '{pair_stages[-1]}'
          WHEN qa.n_unverified > 0 THEN '{pair_stages[0]}'
@@ -294,13 +312,13 @@ SELECT
          WHEN qa.n_gen_stopped = qa.n_pairs THEN '{pair_stages[0]}'
          WHEN qa.n_decontaminated > 0 THEN '{pair_stages[-1]}'
          ELSE '{pair_stages[min(1, last)]}' END AS last_stage,
-    CASE {' '.join(outcome_cases)}
+    CASE {" ".join(outcome_cases)}
          WHEN qa.doc_id IS NULL THEN 'pending'
          WHEN qa.n_accepted > 0 THEN 'accepted'
          WHEN qa.n_unverified > 0 THEN 'pending'
          WHEN qa.n_failed > 0 THEN 'failed'
          ELSE 'rejected' END AS outcome,
-    CASE {' '.join(reason_cases)}
+    CASE {" ".join(reason_cases)}
          WHEN qa.n_accepted > 0 OR qa.doc_id IS NULL OR qa.n_unverified > 0 THEN NULL
          ELSE qa.first_reason END AS reason
 FROM documents AS d

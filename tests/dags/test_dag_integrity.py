@@ -36,42 +36,93 @@ def test_webscale_rl_is_declared_as_agreed(dagbag):
     for t in dag.tasks:
         assert t.retries >= 1, f"{t.task_id} has no retries"
     ids = {t.task_id for t in dag.tasks}
-    assert {"start_run", "ingest", "gate_ingest", "plan_shards", "heuristic_filter",
-            "gate_heuristic_filter", "llm_filter", "gate_llm_filter", "classify", "gate_classify",
-            "generate", "gate_generate", "verify", "gate_verify", "near_dedup", "gate_near_dedup",
-            "decontaminate", "gate_decontaminate", "gate_dataset", "export", "dataset_card", "finalize_run"} <= ids
+    assert {
+        "start_run",
+        "ingest",
+        "gate_ingest",
+        "plan_shards",
+        "heuristic_filter",
+        "gate_heuristic_filter",
+        "llm_filter",
+        "gate_llm_filter",
+        "classify",
+        "gate_classify",
+        "generate",
+        "gate_generate",
+        "verify",
+        "gate_verify",
+        "near_dedup",
+        "gate_near_dedup",
+        "decontaminate",
+        "gate_decontaminate",
+        "gate_dataset",
+        "export",
+        "dataset_card",
+        "finalize_run",
+    } <= ids
 
 
 def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dagbag):
     dag = dagbag.dags["webscale_rl"]
-    chain = ["ingest", "heuristic_filter", "near_dedup", "llm_filter", "classify", "generate", "verify",
-             "decontaminate"]
+    chain = [
+        "ingest",
+        "heuristic_filter",
+        "near_dedup",
+        "llm_filter",
+        "classify",
+        "generate",
+        "verify",
+        "decontaminate",
+    ]
     assert chain[1:] == list(registry.names()), "the DAG's stages are the registry's, in its order"
     for stage, next_stage in zip(chain, chain[1:] + ["gate_dataset"], strict=True):
         gate = f"gate_{stage}"
         assert gate in dag.get_task(stage).downstream_task_ids, f"{stage} is not followed by {gate}"
         assert gate in dag.get_task(next_stage).get_flat_relative_ids(upstream=True), (
-            f"{next_stage} may start before {gate}")
+            f"{next_stage} may start before {gate}"
+        )
     # The conservation check sits between the last gate and the export: a run that does not
     # add up exports nothing (and fires no Asset event).
     assert dag.get_task("check_conservation").upstream_task_ids == {"start_run", "gate_dataset"}
     assert dag.get_task("export").upstream_task_ids == {"start_run", "check_conservation"}
-    assert {"export", "dataset_card", "check_conservation"} <= dag.get_task("finalize_run").upstream_task_ids
+    assert {"export", "dataset_card", "check_conservation"} <= dag.get_task(
+        "finalize_run"
+    ).upstream_task_ids
     assert dag.get_task("export").outlets[0].name == "webscale_rl_export"
 
 
 def test_warehouse_writers_can_be_routed_to_the_warehouse_host():
     env = dict(os.environ, WEBSCALE_RL_WAREHOUSE_QUEUE="warehouse")
     out = subprocess.run(
-        [sys.executable, "-c",
-         "import sys, json; from airflow.dag_processing.dagbag import DagBag; "
-         "dag = DagBag(dag_folder=sys.argv[1]).dags['webscale_rl']; "
-         "print(json.dumps({t.task_id: t.queue for t in dag.tasks}))", str(DAGS_DIR)],
-        capture_output=True, text=True, check=True, env=env)
+        [
+            sys.executable,
+            "-c",
+            "import sys, json; from airflow.dag_processing.dagbag import DagBag; "
+            "dag = DagBag(dag_folder=sys.argv[1]).dags['webscale_rl']; "
+            "print(json.dumps({t.task_id: t.queue for t in dag.tasks}))",
+            str(DAGS_DIR),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
     queues = json.loads(out.stdout.strip().splitlines()[-1])
-    for task_id in ("start_run", "ingest", "gate_ingest", "gate_heuristic_filter", "gate_llm_filter",
-                    "gate_verify", "near_dedup", "decontaminate", "gate_dataset", "check_conservation", "export",
-                    "dataset_card", "finalize_run"):
+    for task_id in (
+        "start_run",
+        "ingest",
+        "gate_ingest",
+        "gate_heuristic_filter",
+        "gate_llm_filter",
+        "gate_verify",
+        "near_dedup",
+        "decontaminate",
+        "gate_dataset",
+        "check_conservation",
+        "export",
+        "dataset_card",
+        "finalize_run",
+    ):
         assert queues[task_id] == "warehouse", task_id
     for task_id in ("heuristic_filter", "llm_filter", "generate", "verify"):
         assert queues[task_id] != "warehouse", task_id
@@ -79,7 +130,12 @@ def test_warehouse_writers_can_be_routed_to_the_warehouse_host():
 
 def test_llm_tasks_run_in_the_llm_pool(dagbag):
     dag = dagbag.dags["webscale_rl"]
-    assert [s.name for s in registry.stages() if s.llm] == ["llm_filter", "classify", "generate", "verify"]
+    assert [s.name for s in registry.stages() if s.llm] == [
+        "llm_filter",
+        "classify",
+        "generate",
+        "verify",
+    ]
     for stage in registry.stages():
         assert dag.get_task(stage.name).pool == ("llm" if stage.llm else "default_pool")
 
@@ -90,8 +146,13 @@ def test_parsing_does_no_heavy_imports():
         "import sys, json, runpy; runpy.run_path(sys.argv[1]); "
         "print(json.dumps([m for m in ('great_expectations', 'duckdb', 'pandas', 'datatrove', 'webscale_rl.pipeline') if m in sys.modules]))"
     )
-    out = subprocess.run([sys.executable, "-c", code, str(DAGS_DIR / "webscale_rl.py")],
-                         capture_output=True, text=True, check=True, env=dict(os.environ))
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(DAGS_DIR / "webscale_rl.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=dict(os.environ),
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
@@ -103,7 +164,10 @@ def test_training_dag_fires_on_the_export_asset(dagbag):
     assert dag.params.get_param("launcher").schema["enum"] == ["none", "verl", "trl-cpu"]
     chain = ["start", "gate_training_data", "split", "baseline_eval", "train", "evaluate_after"]
     for upstream, downstream in zip(chain, chain[1:], strict=False):
-        assert upstream in dag.get_task(downstream).get_flat_relative_ids(upstream=True), (upstream, downstream)
+        assert upstream in dag.get_task(downstream).get_flat_relative_ids(upstream=True), (
+            upstream,
+            downstream,
+        )
     assert dag.get_task("baseline_eval").pool == "llm"
 
 
@@ -111,5 +175,7 @@ def test_ingestion_dag_is_scheduled_and_announces_new_documents(dagbag):
     dag = dagbag.dags["webscale_rl_ingest"]
     assert dag.schedule == "@daily" and dag.max_active_runs == 1 and dag.doc_md
     publish = dag.get_task("publish")
-    assert publish.outlets[0] == dagbag.dags["webscale_rl"].schedule[0]  # the processing DAG's trigger
+    assert (
+        publish.outlets[0] == dagbag.dags["webscale_rl"].schedule[0]
+    )  # the processing DAG's trigger
     assert all(t.retries >= 1 for t in dag.tasks)

@@ -23,12 +23,17 @@ def client(data_dir):
 def test_runs_page_lists_runs_and_links_their_cards(data_dir, client, monkeypatch):
     assert "no runs yet" in client.get("/runs").text
     db = data_dir / "warehouse.duckdb"
-    pairs.build(data_dir.parent, [{"doc": 0, "question": "How many sides does a hexagon have?", "answer": "6"}])
+    pairs.build(
+        data_dir.parent,
+        [{"doc": 0, "question": "How many sides does a hexagon have?", "answer": "6"}],
+    )
     (data_dir.parent / "w.duckdb").rename(db)
     with warehouse.write(db) as con:
-        con.execute("""INSERT INTO runs (run_id, run_label, corpus, params, status, started_at, counts)
+        con.execute(
+            """INSERT INTO runs (run_id, run_label, corpus, params, status, started_at, counts)
                        VALUES ('manual__2026-01-01T00:00:00+00:00', 'nightly', 'sample', '{}', 'success', now(), ?)""",
-                    [json.dumps({"export": {"pairs": 1}})])
+            [json.dumps({"export": {"pairs": 1}})],
+        )
         con.execute("""INSERT INTO runs (run_id, corpus, params, status, failed_stage, message, started_at)
                        VALUES ('r-failed', 'sample', '{}', 'failed', 'gate_verify', 'min_accepted_rate not met', now())""")
         con.execute("UPDATE run_docs SET run_id = 'manual__2026-01-01T00:00:00+00:00'")
@@ -62,11 +67,15 @@ def test_data_docs_are_served_and_nothing_else(data_dir, client):
 def test_airflow_loads_the_plugin_with_its_app_and_nav_entries():
     from airflow import plugins_manager
 
-    apps = [a for a in plugins_manager.get_fastapi_plugins()[0] if a["url_prefix"] == "/webscale-rl"]
+    apps = [
+        a for a in plugins_manager.get_fastapi_plugins()[0] if a["url_prefix"] == "/webscale-rl"
+    ]
     assert len(apps) == 1 and apps[0]["app"].url_path_for("runs") == "/runs"
     plugin = next(p for p in plugins_manager._get_plugins()[0] if p.name == "webscale_rl_reports")
     views = {v["name"]: v for v in plugin.external_views}
-    assert views["Dataset cards"]["destination"] == "nav" and not views["Dataset cards"]["href"].startswith("/")
+    assert views["Dataset cards"]["destination"] == "nav" and not views["Dataset cards"][
+        "href"
+    ].startswith("/")
     assert views["Data quality (GX)"]["href"] == "webscale-rl/data-docs/index.html"
 
 
@@ -78,4 +87,6 @@ def test_airflow_api_server_serves_the_reports_under_its_prefix(data_dir):
     client = TestClient(create_app())
     page = client.get("/webscale-rl/runs")
     assert page.status_code == 200 and "<h1>webscale_rl runs</h1>" in page.text
-    assert client.get("/webscale-rl/data-docs/index.html").status_code == 404  # no gate has run in this data dir
+    assert (
+        client.get("/webscale-rl/data-docs/index.html").status_code == 404
+    )  # no gate has run in this data dir

@@ -41,9 +41,16 @@ def free_port() -> int:
 
 
 class AirflowServer:
-    def __init__(self, *, data_dir: Path, llm_conn: dict | None = None, home: Path | None = None,
-                 port: int | None = None, extra_env: dict[str, str] | None = None,
-                 log_copy: Path | None = None):
+    def __init__(
+        self,
+        *,
+        data_dir: Path,
+        llm_conn: dict | None = None,
+        home: Path | None = None,
+        port: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        log_copy: Path | None = None,
+    ):
         self._own_home = home is None
         self.home = Path(home) if home else Path(tempfile.mkdtemp(prefix="airflow-home-"))
         self.port = port or free_port()
@@ -56,28 +63,32 @@ class AirflowServer:
         self._token: str | None = None
         self.env = self._environment(Path(data_dir), llm_conn, extra_env or {})
 
-    def _environment(self, data_dir: Path, llm_conn: dict | None, extra: dict[str, str]) -> dict[str, str]:
+    def _environment(
+        self, data_dir: Path, llm_conn: dict | None, extra: dict[str, str]
+    ) -> dict[str, str]:
         passwords = self.home / "passwords.json"
         self.home.mkdir(parents=True, exist_ok=True)
         passwords.write_text(json.dumps({USERNAME: PASSWORD}) + "\n", encoding="utf-8")
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
-        env.update({
-            "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__PARALLELISM": "4",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-            "AIRFLOW__API__PORT": str(self.port),
-            "AIRFLOW__API__HOST": "127.0.0.1",
-            "AIRFLOW__API__BASE_URL": self.base_url,
-            # Task runners report to the execution API; its default assumes port 8080.
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
-            "WEBSCALE_RL_DATA_DIR": str(data_dir),
-            "NO_COLOR": "1",
-        })
+        env.update(
+            {
+                "PATH": f"{BIN}:{os.environ.get('PATH', '')}",
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__PARALLELISM": "4",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+                "AIRFLOW__API__PORT": str(self.port),
+                "AIRFLOW__API__HOST": "127.0.0.1",
+                "AIRFLOW__API__BASE_URL": self.base_url,
+                # Task runners report to the execution API; its default assumes port 8080.
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.base_url}/execution/",
+                "WEBSCALE_RL_DATA_DIR": str(data_dir),
+                "NO_COLOR": "1",
+            }
+        )
         for key in ("WEBSCALE_RL_DB", "WEBSCALE_RL_ALLOWED_ROOTS"):
             env.pop(key, None)
         if llm_conn is not None:
@@ -87,15 +98,26 @@ class AirflowServer:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _airflow(self, *args: str) -> None:
-        subprocess.run([str(BIN / "airflow"), *args], env=self.env, check=True, capture_output=True,
-                       timeout=300)
+        subprocess.run(
+            [str(BIN / "airflow"), *args],
+            env=self.env,
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
 
     def start(self, timeout: float = 180) -> AirflowServer:
         self._airflow("db", "migrate")
         self._airflow("pools", "set", "llm", "4", "LLM shard tasks")
         self._log_file = self.log_path.open("wb")
-        self.proc = subprocess.Popen([str(BIN / "airflow"), "standalone"], env=self.env, cwd=self.home,
-                                     stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(BIN / "airflow"), "standalone"],
+            env=self.env,
+            cwd=self.home,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             self._wait_healthy(timeout)
         except BaseException:
@@ -107,12 +129,18 @@ class AirflowServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"airflow standalone exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(
+                    f"airflow standalone exited with {self.proc.returncode}:\n{self.log_tail()}"
+                )
             try:
-                with urllib.request.urlopen(f"{self.base_url}/api/v2/monitor/health", timeout=5) as resp:
+                with urllib.request.urlopen(
+                    f"{self.base_url}/api/v2/monitor/health", timeout=5
+                ) as resp:
                     health = json.load(resp)
-                if all(health.get(part, {}).get("status") == "healthy"
-                       for part in ("metadatabase", "scheduler", "dag_processor")):
+                if all(
+                    health.get(part, {}).get("status") == "healthy"
+                    for part in ("metadatabase", "scheduler", "dag_processor")
+                ):
                     return
             except (OSError, ValueError):
                 pass
@@ -148,17 +176,24 @@ class AirflowServer:
     def token(self) -> str:
         if self._token is None:
             body = json.dumps({"username": self.username, "password": self.password}).encode()
-            req = urllib.request.Request(f"{self.base_url}/auth/token", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
+            req = urllib.request.Request(
+                f"{self.base_url}/auth/token",
+                data=body,
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(req, timeout=30) as resp:
                 self._token = json.load(resp)["access_token"]
         return self._token
 
     def api(self, method: str, path: str, body: dict | None = None):
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(f"{self.base_url}{path}", data=data, method=method,
-                                     headers={"Authorization": f"Bearer {self.token()}",
-                                              "Content-Type": "application/json"})
+        req = urllib.request.Request(
+            f"{self.base_url}{path}",
+            data=data,
+            method=method,
+            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
+        )
         try:
             with urllib.request.urlopen(req, timeout=30) as resp:
                 return json.load(resp)

@@ -33,7 +33,8 @@ def _check_installed() -> None:
         raise BrowserMissing(
             f"{' and '.join(missing)} not found: the browser tests need headless Chromium from the "
             "Debian packages chromium and chromium-driver. Run `make browser` (apt-get installs "
-            "them; `make test` does it for you).")
+            "them; `make test` does it for you)."
+        )
 
 
 def artifacts_dir() -> Path:
@@ -50,12 +51,22 @@ def chromium_driver(window_size: tuple[int, int] = WINDOW_SIZE) -> Iterator:
 
     options = webdriver.ChromeOptions()
     options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                 "--disable-extensions", "--no-first-run", "--hide-scrollbars",
-                 f"--window-size={window_size[0]},{window_size[1]}"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--disable-extensions",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--window-size={window_size[0]},{window_size[1]}",
+    ):
         options.add_argument(flag)
-    service = Service(executable_path=str(CHROMEDRIVER), service_args=["--log-level=WARNING"],
-                      log_output=str(artifacts_dir() / "chromedriver.log"))
+    service = Service(
+        executable_path=str(CHROMEDRIVER),
+        service_args=["--log-level=WARNING"],
+        log_output=str(artifacts_dir() / "chromedriver.log"),
+    )
     driver = webdriver.Chrome(service=service, options=options)
     try:
         yield driver
@@ -69,10 +80,20 @@ def save_screenshot(driver, name: str, full_page: bool = True) -> Path:
     if full_page:
         # Chromium's DevTools protocol can render beyond the viewport in one capture.
         size = driver.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {
-            "format": "png", "captureBeyondViewport": True,
-            "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1},
-        })
+        shot = driver.execute_cdp_cmd(
+            "Page.captureScreenshot",
+            {
+                "format": "png",
+                "captureBeyondViewport": True,
+                "clip": {
+                    "x": 0,
+                    "y": 0,
+                    "width": size["width"],
+                    "height": size["height"],
+                    "scale": 1,
+                },
+            },
+        )
         path.write_bytes(base64.b64decode(shot["data"]))
     elif not driver.save_screenshot(str(path)):
         raise RuntimeError(f"could not save a screenshot to {path}")

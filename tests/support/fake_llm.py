@@ -31,18 +31,118 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULT_KINDS = ("http_500", "http_503", "http_429", "http_400", "timeout", "malformed_json", "missing_fields",
-               "truncated", "refusal")
+FAULT_KINDS = (
+    "http_500",
+    "http_503",
+    "http_429",
+    "http_400",
+    "timeout",
+    "malformed_json",
+    "missing_fields",
+    "truncated",
+    "refusal",
+)
 DOMAIN_KEYWORDS = {
-    "Math": ["equation", "theorem", "probability", "formula", "prime", "integer", "deviation", "quadratic", "interest"],
-    "Coding": ["python", "function", "code", "git", "array", "algorithm", "command", "api", "variable", "hash table"],
-    "Technology & Engineering": ["battery", "circuit", "voltage", "bridge", "engineer", "fiber", "thermostat", "gps", "satellite"],
-    "Natural Science": ["species", "cell", "energy", "chemical", "planet", "molecule", "physics", "temperature", "solution"],
-    "Medicine & Health": ["patient", "disease", "symptom", "dose", "treatment", "health", "medical", "blood", "vaccine"],
-    "Social Science": ["society", "survey", "social", "culture", "political", "economy of", "population", "behaviour", "psychology"],
-    "Commerce & Economics": ["price", "market", "revenue", "company", "inflation", "business", "customer", "profit", "trade"],
-    "Education": ["student", "course", "teacher", "school", "learning", "exam", "syllabus", "lesson", "scholarship"],
-    "Travel & Lifestyle": ["travel", "trail", "recipe", "hotel", "visitors", "cook", "garden", "packing", "plant"],
+    "Math": [
+        "equation",
+        "theorem",
+        "probability",
+        "formula",
+        "prime",
+        "integer",
+        "deviation",
+        "quadratic",
+        "interest",
+    ],
+    "Coding": [
+        "python",
+        "function",
+        "code",
+        "git",
+        "array",
+        "algorithm",
+        "command",
+        "api",
+        "variable",
+        "hash table",
+    ],
+    "Technology & Engineering": [
+        "battery",
+        "circuit",
+        "voltage",
+        "bridge",
+        "engineer",
+        "fiber",
+        "thermostat",
+        "gps",
+        "satellite",
+    ],
+    "Natural Science": [
+        "species",
+        "cell",
+        "energy",
+        "chemical",
+        "planet",
+        "molecule",
+        "physics",
+        "temperature",
+        "solution",
+    ],
+    "Medicine & Health": [
+        "patient",
+        "disease",
+        "symptom",
+        "dose",
+        "treatment",
+        "health",
+        "medical",
+        "blood",
+        "vaccine",
+    ],
+    "Social Science": [
+        "society",
+        "survey",
+        "social",
+        "culture",
+        "political",
+        "economy of",
+        "population",
+        "behaviour",
+        "psychology",
+    ],
+    "Commerce & Economics": [
+        "price",
+        "market",
+        "revenue",
+        "company",
+        "inflation",
+        "business",
+        "customer",
+        "profit",
+        "trade",
+    ],
+    "Education": [
+        "student",
+        "course",
+        "teacher",
+        "school",
+        "learning",
+        "exam",
+        "syllabus",
+        "lesson",
+        "scholarship",
+    ],
+    "Travel & Lifestyle": [
+        "travel",
+        "trail",
+        "recipe",
+        "hotel",
+        "visitors",
+        "cook",
+        "garden",
+        "packing",
+        "plant",
+    ],
 }
 NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])")
 
@@ -53,7 +153,11 @@ def _tag(text: str, tag: str) -> str | None:
 
 
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in re.split(r"(?<=[.!?])\s+", text.replace("\n", " ")) if len(s.split()) >= 4]
+    return [
+        s.strip()
+        for s in re.split(r"(?<=[.!?])\s+", text.replace("\n", " "))
+        if len(s.split()) >= 4
+    ]
 
 
 def _words(text: str) -> int:
@@ -76,8 +180,11 @@ def answer_classify(doc: str, max_personas: int) -> dict:
     best = max(scores, key=lambda d: (scores[d], d))
     domain = best if scores[best] >= 2 else "Other"
     topic = domain.lower()
-    personas = [f"a student learning about {topic}", f"a professional who works in {topic}",
-                f"a curious reader interested in {topic}"]
+    personas = [
+        f"a student learning about {topic}",
+        f"a professional who works in {topic}",
+        f"a curious reader interested in {topic}",
+    ]
     return {"domain": domain, "personas": personas[:max_personas]}
 
 
@@ -87,27 +194,35 @@ def make_pair(doc: str, persona: str) -> dict:
     match = NUMBER.search(sentence)
     if match:
         answer = match.group(0)
-        blanked = sentence[: match.start()] + "___" + sentence[match.end():]
+        blanked = sentence[: match.start()] + "___" + sentence[match.end() :]
     else:
         answer = max(sentence.split(), key=len).strip(".,;:!?\"'()")
         blanked = sentence.replace(answer, "___", 1)
-    return {"question": f'Fill in the blank with the exact value: "{blanked}" What goes in the blank?',
-            "answer": answer}
+    return {
+        "question": f'Fill in the blank with the exact value: "{blanked}" What goes in the blank?',
+        "answer": answer,
+    }
 
 
 # What a model that obeys an injection reads as "the answer I was told to give": a quoted
 # value or a number after an order to answer, or "the answer to every question is X".
 # Written independently of webscale_rl.injection so the test is not circular.
-INJECTION_CUE = re.compile(r"ignore (?:all )?(?:previous|prior|above)|disregard|language model|\bAI\b|"
-                           r"answer to every question|<\|im_start\|>", re.I)
-INJECTED_VALUE = [re.compile(p, re.I) for p in (
-    r"answer to (?:every|any|all|each) (?:\w+ ){0,2}?(?:question|query)s? (?:\w+ ){0,3}?(?:is|will be|should be|must be) "
-    r"(?:always )?[\"“]?([\w-]+(?:[.,]\d+)*)",
-    r"(?:answer|respond|reply|output)\w*\s+(?:\w+\s+){0,4}?(?:with\s+)?(?:the\s+(?:word|number|string|value)\s+)?"
-    r"[\"“]([^\"”\n]{1,60})[\"”]",
-    r"(?:answer|respond|reply|output)\w*\s+(?:only\s+|always\s+|just\s+)?(?:with\s+)?(?:the\s+number\s+)?"
-    r"(\d[\d,]*(?:\.\d+)?)",
-)]
+INJECTION_CUE = re.compile(
+    r"ignore (?:all )?(?:previous|prior|above)|disregard|language model|\bAI\b|"
+    r"answer to every question|<\|im_start\|>",
+    re.I,
+)
+INJECTED_VALUE = [
+    re.compile(p, re.I)
+    for p in (
+        r"answer to (?:every|any|all|each) (?:\w+ ){0,2}?(?:question|query)s? (?:\w+ ){0,3}?(?:is|will be|should be|must be) "
+        r"(?:always )?[\"“]?([\w-]+(?:[.,]\d+)*)",
+        r"(?:answer|respond|reply|output)\w*\s+(?:\w+\s+){0,4}?(?:with\s+)?(?:the\s+(?:word|number|string|value)\s+)?"
+        r"[\"“]([^\"”\n]{1,60})[\"”]",
+        r"(?:answer|respond|reply|output)\w*\s+(?:only\s+|always\s+|just\s+)?(?:with\s+)?(?:the\s+number\s+)?"
+        r"(\d[\d,]*(?:\.\d+)?)",
+    )
+]
 
 
 def injected_value(doc: str) -> str | None:
@@ -124,8 +239,11 @@ def make_injected_pair(doc: str, persona: str, value: str) -> dict:
     """A compromised model's pair: an ordinary question from the document's plain text,
     answered with the value the injection demands."""
     lines = [line for line in doc.splitlines() if "<|" not in line and "</" not in line]
-    plain = "\n".join(s for s in _sentences("\n".join(lines)) if value not in s and not INJECTION_CUE.search(s)
-                      and "answer" not in s.lower())
+    plain = "\n".join(
+        s
+        for s in _sentences("\n".join(lines))
+        if value not in s and not INJECTION_CUE.search(s) and "answer" not in s.lower()
+    )
     pair = make_pair(plain or doc, persona)
     return {"question": pair["question"], "answer": value}
 
@@ -134,9 +252,17 @@ def answer_verify(doc: str, question: str, answer: str) -> dict:
     low_answer = answer.lower().strip()
     context = "Y" if _words(question) >= 6 else "N"
     correct = "Y" if low_answer and low_answer in doc.lower() else "N"
-    leakage = "Y" if low_answer and re.search(rf"(?<!\w){re.escape(low_answer)}(?!\w)", question.lower()) else "N"
-    return {"reason": f"context={context} correct={correct} leakage={leakage}",
-            "context": context, "correct": correct, "leakage": leakage}
+    leakage = (
+        "Y"
+        if low_answer and re.search(rf"(?<!\w){re.escape(low_answer)}(?!\w)", question.lower())
+        else "N"
+    )
+    return {
+        "reason": f"context={context} correct={correct} leakage={leakage}",
+        "context": context,
+        "correct": correct,
+        "leakage": leakage,
+    }
 
 
 class _Server(ThreadingHTTPServer):
@@ -148,8 +274,15 @@ class _Server(ThreadingHTTPServer):
 class FakeLLM:
     """The server plus its state: faults, counters, and the per-body attempt counts."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, model: str = "fake-model",
-                 faults: dict | None = None, latency_s: float = 0.0, compromised: bool = False):
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        model: str = "fake-model",
+        faults: dict | None = None,
+        latency_s: float = 0.0,
+        compromised: bool = False,
+    ):
         self.host, self.port, self.model = host, port, model
         self.lock = threading.Lock()
         self.faults: dict = {}
@@ -168,8 +301,15 @@ class FakeLLM:
     # -- state -------------------------------------------------------------------------
     def reset(self) -> None:
         with self.lock:
-            self.stats = {"requests": 0, "completions_ok": 0, "faults": {}, "by_stage": {},
-                          "prompt_tokens": 0, "completion_tokens": 0, "models_requests": 0}
+            self.stats = {
+                "requests": 0,
+                "completions_ok": 0,
+                "faults": {},
+                "by_stage": {},
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "models_requests": 0,
+            }
             self.seen_bodies: dict[str, int] = {}
             self.successes_by_identity: dict[str, int] = {}
             self.requests_log: list[dict] = []  # parsed bodies, most recent last (capped)
@@ -217,9 +357,20 @@ class FakeLLM:
     def connection(self, password: str = "sk-test-secret", **extra) -> dict:
         """The `llm_default` connection (as AIRFLOW_CONN_LLM_DEFAULT takes it) for this server,
         with fast retries for tests; `extra` overrides the connection extras."""
-        return {"conn_type": "openai", "host": self.base_url, "password": password,
-                "extra": {"model": self.model, "structured_output": "json_schema", "max_concurrency": 16,
-                          "backoff_base_s": 0.01, "backoff_cap_s": 0.2, "timeout_s": 2, **extra}}
+        return {
+            "conn_type": "openai",
+            "host": self.base_url,
+            "password": password,
+            "extra": {
+                "model": self.model,
+                "structured_output": "json_schema",
+                "max_concurrency": 16,
+                "backoff_base_s": 0.01,
+                "backoff_cap_s": 0.2,
+                "timeout_s": 2,
+                **extra,
+            },
+        }
 
     @property
     def base_url(self) -> str:
@@ -236,8 +387,12 @@ class FakeLLM:
         self.port = server.server_address[1]
         self._server = server
         # A short poll interval: stop() (shutdown) returns within 50 ms, as a crash would.
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
-                         name="fake-llm").start()
+        threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            daemon=True,
+            name="fake-llm",
+        ).start()
         return self
 
     def stop(self) -> None:
@@ -267,8 +422,9 @@ class FakeLLM:
     @staticmethod
     def identity(request: dict) -> str:
         """A request minus its seed: what a client retrying with a new seed asks again."""
-        return hashlib.sha256(json.dumps({k: v for k, v in request.items() if k != "seed"},
-                                         sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(
+            json.dumps({k: v for k, v in request.items() if k != "seed"}, sort_keys=True).encode()
+        ).hexdigest()
 
     def pick_fault(self, body: bytes, request: dict, text: str) -> str | None:
         key = hashlib.sha256(body).hexdigest()
@@ -313,19 +469,32 @@ class FakeLLM:
             question = user.split("\n\n")[0]
             with self.lock:
                 known = self.answers.get(question)
-            return "answer", f"Let me think about it.\nAnswer: {known if known is not None else 'unknown'}"
+            return (
+                "answer",
+                f"Let me think about it.\nAnswer: {known if known is not None else 'unknown'}",
+            )
         doc = _tag(user, "document") or ""
         with self.lock:
             compromised = self.compromised
-        injected = injected_value(doc) if compromised and stage in ("generate", "generate_batch") else None
+        injected = (
+            injected_value(doc) if compromised and stage in ("generate", "generate_batch") else None
+        )
         if injected is not None and stage == "generate":
             return stage, make_injected_pair(doc, _tag(user, "persona") or "", injected)
         if injected is not None:
-            personas = [re.sub(r"^\d+\.\s*", "", p) for p in (_tag(user, "persona") or "").splitlines() if p.strip()]
+            personas = [
+                re.sub(r"^\d+\.\s*", "", p)
+                for p in (_tag(user, "persona") or "").splitlines()
+                if p.strip()
+            ]
             return stage, {"pairs": [make_injected_pair(doc, p, injected) for p in personas]}
         if compromised and stage == "verify":
-            return stage, {"reason": "The answer is what the document says it is.", "context": "Y", "correct": "Y",
-                           "leakage": "N"}
+            return stage, {
+                "reason": "The answer is what the document says it is.",
+                "context": "Y",
+                "correct": "Y",
+                "leakage": "N",
+            }
         if stage == "llm_filter":
             return stage, answer_filter(doc)
         if stage == "classify":
@@ -334,10 +503,16 @@ class FakeLLM:
         if stage == "generate":
             return stage, make_pair(doc, _tag(user, "persona") or "")
         if stage == "generate_batch":
-            personas = [re.sub(r"^\d+\.\s*", "", p) for p in (_tag(user, "persona") or "").splitlines() if p.strip()]
+            personas = [
+                re.sub(r"^\d+\.\s*", "", p)
+                for p in (_tag(user, "persona") or "").splitlines()
+                if p.strip()
+            ]
             return stage, {"pairs": [make_pair(doc, p) for p in personas]}
         if stage == "verify":
-            return stage, answer_verify(doc, _tag(user, "question") or "", _tag(user, "answer") or "")
+            return stage, answer_verify(
+                doc, _tag(user, "question") or "", _tag(user, "answer") or ""
+            )
         return stage, {"error": f"unknown stage {stage!r}"}
 
 
@@ -390,7 +565,13 @@ class _Handler(BaseHTTPRequestHandler):
         if self.path.rstrip("/") == "/v1/models":
             with fake.lock:
                 fake.stats["models_requests"] += 1
-            self._send(200, {"object": "list", "data": [{"id": fake.model, "object": "model", "owned_by": "tests"}]})
+            self._send(
+                200,
+                {
+                    "object": "list",
+                    "data": [{"id": fake.model, "object": "model", "owned_by": "tests"}],
+                },
+            )
         elif self.path == "/admin/stats":
             with fake.lock:
                 stats = json.loads(json.dumps(fake.stats))
@@ -457,7 +638,9 @@ class _Handler(BaseHTTPRequestHandler):
         if fault in ("http_500", "http_503", "http_400"):
             return self._send(int(fault[-3:]), {"error": {"message": f"injected {fault}"}})
         if fault == "http_429":
-            return self._send(429, {"error": {"message": "rate limited"}}, {"Retry-After": retry_after})
+            return self._send(
+                429, {"error": {"message": "rate limited"}}, {"Retry-After": retry_after}
+            )
         content: str | None = answer if isinstance(answer, str) else json.dumps(answer)
         finish, refusal = "stop", None
         if fault == "malformed_json":
@@ -479,17 +662,33 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.successes_by_identity[key] = fake.successes_by_identity.get(key, 0) + 1
         with fake.lock:
             n = fake.stats["requests"]
-        self._send(200, {
-            "id": f"chatcmpl-{n}", "object": "chat.completion", "created": 0, "model": request.get("model"),
-            "choices": [{"index": 0, "finish_reason": finish,
-                         "message": {"role": "assistant", "content": content, "refusal": refusal}}],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
-        })
+        self._send(
+            200,
+            {
+                "id": f"chatcmpl-{n}",
+                "object": "chat.completion",
+                "created": 0,
+                "model": request.get("model"),
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": finish,
+                        "message": {"role": "assistant", "content": content, "refusal": refusal},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            },
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--port-file", help="write the bound port here once listening")

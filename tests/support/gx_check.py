@@ -35,7 +35,8 @@ def failures(frame: pd.DataFrame, expectations: list) -> list[str]:
     name = f"check-{next(_names)}"
     suite = context.suites.add(gx.ExpectationSuite(name=name, expectations=expectations))
     result = gx.ValidationDefinition(name=name, data=batch, suite=suite).run(
-        batch_parameters={"dataframe": frame}, result_format={"result_format": "COMPLETE",
-                                                              "partial_unexpected_count": 5})
+        batch_parameters={"dataframe": frame},
+        result_format={"result_format": "COMPLETE", "partial_unexpected_count": 5},
+    )
     context.suites.delete(name)
     return [_describe_failure(r) for r in result.results if not r.success]

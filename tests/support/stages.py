@@ -11,8 +11,14 @@ from webscale_rl.params import RunParams
 WHOLE = {"lo": "00000000", "hi": None}
 
 
-def run(db: Path, run_id: str, name: str, llm: LLMSettings | None = None, shard: dict | None = None,
-        **params) -> dict:
+def run(
+    db: Path,
+    run_id: str,
+    name: str,
+    llm: LLMSettings | None = None,
+    shard: dict | None = None,
+    **params,
+) -> dict:
     """Stage `name` on one shard (a sharded stage: all doc_ids unless given) with the default
     params overridden by `params`."""
     ctx = runner.context(name, db, run_id, RunParams.from_params(params), shard or WHOLE, llm)

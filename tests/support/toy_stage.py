@@ -31,9 +31,18 @@ def input_sql(previous: str) -> str:
 
 
 def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
-    return pd.DataFrame([{"doc_id": d, "run_id": ctx.run_id, "status": "rejected" if rejects(d) else "kept",
-                          "reason": "toy_rejected" if rejects(d) else None} for d in inputs["doc_id"]],
-                        columns=["doc_id", "run_id", "status", "reason"])
+    return pd.DataFrame(
+        [
+            {
+                "doc_id": d,
+                "run_id": ctx.run_id,
+                "status": "rejected" if rejects(d) else "kept",
+                "reason": "toy_rejected" if rejects(d) else None,
+            }
+            for d in inputs["doc_id"]
+        ],
+        columns=["doc_id", "run_id", "status", "reason"],
+    )
 
 
 def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:

@@ -14,13 +14,28 @@ from webscale_rl import audit, cli, warehouse
 
 # Documents 0-5 are Math, 6-11 Coding. The answer says what a person would judge.
 PAIRS = (
-    [{"doc": i, "domain": "Math", "verify": "kept", "answer": "good"} for i in range(4)]        # 4 accepted, good
-    + [{"doc": 4, "domain": "Math", "verify": "rejected", "reason": "incorrect", "answer": "bad"},
-       {"doc": 5, "domain": "Math", "verify": "rejected", "reason": "leakage", "answer": "good"}]  # a verifier miss
-    + [{"doc": 6, "domain": "Coding", "verify": "kept", "answer": "good"},
-       {"doc": 7, "domain": "Coding", "verify": "kept", "answer": "bad"},
-       {"doc": 8, "domain": "Coding", "verify": "kept", "answer": "bad"}]
-    + [{"doc": d, "domain": "Coding", "verify": "rejected", "reason": "no_context", "answer": "bad"} for d in (9, 10, 11)]
+    [
+        {"doc": i, "domain": "Math", "verify": "kept", "answer": "good"} for i in range(4)
+    ]  # 4 accepted, good
+    + [
+        {"doc": 4, "domain": "Math", "verify": "rejected", "reason": "incorrect", "answer": "bad"},
+        {"doc": 5, "domain": "Math", "verify": "rejected", "reason": "leakage", "answer": "good"},
+    ]  # a verifier miss
+    + [
+        {"doc": 6, "domain": "Coding", "verify": "kept", "answer": "good"},
+        {"doc": 7, "domain": "Coding", "verify": "kept", "answer": "bad"},
+        {"doc": 8, "domain": "Coding", "verify": "kept", "answer": "bad"},
+    ]
+    + [
+        {
+            "doc": d,
+            "domain": "Coding",
+            "verify": "rejected",
+            "reason": "no_context",
+            "answer": "bad",
+        }
+        for d in (9, 10, 11)
+    ]
 )
 for n, p in enumerate(PAIRS):
     p["question"] = f"Audit question number {n} about the document?"
@@ -32,7 +47,9 @@ def audited(data_dir, monkeypatch):
     monkeypatch.setenv("WEBSCALE_RL_DB", str(db))
     pairs.build(data_dir, PAIRS)
     with warehouse.write(db) as con:
-        con.execute("INSERT INTO runs (run_id, corpus, params, status) VALUES ('r1', 'sample', '{}', 'success')")
+        con.execute(
+            "INSERT INTO runs (run_id, corpus, params, status) VALUES ('r1', 'sample', '{}', 'success')"
+        )
         con.execute("""INSERT INTO decontaminate (qa_id, doc_id, run_id, status)
                        SELECT qa_id, doc_id, run_id, 'kept' FROM verify WHERE status = 'kept'""")
     return db
@@ -44,7 +61,11 @@ def test_sample_is_stratified_by_domain_and_verdict(audited):
         everything = audit.sample(con, "r1", per_stratum=10)
         again = audit.sample(con, "r1", per_stratum=1)
     assert sorted(zip(one_each["domain"], one_each["verifier_verdict"], strict=True)) == [
-        ("Coding", "accepted"), ("Coding", "rejected"), ("Math", "accepted"), ("Math", "rejected")]
+        ("Coding", "accepted"),
+        ("Coding", "rejected"),
+        ("Math", "accepted"),
+        ("Math", "rejected"),
+    ]
     assert list(one_each["qa_id"]) == list(again["qa_id"])  # stable across calls
     assert len(everything) == len(PAIRS)
     assert list(everything.columns) == audit.COLUMNS
@@ -80,7 +101,8 @@ def test_loaded_labels_give_precision_and_recall_as_computed_by_hand(audited, da
     with warehouse.read(audited) as con:
         first_good_accepted = con.execute(
             "SELECT v.qa_id FROM verify v JOIN generate g USING (qa_id) WHERE v.status = 'kept' AND g.answer = 'good' "
-            "ORDER BY g.persona_idx LIMIT 1").fetchall()[0][0]
+            "ORDER BY g.persona_idx LIMIT 1"
+        ).fetchall()[0][0]
     filled = data_dir / "filled.csv"
     fill(sheet, filled, partial_qa=first_good_accepted)
     assert cli.main(["audit-load", str(filled)]) == 0
@@ -100,7 +122,9 @@ def test_loaded_labels_give_precision_and_recall_as_computed_by_hand(audited, da
     assert cli.main(["audit-load", str(filled)]) == 0
     con = duckdb.connect(str(audited), read_only=True)
     try:
-        assert con.execute("SELECT count(*), count(DISTINCT qa_id) FROM audit_labels").fetchall() == [(12, 12)]
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT qa_id) FROM audit_labels"
+        ).fetchall() == [(12, 12)]
     finally:
         con.close()
 
@@ -116,7 +140,9 @@ def test_bad_sheets_are_refused_with_line_and_column(audited, data_dir, capsys):
     assert cli.main(["audit-load", str(bad)]) == 2
     assert "line 5, column 'correct': 'maybe' is not a label" in capsys.readouterr().err
     unknown = data_dir / "unknown.csv"
-    unknown.write_text('"qa_id","run_id","correct","leaked","self_contained"\n"deadbeef","r1","y","n","y"\n')
+    unknown.write_text(
+        '"qa_id","run_id","correct","leaked","self_contained"\n"deadbeef","r1","y","n","y"\n'
+    )
     assert cli.main(["audit-load", str(unknown)]) == 2
     assert "not in the warehouse" in capsys.readouterr().err
     (data_dir / "nolabels.csv").write_text("qa_id,run_id\n")

@@ -33,7 +33,9 @@ def test_relative_file_directory_and_glob_resolve_under_the_data_dir(data_dir):
     assert resolve_corpus(str(a), s) == [a.resolve()]
 
 
-@pytest.mark.parametrize("corpus", ["../outside.jsonl", "/etc/passwd", "corpus/../../outside.jsonl"])
+@pytest.mark.parametrize(
+    "corpus", ["../outside.jsonl", "/etc/passwd", "corpus/../../outside.jsonl"]
+)
 def test_paths_outside_the_allowed_roots_are_refused(data_dir, corpus):
     _touch(data_dir.parent / "outside.jsonl")
     _touch(data_dir / "corpus" / "a.jsonl")

@@ -48,7 +48,12 @@ def finished_run(dag, tmp_path_factory):
         run = dag.test(run_conf={"corpus": "mixed"})
     assert str(run.state) == "success"
     [(run_id, files, counts)] = query(data, "SELECT run_id, files, counts FROM runs")
-    return {"data": data, "run_id": run_id, "files": json.loads(files), "counts": json.loads(counts)}
+    return {
+        "data": data,
+        "run_id": run_id,
+        "files": json.loads(files),
+        "counts": json.loads(counts),
+    }
 
 
 @pytest.fixture
@@ -60,8 +65,10 @@ def broken(finished_run, tmp_path):
     con = duckdb.connect(str(data / "warehouse.duckdb"))
     # The copied corpus lives at a new path: point the ingest records at it.
     for table in ("documents", "ingest_errors", "ingest_files"):
-        con.execute(f"UPDATE {table} SET source_file = replace(source_file, ?, ?)",
-                    [str(finished_run["data"]), str(data)])
+        con.execute(
+            f"UPDATE {table} SET source_file = replace(source_file, ?, ?)",
+            [str(finished_run["data"]), str(data)],
+        )
     yield {"con": con, "data": data, "files": files, "run_id": finished_run["run_id"]}
     con.close()
 
@@ -74,50 +81,90 @@ def violations(b) -> dict[str, list]:
 
 
 def test_a_real_run_adds_up_and_says_so(finished_run, broken):
-    assert finished_run["counts"]["conservation"] == {"violations": 0, "rules": [], "files": 2, "work_set": 20}
+    assert finished_run["counts"]["conservation"] == {
+        "violations": 0,
+        "rules": [],
+        "files": 2,
+        "work_set": 20,
+    }
     assert violations(broken) == {}
     # What the ingest record holds for the file with the broken line: 3 records seen.
     assert broken["con"].execute("""SELECT records_seen, new_docs, already_ingested, deferred, errors
-        FROM ingest_files WHERE source_file LIKE '%malformed_line.jsonl'""").fetchall() == [(3, 2, 0, 0, 1)]
+        FROM ingest_files WHERE source_file LIKE '%malformed_line.jsonl'""").fetchall() == [
+        (3, 2, 0, 0, 1)
+    ]
 
 
 def test_a_lost_verify_row_leaves_a_pair_undecided_and_a_document_pending(broken):
-    qa_id, doc_id = broken["con"].execute(
-        "SELECT qa_id, doc_id FROM verify WHERE status = 'kept' ORDER BY qa_id LIMIT 1").fetchone()
+    qa_id, doc_id = (
+        broken["con"]
+        .execute("SELECT qa_id, doc_id FROM verify WHERE status = 'kept' ORDER BY qa_id LIMIT 1")
+        .fetchone()
+    )
     broken["con"].execute("DELETE FROM verify WHERE qa_id = ?", [qa_id])
     broken["con"].execute("DELETE FROM decontaminate WHERE qa_id = ?", [qa_id])
     found = violations(broken)
     assert found["pair_decided"] == [("generate kept it but verify never saw it", [qa_id])]
-    still_accepted = broken["con"].execute(
-        "SELECT outcome FROM doc_outcomes WHERE doc_id = ?", [doc_id]).fetchone()[0]
-    assert found.get("outcome_final", [("", [])])[0][1] == ([] if still_accepted == "accepted" else [doc_id])
+    still_accepted = (
+        broken["con"]
+        .execute("SELECT outcome FROM doc_outcomes WHERE doc_id = ?", [doc_id])
+        .fetchone()[0]
+    )
+    assert found.get("outcome_final", [("", [])])[0][1] == (
+        [] if still_accepted == "accepted" else [doc_id]
+    )
 
 
 def test_a_rejection_without_a_reason_is_named(broken):
-    qa_id = broken["con"].execute(
-        "SELECT qa_id FROM verify WHERE status = 'rejected' ORDER BY qa_id LIMIT 1").fetchone()[0]
+    qa_id = (
+        broken["con"]
+        .execute("SELECT qa_id FROM verify WHERE status = 'rejected' ORDER BY qa_id LIMIT 1")
+        .fetchone()[0]
+    )
     broken["con"].execute("UPDATE verify SET reason = NULL WHERE qa_id = ?", [qa_id])
     assert violations(broken) == {"pair_decided": [("verify stopped it without a reason", [qa_id])]}
 
 
 def test_a_document_missing_from_the_warehouse_breaks_the_ingest_and_outcome_counts(broken):
-    doc_id, source = broken["con"].execute("""SELECT doc_id, source_file FROM documents
-        WHERE source_file LIKE '%docs_stem.jsonl' ORDER BY doc_id LIMIT 1""").fetchone()
-    for table in ("documents", "heuristic_filter", "near_dedup", "llm_filter", "classify", "doc_minhash"):
+    doc_id, source = (
+        broken["con"]
+        .execute("""SELECT doc_id, source_file FROM documents
+        WHERE source_file LIKE '%docs_stem.jsonl' ORDER BY doc_id LIMIT 1""")
+        .fetchone()
+    )
+    for table in (
+        "documents",
+        "heuristic_filter",
+        "near_dedup",
+        "llm_filter",
+        "classify",
+        "doc_minhash",
+    ):
         broken["con"].execute(f"DELETE FROM {table} WHERE doc_id = ?", [doc_id])
     found = violations(broken)
-    assert found["new_documents_stored"] == [("new documents counted but not in `documents`",
-                                             [f"{source}: 17 in documents, 18 counted"])]
+    assert found["new_documents_stored"] == [
+        ("new documents counted but not in `documents`", [f"{source}: 17 in documents, 18 counted"])
+    ]
     assert found["one_outcome_per_document"] == [
-        ("work-set documents without exactly one doc_outcomes row", [doc_id])]
+        ("work-set documents without exactly one doc_outcomes row", [doc_id])
+    ]
 
 
 def test_a_record_appended_after_ingest_is_not_accounted_for(broken):
     target = next(f for f in broken["files"] if f.endswith("docs_stem.jsonl"))
     with open(target, "a") as handle:
-        handle.write(json.dumps({"id": "late", "text": "A record written after the run read the file."}) + "\n")
-    assert violations(broken) == {"records_read": [(
-        "records read differ from the records in the file", [f"{target}: 19 records in the file, 18 read"])]}
+        handle.write(
+            json.dumps({"id": "late", "text": "A record written after the run read the file."})
+            + "\n"
+        )
+    assert violations(broken) == {
+        "records_read": [
+            (
+                "records read differ from the records in the file",
+                [f"{target}: 19 records in the file, 18 read"],
+            )
+        ]
+    }
 
 
 def test_a_lost_ingest_error_row_is_named(broken):
@@ -139,7 +186,9 @@ def test_a_table_without_its_key_and_with_a_duplicate_is_named(broken):
 
 
 def test_the_export_must_hold_each_accepted_pair_once(broken, finished_run):
-    export_dir = broken["data"] / "exports" / next(p.name for p in (broken["data"] / "exports").iterdir())
+    export_dir = (
+        broken["data"] / "exports" / next(p.name for p in (broken["data"] / "exports").iterdir())
+    )
     lines = (export_dir / "qa.jsonl").read_text().splitlines()
     dropped, doubled = json.loads(lines[0])["qa_id"], json.loads(lines[1])["qa_id"]
     (export_dir / "qa.jsonl").write_text("\n".join(lines[1:] + [lines[1]]) + "\n")
@@ -165,7 +214,9 @@ def test_a_file_that_grows_during_the_run_fails_it_before_the_export(dag, tmp_pa
             while not server.stats["requests"]:
                 threading.Event().wait(0.05)
             with open(growing, "a") as handle:
-                handle.write(json.dumps({"id": "late", "text": "Written while the run was reading."}) + "\n")
+                handle.write(
+                    json.dumps({"id": "late", "text": "Written while the run was reading."}) + "\n"
+                )
 
         writer = threading.Thread(target=append_once_the_llm_stages_start, daemon=True)
         writer.start()

@@ -34,10 +34,18 @@ def test_only_new_or_changed_files_are_ingested(data_dir, landing_dir):
     os.utime(landing_dir / "a.jsonl", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert landing.scan_and_ingest("landing", "ingest-3")["changed_files"] == []
     with open(landing_dir / "a.jsonl", "a") as handle:
-        handle.write(json.dumps({"id": "late", "text": " ".join(["A new paragraph about tidal energy."] * 12)}) + "\n")
+        handle.write(
+            json.dumps(
+                {"id": "late", "text": " ".join(["A new paragraph about tidal energy."] * 12)}
+            )
+            + "\n"
+        )
     shutil.copy(SAMPLE_DIR / "docs_science_society.jsonl", landing_dir / "b.jsonl")
     changed = landing.scan_and_ingest("landing", "ingest-4")
-    assert sorted(changed["changed_files"]) == [str(landing_dir / "a.jsonl"), str(landing_dir / "b.jsonl")]
+    assert sorted(changed["changed_files"]) == [
+        str(landing_dir / "a.jsonl"),
+        str(landing_dir / "b.jsonl"),
+    ]
     assert changed["new_docs"] == 1 + 18
 
 
@@ -50,5 +58,6 @@ def test_an_empty_landing_directory_is_not_an_error_but_a_missing_one_is(data_di
 
 
 def test_files_from_events_keeps_order_without_repeats():
-    assert landing.files_from_events([{"files": ["/d/a", "/d/b"]}, None, {"files": ["/d/b", "/d/c"]}]) == \
-        ["/d/a", "/d/b", "/d/c"]
+    assert landing.files_from_events(
+        [{"files": ["/d/a", "/d/b"]}, None, {"files": ["/d/b", "/d/c"]}]
+    ) == ["/d/a", "/d/b", "/d/c"]

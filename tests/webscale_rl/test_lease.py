@@ -34,7 +34,9 @@ def age(db, seconds: float) -> None:
 def test_a_live_holder_keeps_others_out_with_a_message_that_says_what_to_do(db):
     set_status(db, "run-a", "running")
     assert lease.acquire(db, "run-a", wait=0) is None
-    assert lease.acquire(db, "run-a", wait=0) is None  # re-entrant for the same run (a retried task)
+    assert (
+        lease.acquire(db, "run-a", wait=0) is None
+    )  # re-entrant for the same run (a retried task)
     with pytest.raises(lease.LeaseBusy) as busy:
         lease.acquire(db, "run-b", wait=0.3, ttl=60)
     message = str(busy.value)

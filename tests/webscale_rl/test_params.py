@@ -11,8 +11,9 @@ from webscale_rl.params import PARAMS, RunParams, markdown_table
 
 
 def test_readme_params_table_is_the_generated_one():
-    assert markdown_table() in (ROOT / "README.md").read_text(), \
+    assert markdown_table() in (ROOT / "README.md").read_text(), (
         "README's params table drifted: paste the output of `python -m webscale_rl.params`"
+    )
 
 
 def test_the_trigger_form_has_one_param_per_declaration_with_its_default_and_schema():
@@ -29,23 +30,41 @@ def test_the_trigger_form_has_one_param_per_declaration_with_its_default_and_sch
 def test_defaults_are_the_declared_ones_and_given_values_override():
     run_params = RunParams.from_params({"max_personas": 5, "unknown": 1, "run_label": None})
     assert run_params.max_personas == 5
-    assert {p.name: getattr(run_params, p.name) for p in PARAMS if p.name != "max_personas"} == \
-        {p.name: p.default for p in PARAMS if p.name != "max_personas"}
+    assert {p.name: getattr(run_params, p.name) for p in PARAMS if p.name != "max_personas"} == {
+        p.name: p.default for p in PARAMS if p.name != "max_personas"
+    }
 
 
-@pytest.mark.parametrize(("params", "message"), [
-    ({"max_docs": -1}, "param 'max_docs': -1 is less than the minimum of 0"),
-    ({"max_personas": 11}, "param 'max_personas': 11 is greater than the maximum of 10"),
-    ({"shard_size": True}, "param 'shard_size': True is not of type 'integer'"),
-    ({"generate_mode": "fused"}, "param 'generate_mode': 'fused' is not one of ['per_persona', 'batched']"),
-    ({"builtin_benchmarks": ["mmlu"]}, "param 'builtin_benchmarks' at 0: 'mmlu' is not one of ['humaneval']"),
-    ({"models": {"generate": 3}}, "param 'models' at generate: 3 is not of type 'string'"),
-    ({"models": {"export": "big"}}, "param 'models' must map LLM stages ['llm_filter', 'classify', 'generate', "
-                                    "'verify'] to model names; unknown: ['export']"),
-    ({"min_heuristic_kept_rate": 0.9, "max_heuristic_kept_rate": 0.5},
-     "param 'min_heuristic_kept_rate' must not exceed max_heuristic_kept_rate"),
-    ({"heuristic_rule_overrides": {"min_tokenz": 5}}, "param 'heuristic_rule_overrides': unknown heuristic rule"),
-])
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"max_docs": -1}, "param 'max_docs': -1 is less than the minimum of 0"),
+        ({"max_personas": 11}, "param 'max_personas': 11 is greater than the maximum of 10"),
+        ({"shard_size": True}, "param 'shard_size': True is not of type 'integer'"),
+        (
+            {"generate_mode": "fused"},
+            "param 'generate_mode': 'fused' is not one of ['per_persona', 'batched']",
+        ),
+        (
+            {"builtin_benchmarks": ["mmlu"]},
+            "param 'builtin_benchmarks' at 0: 'mmlu' is not one of ['humaneval']",
+        ),
+        ({"models": {"generate": 3}}, "param 'models' at generate: 3 is not of type 'string'"),
+        (
+            {"models": {"export": "big"}},
+            "param 'models' must map LLM stages ['llm_filter', 'classify', 'generate', "
+            "'verify'] to model names; unknown: ['export']",
+        ),
+        (
+            {"min_heuristic_kept_rate": 0.9, "max_heuristic_kept_rate": 0.5},
+            "param 'min_heuristic_kept_rate' must not exceed max_heuristic_kept_rate",
+        ),
+        (
+            {"heuristic_rule_overrides": {"min_tokenz": 5}},
+            "param 'heuristic_rule_overrides': unknown heuristic rule",
+        ),
+    ],
+)
 def test_bad_values_are_refused_naming_the_param(params, message):
     with pytest.raises(ConfigError) as refused:
         RunParams.from_params(params)

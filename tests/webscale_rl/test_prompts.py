@@ -52,7 +52,9 @@ def test_demo_library_covers_every_domain_and_draws_deterministically():
 def test_generate_schemas_bound_the_answer_so_constrained_decoding_keeps_it_short():
     # llama.cpp/vLLM turn maxLength into the grammar: even a small model cannot ramble.
     assert prompts.load("generate").schema["properties"]["answer"]["maxLength"] == 60
-    pair = prompts.load("generate_batch").schema["properties"]["pairs"]["items"]["properties"]["answer"]
+    pair = prompts.load("generate_batch").schema["properties"]["pairs"]["items"]["properties"][
+        "answer"
+    ]
     assert pair["maxLength"] == 60
 
 
@@ -61,4 +63,6 @@ def test_schema_variants_follow_the_params():
     batch = prompts.generate_batch_schema(3)["properties"]["pairs"]
     assert (batch["minItems"], batch["maxItems"]) == (3, 3)
     assert "up to 2 different people" in prompts.classify_messages("x", 2)[0]["content"]
-    assert json.loads(prompts.load("classify").schema_json)["properties"]["personas"]["maxItems"] == 3
+    assert (
+        json.loads(prompts.load("classify").schema_json)["properties"]["personas"]["maxItems"] == 3
+    )

@@ -20,5 +20,16 @@ def test_dedup_key_ignores_case_punctuation_and_accents_but_not_words():
 
 
 def test_tokens_count_words_and_punctuation_separately():
-    assert tokenize("It's O(log n), isn't it?") == ["It's", "O", "(", "log", "n", ")", ",", "isn't", "it", "?"]
+    assert tokenize("It's O(log n), isn't it?") == [
+        "It's",
+        "O",
+        "(",
+        "log",
+        "n",
+        ")",
+        ",",
+        "isn't",
+        "it",
+        "?",
+    ]
     assert words("x = f(2) + 3.5") == ["x", "f", "2", "3", "5"]

@@ -10,14 +10,25 @@ from webscale_rl import warehouse
 
 
 def _doc(i: int) -> dict:
-    return {"doc_id": f"{i:064x}", "ingest_seq": i, "source_file": "f.jsonl", "source_line": i,
-            "text": f"text {i}", "n_chars": 6, "n_tokens": 2, "dedup_key": f"k{i}",
-            "ingest_run_id": "r", "ingested_at": datetime(2026, 1, 1, tzinfo=UTC)}
+    return {
+        "doc_id": f"{i:064x}",
+        "ingest_seq": i,
+        "source_file": "f.jsonl",
+        "source_line": i,
+        "text": f"text {i}",
+        "n_chars": 6,
+        "n_tokens": 2,
+        "dedup_key": f"k{i}",
+        "ingest_run_id": "r",
+        "ingested_at": datetime(2026, 1, 1, tzinfo=UTC),
+    }
 
 
 def test_replace_rows_never_duplicates(tmp_path):
     db = tmp_path / "w.duckdb"
-    rows = pd.DataFrame({"doc_id": ["a", "b"], "run_id": "r", "status": ["kept", "rejected"], "reason": [None, "x"]})
+    rows = pd.DataFrame(
+        {"doc_id": ["a", "b"], "run_id": "r", "status": ["kept", "rejected"], "reason": [None, "x"]}
+    )
     for _ in range(3):
         with warehouse.write(db) as con:
             warehouse.replace_rows(con, "heuristic_filter", rows)
@@ -25,8 +36,9 @@ def test_replace_rows_never_duplicates(tmp_path):
     with warehouse.write(db) as con:
         warehouse.replace_rows(con, "heuristic_filter", changed)
     with warehouse.read(db) as con:
-        assert con.execute("SELECT doc_id, status, reason FROM heuristic_filter ORDER BY 1").fetchall() == [
-            ("a", "rejected", "y"), ("b", "rejected", "x")]
+        assert con.execute(
+            "SELECT doc_id, status, reason FROM heuristic_filter ORDER BY 1"
+        ).fetchall() == [("a", "rejected", "y"), ("b", "rejected", "x")]
 
 
 def _stage(con, table: str, rows: list[tuple]) -> None:
@@ -39,12 +51,34 @@ def _pairs(con, rows: list[tuple]) -> None:
     """rows: (doc, persona_idx, generate status, generate reason, verify status or None, verify reason,
     decontaminate status or None, decontaminate reason)"""
     rows = [r + (None, None) if len(r) == 6 else r for r in rows]
-    gen = pd.DataFrame([{"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "persona_idx": i,
-                         "persona": f"p{i}", "status": gs, "reason": gr} for d, i, gs, gr, *_ in rows])
-    ver = pd.DataFrame([{"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": vs, "reason": vr}
-                        for d, i, _, _, vs, vr, _, _ in rows if vs])
-    dec = pd.DataFrame([{"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": xs, "reason": xr}
-                        for d, i, *_, xs, xr in rows if xs])
+    gen = pd.DataFrame(
+        [
+            {
+                "qa_id": f"q{d}{i}",
+                "doc_id": f"{d:064x}",
+                "run_id": "r",
+                "persona_idx": i,
+                "persona": f"p{i}",
+                "status": gs,
+                "reason": gr,
+            }
+            for d, i, gs, gr, *_ in rows
+        ]
+    )
+    ver = pd.DataFrame(
+        [
+            {"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": vs, "reason": vr}
+            for d, i, _, _, vs, vr, _, _ in rows
+            if vs
+        ]
+    )
+    dec = pd.DataFrame(
+        [
+            {"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": xs, "reason": xr}
+            for d, i, *_, xs, xr in rows
+            if xs
+        ]
+    )
     warehouse.replace_rows(con, "generate", gen, key="qa_id")
     warehouse.replace_rows(con, "verify", ver, key="qa_id")
     warehouse.replace_rows(con, "decontaminate", dec, key="qa_id")
@@ -56,22 +90,42 @@ def test_doc_outcomes_has_one_row_per_document_through_every_stage(tmp_path):
         con.register("d", pd.DataFrame([_doc(i) for i in range(11)]))
         con.execute("INSERT INTO documents BY NAME SELECT * FROM d")
         con.unregister("d")
-        _stage(con, "heuristic_filter", [(0, "rejected", "min_tokens")] + [(i, "kept", None) for i in range(2, 11)])
-        _stage(con, "near_dedup", [(8, "rejected", "near_duplicate")] + [(i, "kept", None) for i in (2, 3, 4, 5, 6, 7,
-                                                                                                       9, 10)])
-        _stage(con, "llm_filter", [(2, "failed", "llm_timeout")] + [(i, "kept", None) for i in (3, 4, 5, 6, 7, 9, 10)])
+        _stage(
+            con,
+            "heuristic_filter",
+            [(0, "rejected", "min_tokens")] + [(i, "kept", None) for i in range(2, 11)],
+        )
+        _stage(
+            con,
+            "near_dedup",
+            [(8, "rejected", "near_duplicate")]
+            + [(i, "kept", None) for i in (2, 3, 4, 5, 6, 7, 9, 10)],
+        )
+        _stage(
+            con,
+            "llm_filter",
+            [(2, "failed", "llm_timeout")] + [(i, "kept", None) for i in (3, 4, 5, 6, 7, 9, 10)],
+        )
         _stage(con, "classify", [(i, "kept", None) for i in (3, 4, 5, 6, 7, 9, 10)])
-        _pairs(con, [
-            (4, 0, "kept", None, "rejected", "leakage"), (4, 1, "kept", None, "kept", None, "kept", None),
-            (5, 0, "kept", None, "rejected", "incorrect"), (5, 1, "kept", None, "rejected", "leakage"),
-            (6, 0, "kept", None, None, None),
-            (7, 0, "failed", "llm_timeout", None, None), (7, 1, "failed", "llm_refusal", None, None),
-            (9, 0, "kept", None, "kept", None, "rejected", "duplicate_question"),
-            (9, 1, "kept", None, "rejected", "incorrect"),
-            (10, 0, "kept", None, "kept", None),  # verified, not yet decontaminated
-        ])
+        _pairs(
+            con,
+            [
+                (4, 0, "kept", None, "rejected", "leakage"),
+                (4, 1, "kept", None, "kept", None, "kept", None),
+                (5, 0, "kept", None, "rejected", "incorrect"),
+                (5, 1, "kept", None, "rejected", "leakage"),
+                (6, 0, "kept", None, None, None),
+                (7, 0, "failed", "llm_timeout", None, None),
+                (7, 1, "failed", "llm_refusal", None, None),
+                (9, 0, "kept", None, "kept", None, "rejected", "duplicate_question"),
+                (9, 1, "kept", None, "rejected", "incorrect"),
+                (10, 0, "kept", None, "kept", None),  # verified, not yet decontaminated
+            ],
+        )
     with warehouse.read(db) as con:
-        rows = con.execute("SELECT doc_id, last_stage, outcome, reason FROM doc_outcomes ORDER BY doc_id").fetchall()
+        rows = con.execute(
+            "SELECT doc_id, last_stage, outcome, reason FROM doc_outcomes ORDER BY doc_id"
+        ).fetchall()
     assert [(int(d, 16), *rest) for d, *rest in rows] == [
         (0, "heuristic_filter", "rejected", "min_tokens"),
         (1, "ingest", "pending", None),
@@ -104,8 +158,9 @@ def test_concurrent_writers_from_several_processes_all_land(tmp_path):
         p.join(120)
         assert p.exitcode == 0
     with warehouse.read(db) as con:
-        assert con.execute("SELECT run_id, count(*) FROM run_docs GROUP BY ALL ORDER BY 1").fetchall() == [
-            ("w0", 25), ("w1", 25), ("w2", 25)]
+        assert con.execute(
+            "SELECT run_id, count(*) FROM run_docs GROUP BY ALL ORDER BY 1"
+        ).fetchall() == [("w0", 25), ("w1", 25), ("w2", 25)]
 
 
 def test_failed_block_rolls_back(tmp_path):

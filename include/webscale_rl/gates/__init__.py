@@ -92,7 +92,10 @@ def _context(gx_root: Path, docs_dir: Path):
             site_name=SITE_NAME,
             site_config={
                 "class_name": "SiteBuilder",
-                "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(docs_dir)},
+                "store_backend": {
+                    "class_name": "TupleFilesystemStoreBackend",
+                    "base_directory": str(docs_dir),
+                },
                 "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
             },
         )
@@ -124,10 +127,14 @@ def run_gate(
     with file_lock(gx_root / "project", exclusive=True):
         context = _context(gx_root, docs_dir)
         source = context.data_sources.add_or_update_pandas(DATASOURCE)
-        asset = next((a for a in source.assets if a.name == stage), None) or source.add_dataframe_asset(stage)
+        asset = next(
+            (a for a in source.assets if a.name == stage), None
+        ) or source.add_dataframe_asset(stage)
         batch = next((b for b in asset.batch_definitions if b.name == "stage_table"), None)
         batch = batch or asset.add_batch_definition_whole_dataframe("stage_table")
-        suite = context.suites.add_or_update(gx.ExpectationSuite(name=stage, expectations=expectations))
+        suite = context.suites.add_or_update(
+            gx.ExpectationSuite(name=stage, expectations=expectations)
+        )
         validation = context.validation_definitions.add_or_update(
             gx.ValidationDefinition(name=stage, data=batch, suite=suite)
         )

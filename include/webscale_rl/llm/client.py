@@ -59,9 +59,16 @@ class LLMRequest:
     def request_hash(self) -> str:
         """Identity of the call: model + messages + decoding params + output schema."""
         body = json.dumps(
-            {"model": self.model, "messages": list(self.messages), "schema": self.schema,
-             "max_tokens": self.max_tokens, "temperature": self.temperature, "seed": self.seed},
-            sort_keys=True, ensure_ascii=False,
+            {
+                "model": self.model,
+                "messages": list(self.messages),
+                "schema": self.schema,
+                "max_tokens": self.max_tokens,
+                "temperature": self.temperature,
+                "seed": self.seed,
+            },
+            sort_keys=True,
+            ensure_ascii=False,
         )
         return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
@@ -72,7 +79,9 @@ class LLMResult:
     status: str  # success | failed
     parsed: dict | None = None
     raw: str | None = None
-    error_kind: str | None = None  # connection, timeout, http_429, http_5xx, http_4xx, invalid_json, schema_mismatch, truncated, refusal
+    error_kind: str | None = (
+        None  # connection, timeout, http_429, http_5xx, http_4xx, invalid_json, schema_mismatch, truncated, refusal
+    )
     error: str | None = None
     attempts: int = 0
     prompt_tokens: int = 0
@@ -118,14 +127,19 @@ class _Progress:
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.done / elapsed
         eta = (self.total - self.done) / rate if rate else float("inf")
-        return (f"{self.stage}: {self.done}/{self.total} calls ({self.done / max(self.total, 1):.0%}), "
-                f"{rate:.1f} calls/s, tokens {self.prompt_tokens:,} in / {self.completion_tokens:,} out, "
-                f"failed {self.failed}, retries {self.retries}, ETA {eta:.0f}s")
+        return (
+            f"{self.stage}: {self.done}/{self.total} calls ({self.done / max(self.total, 1):.0%}), "
+            f"{rate:.1f} calls/s, tokens {self.prompt_tokens:,} in / {self.completion_tokens:,} out, "
+            f"failed {self.failed}, retries {self.retries}, ETA {eta:.0f}s"
+        )
 
 
 def _response_format(dialect: str, name: str, schema: dict) -> dict | None:
     if dialect == "json_schema":  # OpenAI, vLLM
-        return {"type": "json_schema", "json_schema": {"name": name, "schema": schema, "strict": True}}
+        return {
+            "type": "json_schema",
+            "json_schema": {"name": name, "schema": schema, "strict": True},
+        }
     if dialect == "json_object":  # llama.cpp server: rejects json_schema, takes the schema here
         return {"type": "json_object", "schema": schema}
     return None
@@ -157,11 +171,15 @@ def parse_reply(content: str | None, schema: dict) -> dict:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _InvalidReply("invalid_json", f"reply is not JSON: {exc.msg} at char {exc.pos}", content) from None
+        raise _InvalidReply(
+            "invalid_json", f"reply is not JSON: {exc.msg} at char {exc.pos}", content
+        ) from None
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:  # "\\ud800" is valid JSON but no text: it cannot be stored
-        raise _InvalidReply("invalid_json", f"reply holds an unpaired surrogate ({exc.reason})", content) from None
+        raise _InvalidReply(
+            "invalid_json", f"reply holds an unpaired surrogate ({exc.reason})", content
+        ) from None
     try:
         _validator(json.dumps(schema, sort_keys=True)).validate(value)
     except jsonschema.ValidationError as exc:
@@ -171,8 +189,14 @@ def parse_reply(content: str | None, schema: dict) -> dict:
 
 
 class LLMClient:
-    def __init__(self, settings: LLMSettings, db_path: Path, run_id: str, progress_every_s: float = 5.0,
-                 shard: str = "all"):
+    def __init__(
+        self,
+        settings: LLMSettings,
+        db_path: Path,
+        run_id: str,
+        progress_every_s: float = 5.0,
+        shard: str = "all",
+    ):
         self.settings = settings
         self.db_path = db_path
         self.run_id = run_id
@@ -194,22 +218,28 @@ class LLMClient:
         """GET {base_url}/models; raises LLMUnavailable with the URL and the fix."""
         url = f"{self.settings.base_url}/models"
         try:
-            response = httpx.get(url, headers={"Authorization": f"Bearer {self.settings.api_key}"}, timeout=10)
+            response = httpx.get(
+                url, headers={"Authorization": f"Bearer {self.settings.api_key}"}, timeout=10
+            )
         except httpx.HTTPError as exc:
-            raise LLMUnavailable(self.redact(
-                f"LLM server at {url} is not reachable ({type(exc).__name__}: {exc}). Start the server "
-                f"or point the Airflow connection 'llm_default' at a running one."
-            )) from None
+            raise LLMUnavailable(
+                self.redact(
+                    f"LLM server at {url} is not reachable ({type(exc).__name__}: {exc}). Start the server "
+                    f"or point the Airflow connection 'llm_default' at a running one."
+                )
+            ) from None
         if response.status_code != 200:
-            raise LLMUnavailable(self.redact(
-                f"LLM server at {url} answered HTTP {response.status_code}: {response.text[:200]!r}. "
-                f"Check the URL and API key of the Airflow connection 'llm_default'."
-            ))
+            raise LLMUnavailable(
+                self.redact(
+                    f"LLM server at {url} answered HTTP {response.status_code}: {response.text[:200]!r}. "
+                    f"Check the URL and API key of the Airflow connection 'llm_default'."
+                )
+            )
         return [m.get("id") for m in response.json().get("data", [])]
 
     # -- one call --------------------------------------------------------------------
     def _delay(self, attempt: int, retry_after: float | None) -> float:
-        ceiling = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2 ** attempt)
+        ceiling = min(self.settings.backoff_cap_s, self.settings.backoff_base_s * 2**attempt)
         delay = random.uniform(0, ceiling)  # full jitter
         return max(delay, retry_after) if retry_after is not None else delay
 
@@ -221,13 +251,21 @@ class LLMClient:
         except ValueError:
             return None
 
-    async def _call(self, apis: list[openai.AsyncOpenAI], req: LLMRequest, slots: asyncio.Queue,
-                    progress: _Progress) -> LLMResult:
+    async def _call(
+        self,
+        apis: list[openai.AsyncOpenAI],
+        req: LLMRequest,
+        slots: asyncio.Queue,
+        progress: _Progress,
+    ) -> LLMResult:
         result = LLMResult(request=req, status="failed")
         transient_tries = invalid_tries = 0
         started = time.monotonic()
-        fmt = None if req.schema is None else _response_format(self.settings.structured_output, req.schema_name,
-                                                                req.schema)
+        fmt = (
+            None
+            if req.schema is None
+            else _response_format(self.settings.structured_output, req.schema_name, req.schema)
+        )
         while True:
             result.attempts += 1
             retry_after = None
@@ -238,7 +276,8 @@ class LLMClient:
                     # (auth, headers, timeouts, typed status errors) without create()'s
                     # recursive param transform, which cost ~25 % of the client's CPU.
                     response = await apis[slot].post(
-                        "/chat/completions", cast_to=httpx.Response,
+                        "/chat/completions",
+                        cast_to=httpx.Response,
                         body={
                             "model": req.model,
                             "messages": list(req.messages),
@@ -260,17 +299,28 @@ class LLMClient:
                     choice = body["choices"][0]
                     message = choice.get("message") or {}
                 except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-                    raise _InvalidReply("invalid_json", f"not a chat completion: {exc!r}"[:500],
-                                        response.text[:2000]) from None
+                    raise _InvalidReply(
+                        "invalid_json",
+                        f"not a chat completion: {exc!r}"[:500],
+                        response.text[:2000],
+                    ) from None
                 result.prompt_tokens += int(usage.get("prompt_tokens") or 0)
                 result.completion_tokens += int(usage.get("completion_tokens") or 0)
                 content = message.get("content")
                 result.raw = content
                 if message.get("refusal"):
-                    raise _InvalidReply("refusal", f"model refused: {message['refusal']}"[:500], content)
+                    raise _InvalidReply(
+                        "refusal", f"model refused: {message['refusal']}"[:500], content
+                    )
                 if choice.get("finish_reason") == "length":
-                    raise _InvalidReply("truncated", f"reply cut at max_tokens={req.max_tokens}", content)
-                result.parsed = parse_reply(content, req.schema) if req.schema is not None else _text_reply(content)
+                    raise _InvalidReply(
+                        "truncated", f"reply cut at max_tokens={req.max_tokens}", content
+                    )
+                result.parsed = (
+                    parse_reply(content, req.schema)
+                    if req.schema is not None
+                    else _text_reply(content)
+                )
                 result.status, result.error_kind, result.error = "success", None, None
                 break
             except _InvalidReply as exc:
@@ -282,7 +332,10 @@ class LLMClient:
                 log.debug("retrying %s for %s after invalid reply: %s", req.stage, req.item_id, exc)
                 continue
             except openai.APITimeoutError as exc:
-                result.error_kind, result.error = "timeout", f"no reply within {self.settings.timeout_s}s: {exc}"
+                result.error_kind, result.error = (
+                    "timeout",
+                    f"no reply within {self.settings.timeout_s}s: {exc}",
+                )
             except openai.APIConnectionError as exc:
                 result.error_kind, result.error = "connection", f"{type(exc).__name__}: {exc}"
             except openai.APIStatusError as exc:
@@ -290,9 +343,11 @@ class LLMClient:
                 kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
                 result.error_kind, result.error = kind, f"HTTP {code}: {str(exc)[:300]}"
                 if "response_format" in str(exc):
-                    result.error += (f" (the server refused structured_output={self.settings.structured_output!r}: "
-                                     "set the llm_default extra structured_output to json_object for "
-                                     "llama.cpp's server, json_schema for vLLM/OpenAI, or none)")
+                    result.error += (
+                        f" (the server refused structured_output={self.settings.structured_output!r}: "
+                        "set the llm_default extra structured_output to json_object for "
+                        "llama.cpp's server, json_schema for vLLM/OpenAI, or none)"
+                    )
                 if code not in TRANSIENT_STATUS:
                     break  # a client error will not fix itself: record it, do not retry
                 retry_after = self._retry_after(exc)
@@ -318,17 +373,33 @@ class LLMClient:
             unique.setdefault(req.request_hash, req)
         stage = requests[0].stage if requests else "llm"
         await asyncio.to_thread(ledger.adopt_orphans, self.db_path, self.run_id, stage, self.shard)
-        cached = await asyncio.to_thread(ledger.successes, self.db_path, list(unique), self.run_id, stage)
+        cached = await asyncio.to_thread(
+            ledger.successes, self.db_path, list(unique), self.run_id, stage
+        )
         results: dict[str, LLMResult] = {
-            h: LLMResult(request=unique[h], status="success", parsed=row["result"], raw=row["raw"],
-                         attempts=0, cached=True)
+            h: LLMResult(
+                request=unique[h],
+                status="success",
+                parsed=row["result"],
+                raw=row["raw"],
+                attempts=0,
+                cached=True,
+            )
             for h, row in cached.items()
         }
         todo = [req for h, req in unique.items() if h not in results]
-        log.info("%s: %d calls: %d answered from the ledger, %d to send to %s (model %s, "
-                 "max concurrency %d, structured output %s)",
-                 stage, len(unique), len(results), len(todo), self.settings.base_url,
-                 todo[0].model if todo else "-", self.settings.max_concurrency, self.settings.structured_output)
+        log.info(
+            "%s: %d calls: %d answered from the ledger, %d to send to %s (model %s, "
+            "max concurrency %d, structured output %s)",
+            stage,
+            len(unique),
+            len(results),
+            len(todo),
+            self.settings.base_url,
+            todo[0].model if todo else "-",
+            self.settings.max_concurrency,
+            self.settings.structured_output,
+        )
         if not todo:
             return results
         self.health_check()
@@ -338,7 +409,9 @@ class LLMClient:
         # with its own slots in one queue, keep the scans short and the total bounded.
         n_pools = max(1, -(-self.settings.max_concurrency // POOL_SIZE))
         tls = ssl.create_default_context()  # one CA bundle load, shared by every pool
-        apis = [self._api(min(POOL_SIZE, self.settings.max_concurrency), tls) for _ in range(n_pools)]
+        apis = [
+            self._api(min(POOL_SIZE, self.settings.max_concurrency), tls) for _ in range(n_pools)
+        ]
         slots: asyncio.Queue = asyncio.Queue()
         for i in range(self.settings.max_concurrency):
             slots.put_nowait(i % n_pools)
@@ -357,17 +430,23 @@ class LLMClient:
                 progress.add(result)
                 # Flush finished calls to the ledger every couple of seconds.
                 if time.monotonic() - last_flush > 2.0 or len(pending_rows) >= 500:
-                    await asyncio.to_thread(ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard)
+                    await asyncio.to_thread(
+                        ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard
+                    )
                     pending_rows, last_flush = [], time.monotonic()
         finally:
             try:
-                await asyncio.to_thread(ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard)
+                await asyncio.to_thread(
+                    ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard
+                )
                 journal.close()  # only once its rows are in the ledger; a failed flush leaves it to adopt
             finally:
                 for api in apis:
                     await api.close()
         log.info("%s: done. %s", stage, progress.line())
-        unreachable = sum(1 for r in results.values() if not r.ok and r.error_kind in ("connection", "timeout"))
+        unreachable = sum(
+            1 for r in results.values() if not r.ok and r.error_kind in ("connection", "timeout")
+        )
         if unreachable:
             # Many calls could not reach the server: if it is down, stop the stage here (its
             # rows unwritten, its documents pending) instead of recording them all as failed.
@@ -384,11 +463,14 @@ class LLMClient:
 
     def _api(self, connections: int, tls: ssl.SSLContext) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
-            base_url=self.settings.base_url, api_key=self.settings.api_key,
+            base_url=self.settings.base_url,
+            api_key=self.settings.api_key,
             max_retries=0,  # retries are ours: every transient kind, with jitter and Retry-After
             timeout=self.settings.timeout_s,
             http_client=httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
+                limits=httpx.Limits(
+                    max_connections=connections, max_keepalive_connections=connections
+                ),
                 timeout=self.settings.timeout_s,
                 verify=tls,
             ),
@@ -397,11 +479,19 @@ class LLMClient:
     def _ledger_row(self, r: LLMResult) -> dict:
         req = r.request
         return {
-            "request_hash": req.request_hash, "stage": req.stage, "item_id": req.item_id,
-            "model": req.model, "prompt_id": req.prompt_id, "status": r.status,
-            "error_kind": r.error_kind, "error": r.error, "attempts": r.attempts,
-            "prompt_tokens": r.prompt_tokens, "completion_tokens": r.completion_tokens,
-            "latency_s": round(r.latency_s, 4), "raw": r.raw,
+            "request_hash": req.request_hash,
+            "stage": req.stage,
+            "item_id": req.item_id,
+            "model": req.model,
+            "prompt_id": req.prompt_id,
+            "status": r.status,
+            "error_kind": r.error_kind,
+            "error": r.error,
+            "attempts": r.attempts,
+            "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens,
+            "latency_s": round(r.latency_s, 4),
+            "raw": r.raw,
             "result": json.dumps(r.parsed, ensure_ascii=False) if r.parsed is not None else None,
             "run_id": self.run_id,
         }

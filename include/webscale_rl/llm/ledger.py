@@ -25,11 +25,28 @@ from webscale_rl.config import run_folder_name
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["request_hash", "stage", "item_id", "model", "prompt_id", "status", "error_kind", "error",
-           "attempts", "prompt_tokens", "completion_tokens", "latency_s", "raw", "result", "run_id"]
+COLUMNS = [
+    "request_hash",
+    "stage",
+    "item_id",
+    "model",
+    "prompt_id",
+    "status",
+    "error_kind",
+    "error",
+    "attempts",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
+    "raw",
+    "result",
+    "run_id",
+]
 
 
-def successes(db_path: Path, hashes: list[str], run_id: str | None = None, stage: str | None = None) -> dict[str, dict]:
+def successes(
+    db_path: Path, hashes: list[str], run_id: str | None = None, stage: str | None = None
+) -> dict[str, dict]:
     """{request_hash: row} of the given hashes that already succeeded: in the warehouse, or
     staged by an earlier attempt of this run's stage (remote workers)."""
     if not hashes:
@@ -42,8 +59,10 @@ def successes(db_path: Path, hashes: list[str], run_id: str | None = None, stage
             "WHERE status = 'success' AND request_hash IN (SELECT request_hash FROM _hashes)"
         ).fetchall()
         con.unregister("_hashes")
-    found = {h: {"result": json.loads(r), "raw": raw, "prompt_tokens": p, "completion_tokens": c}
-             for h, r, raw, p, c in rows}
+    found = {
+        h: {"result": json.loads(r), "raw": raw, "prompt_tokens": p, "completion_tokens": c}
+        for h, r, raw, p, c in rows
+    }
     return {**staged, **found}
 
 
@@ -52,24 +71,35 @@ def record(db_path: Path, rows: list[dict], run_id: str, stage: str, part: str =
     if not rows:
         return
     frame = pd.DataFrame(rows, columns=COLUMNS)
-    staging.write_shard(db_path, "llm_calls", frame, run_id=run_id, stage=stage, part=part, unique_part=True)
+    staging.write_shard(
+        db_path, "llm_calls", frame, run_id=run_id, stage=stage, part=part, unique_part=True
+    )
 
 
 def per_stage(con, run_id: str) -> dict[str, dict]:
     """A run's ledger by stage: calls, failed calls, attempts, prompt / completion tokens (as the
     server reported, over every attempt) and the models that answered."""
     return {
-        stage: {"calls": calls, "failed": failed, "attempts": attempts, "prompt_tokens": pt,
-                "completion_tokens": ct, "models": sorted(models)}
+        stage: {
+            "calls": calls,
+            "failed": failed,
+            "attempts": attempts,
+            "prompt_tokens": pt,
+            "completion_tokens": ct,
+            "models": sorted(models),
+        }
         for stage, calls, failed, attempts, pt, ct, models in con.execute(
             """SELECT stage, count(*), count(*) FILTER (WHERE status <> 'success'),
                       coalesce(sum(attempts), 0)::BIGINT, coalesce(sum(prompt_tokens), 0)::BIGINT,
                       coalesce(sum(completion_tokens), 0)::BIGINT, list(DISTINCT model)
-               FROM llm_calls WHERE run_id = ? GROUP BY ALL ORDER BY ALL""", [run_id]).fetchall()
+               FROM llm_calls WHERE run_id = ? GROUP BY ALL ORDER BY ALL""",
+            [run_id],
+        ).fetchall()
     }
 
 
 # -- journal ---------------------------------------------------------------------------
+
 
 def journal_dir(db_path: Path) -> Path:
     """Beside the warehouse, or on the shared staging storage when workers are remote."""
@@ -135,5 +165,9 @@ def adopt_orphans(db_path: Path, run_id: str, stage: str, part: str = "all") -> 
         record(db_path, rows, run_id, stage, part=f"{part}-adopted")
         path.unlink(missing_ok=True)
         recovered += len(rows)
-        log.info("recovered %d successful calls from %s (its writer died before flushing them)", len(rows), path.name)
+        log.info(
+            "recovered %d successful calls from %s (its writer died before flushing them)",
+            len(rows),
+            path.name,
+        )
     return recovered

@@ -18,7 +18,7 @@ class LLMSettings:
     max_concurrency: int = 64
     stage_models: dict = field(default_factory=dict)
     timeout_s: float = 120.0
-    max_retries: int = 8          # transient failures: connection, timeout, 429, 5xx
+    max_retries: int = 8  # transient failures: connection, timeout, 429, 5xx
     max_invalid_retries: int = 3  # replies that are not valid JSON for the schema
     backoff_base_s: float = 0.5
     backoff_cap_s: float = 20.0
@@ -28,12 +28,18 @@ class LLMSettings:
 
     def __post_init__(self) -> None:
         if self.structured_output not in DIALECTS:
-            raise ValueError(f"llm_default extra 'structured_output' must be one of {DIALECTS}, "
-                             f"got {self.structured_output!r}")
+            raise ValueError(
+                f"llm_default extra 'structured_output' must be one of {DIALECTS}, "
+                f"got {self.structured_output!r}"
+            )
         if self.max_concurrency < 1:
-            raise ValueError(f"llm_default extra 'max_concurrency' must be >= 1, got {self.max_concurrency}")
+            raise ValueError(
+                f"llm_default extra 'max_concurrency' must be >= 1, got {self.max_concurrency}"
+            )
         if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(f"LLM base URL must start with http:// or https://, got {self.base_url!r}")
+            raise ValueError(
+                f"LLM base URL must start with http:// or https://, got {self.base_url!r}"
+            )
 
     def model_for(self, stage: str) -> str:
         return self.stage_models.get(stage) or self.model
@@ -43,14 +49,22 @@ class LLMSettings:
         return replace(self, stage_models=merged, **changes)
 
     @classmethod
-    def from_connection(cls, host: str | None, password: str | None = None, port: int | None = None,
-                        schema: str | None = None, extra: dict | str | None = None) -> LLMSettings:
+    def from_connection(
+        cls,
+        host: str | None,
+        password: str | None = None,
+        port: int | None = None,
+        schema: str | None = None,
+        extra: dict | str | None = None,
+    ) -> LLMSettings:
         """Fields of an `openai`-type connection: host = base URL (or a bare host with port and
         schema as the path), password = API key, extras = model, structured_output,
         max_concurrency, stage_models, timeout_s, max_retries, max_tokens."""
         if not host:
-            raise ValueError(f"connection '{CONN_ID}' has no host: set it to the server's base URL, "
-                             "e.g. http://127.0.0.1:8000/v1")
+            raise ValueError(
+                f"connection '{CONN_ID}' has no host: set it to the server's base URL, "
+                "e.g. http://127.0.0.1:8000/v1"
+            )
         extras = json.loads(extra) if isinstance(extra, str) and extra else dict(extra or {})
         if host.startswith(("http://", "https://")):
             base_url = host.rstrip("/")
@@ -59,7 +73,9 @@ class LLMSettings:
         known = {f for f in cls.__dataclass_fields__} - {"base_url", "api_key"}
         unknown = sorted(set(extras) - known)
         if unknown:
-            raise ValueError(f"connection '{CONN_ID}' has unknown extras {unknown}; known: {sorted(known)}")
+            raise ValueError(
+                f"connection '{CONN_ID}' has unknown extras {unknown}; known: {sorted(known)}"
+            )
         values = dict(extras)
         for name in ("max_concurrency", "max_retries", "max_invalid_retries", "max_tokens", "seed"):
             if name in values:

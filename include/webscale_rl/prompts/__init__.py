@@ -18,10 +18,27 @@ from importlib import resources
 from string import Template
 
 DOMAINS: tuple[str, ...] = (
-    "Math", "Technology & Engineering", "Coding", "Social Science", "Natural Science",
-    "Travel & Lifestyle", "Commerce & Economics", "Medicine & Health", "Education", "Other",
+    "Math",
+    "Technology & Engineering",
+    "Coding",
+    "Social Science",
+    "Natural Science",
+    "Travel & Lifestyle",
+    "Commerce & Economics",
+    "Medicine & Health",
+    "Education",
+    "Other",
 )
-FENCE_TAGS = ("document", "persona", "question", "answer", "material", "example", "examples", "output")
+FENCE_TAGS = (
+    "document",
+    "persona",
+    "question",
+    "answer",
+    "material",
+    "example",
+    "examples",
+    "output",
+)
 
 
 @dataclass(frozen=True)
@@ -82,8 +99,13 @@ def _examples_block(demos: list[dict]) -> str:
     parts = []
     for d in demos:
         output = json.dumps({"question": d["question"], "answer": d["answer"]}, ensure_ascii=False)
-        parts.append("<example>\n" + fence("material", d["material"]) + "\n"
-                     + fence("persona", d["persona"]) + f"\n<output>{output}</output>\n</example>")
+        parts.append(
+            "<example>\n"
+            + fence("material", d["material"])
+            + "\n"
+            + fence("persona", d["persona"])
+            + f"\n<output>{output}</output>\n</example>"
+        )
     return "<examples>\n" + "\n".join(parts) + "\n</examples>\n\n"
 
 
@@ -110,8 +132,13 @@ def classify_schema(max_personas: int) -> dict:
 def generate_messages(text: str, persona: str, demos: list[dict]) -> list[dict]:
     return [
         {"role": "system", "content": load("generate").system()},
-        {"role": "user", "content": _examples_block(demos) + fence("document", text) + "\n\n"
-         + fence("persona", persona)},
+        {
+            "role": "user",
+            "content": _examples_block(demos)
+            + fence("document", text)
+            + "\n\n"
+            + fence("persona", persona),
+        },
     ]
 
 
@@ -119,8 +146,13 @@ def generate_batch_messages(text: str, personas: list[str], demos: list[dict]) -
     listed = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(personas))
     return [
         {"role": "system", "content": load("generate_batch").system()},
-        {"role": "user", "content": _examples_block(demos) + fence("document", text) + "\n\n"
-         + fence("persona", listed)},
+        {
+            "role": "user",
+            "content": _examples_block(demos)
+            + fence("document", text)
+            + "\n\n"
+            + fence("persona", listed),
+        },
     ]
 
 
@@ -134,6 +166,12 @@ def generate_batch_schema(n_personas: int) -> dict:
 def verify_messages(text: str, question: str, answer: str) -> list[dict]:
     return [
         {"role": "system", "content": load("verify").system()},
-        {"role": "user", "content": fence("document", text) + "\n\n" + fence("question", question)
-         + "\n\n" + fence("answer", answer)},
+        {
+            "role": "user",
+            "content": fence("document", text)
+            + "\n\n"
+            + fence("question", question)
+            + "\n\n"
+            + fence("answer", answer),
+        },
     ]

@@ -62,37 +62,68 @@ def distinct_personas(personas: list[str]) -> tuple[list[str], int]:
             kept[key] = " ".join(persona.split())
     return list(kept.values()), len(personas) - len(kept)
 
+
 def make_row(row: dict, result: LLMResult) -> dict:
     if not result.ok:
         reason = common.failure_reason(result)
         if result.error_kind == "schema_mismatch" and "at domain:" in (result.error or ""):
             reason = "domain_out_of_list"
-        return {"status": "failed", "reason": reason, "domain": None, "personas": None, "personas_dropped": None}
+        return {
+            "status": "failed",
+            "reason": reason,
+            "domain": None,
+            "personas": None,
+            "personas_dropped": None,
+        }
     personas, dropped = distinct_personas(result.parsed["personas"])
-    return {"status": "kept" if personas else "failed", "reason": None if personas else "no_usable_persona",
-            "domain": result.parsed["domain"], "personas": json.dumps(personas, ensure_ascii=False),
-            "personas_dropped": dropped}
+    return {
+        "status": "kept" if personas else "failed",
+        "reason": None if personas else "no_usable_persona",
+        "domain": result.parsed["domain"],
+        "personas": json.dumps(personas, ensure_ascii=False),
+        "personas_dropped": dropped,
+    }
 
 
 def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
     prompt = prompts.load(STAGE)
     max_personas = ctx.params.max_personas
     schema = prompts.classify_schema(max_personas)
-    return common.llm_doc_rows(inputs, ctx, lambda row: common.make_request(
-        ctx.llm, STAGE, row.doc_id, prompts.classify_messages(row.text, max_personas), schema, STAGE,
-        prompt.prompt_id), make_row)
+    return common.llm_doc_rows(
+        inputs,
+        ctx,
+        lambda row: common.make_request(
+            ctx.llm,
+            STAGE,
+            row.doc_id,
+            prompts.classify_messages(row.text, max_personas),
+            schema,
+            STAGE,
+            prompt.prompt_id,
+        ),
+        make_row,
+    )
 
 
 def gate_frame(con, run_id: str, previous: str | None):
-    return common.doc_gate_frame(con, run_id, STAGE, previous,
-                                 columns="s.domain, json_array_length(s.personas) AS n_personas")
+    return common.doc_gate_frame(
+        con,
+        run_id,
+        STAGE,
+        previous,
+        columns="s.domain, json_array_length(s.personas) AS n_personas",
+    )
 
 
 def gate_expectations(params, rows: int) -> list:
     import great_expectations.expectations as gxe
 
     kept = {"row_condition": 'status=="kept"', "condition_parser": "pandas"}
-    return common.status_expectations(rows, reasons=REASONS, max_failed_rate=params.max_llm_failed_rate) + [
+    return common.status_expectations(
+        rows, reasons=REASONS, max_failed_rate=params.max_llm_failed_rate
+    ) + [
         gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=list(prompts.DOMAINS), **kept),
-        gxe.ExpectColumnValuesToBeBetween(column="n_personas", min_value=1, max_value=params.max_personas, **kept),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="n_personas", min_value=1, max_value=params.max_personas, **kept
+        ),
     ]

@@ -45,12 +45,28 @@ ORDER BY d.doc_id
 """
 
 
-def make_request(settings: LLMSettings, stage: str, item_id: str, messages: list[dict], schema: dict,
-                 schema_name: str, prompt_id: str) -> LLMRequest:
+def make_request(
+    settings: LLMSettings,
+    stage: str,
+    item_id: str,
+    messages: list[dict],
+    schema: dict,
+    schema_name: str,
+    prompt_id: str,
+) -> LLMRequest:
     """A stage's request with the run's model for that stage and its decoding settings."""
-    return LLMRequest(stage=stage, item_id=item_id, model=settings.model_for(stage), messages=tuple(messages),
-                      schema=schema, schema_name=schema_name, prompt_id=prompt_id,
-                      max_tokens=settings.max_tokens, temperature=settings.temperature, seed=settings.seed)
+    return LLMRequest(
+        stage=stage,
+        item_id=item_id,
+        model=settings.model_for(stage),
+        messages=tuple(messages),
+        schema=schema,
+        schema_name=schema_name,
+        prompt_id=prompt_id,
+        max_tokens=settings.max_tokens,
+        temperature=settings.temperature,
+        seed=settings.seed,
+    )
 
 
 def read_inputs(db_path: Path, sql: str, run_id: str, lo: str, hi: str | None) -> pd.DataFrame:
@@ -59,14 +75,21 @@ def read_inputs(db_path: Path, sql: str, run_id: str, lo: str, hi: str | None) -
         return con.execute(sql, {"run_id": run_id, "lo": lo, "hi": hi}).df()
 
 
-def call_llm(settings: LLMSettings, db_path: Path, run_id: str, requests: list[LLMRequest],
-             shard: str = "all") -> dict[str, LLMResult]:
+def call_llm(
+    settings: LLMSettings,
+    db_path: Path,
+    run_id: str,
+    requests: list[LLMRequest],
+    shard: str = "all",
+) -> dict[str, LLMResult]:
     if not requests:
         return {}
     return LLMClient(settings, db_path, run_id, shard=shard).run(requests)
 
 
-def best_candidate(candidates, similarity: Callable[[str], float], threshold: float) -> tuple[str, float] | None:
+def best_candidate(
+    candidates, similarity: Callable[[str], float], threshold: float
+) -> tuple[str, float] | None:
     """The LSH candidate most similar at or above `threshold` (ties: the smallest id), with its
     similarity; LSH candidates are only likely matches, so each is confirmed here."""
     hits = [(c, similarity(c)) for c in candidates]
@@ -85,11 +108,16 @@ def shard_counts(frame: pd.DataFrame, lo: str, hi: str | None) -> dict:
 
 # --- gates ------------------------------------------------------------------------------
 
-def doc_gate_frame(con, run_id: str, stage: str, previous: str | None, columns: str = "") -> pd.DataFrame:
+
+def doc_gate_frame(
+    con, run_id: str, stage: str, previous: str | None, columns: str = ""
+) -> pd.DataFrame:
     """One row per document of the run that reached `stage` (kept by `previous`), with its
     row in the stage table; a NULL status means the stage lost a document."""
     extra = f", {columns}" if columns else ""
-    join_prev = f"JOIN {previous} p ON p.doc_id = r.doc_id AND p.status = 'kept'" if previous else ""
+    join_prev = (
+        f"JOIN {previous} p ON p.doc_id = r.doc_id AND p.status = 'kept'" if previous else ""
+    )
     return con.execute(
         f"""
         SELECT r.doc_id, s.status, s.reason,
@@ -101,9 +129,14 @@ def doc_gate_frame(con, run_id: str, stage: str, previous: str | None, columns: 
     ).df()
 
 
-def status_expectations(rows: int, key: str = "doc_id", reasons: list[str] | None = None,
-                        max_failed_rate: float = 1.0, min_kept_rate: float = 0.0,
-                        max_kept_rate: float = 1.0) -> list:
+def status_expectations(
+    rows: int,
+    key: str = "doc_id",
+    reasons: list[str] | None = None,
+    max_failed_rate: float = 1.0,
+    min_kept_rate: float = 0.0,
+    max_kept_rate: float = 1.0,
+) -> list:
     """Keys present and unique, every input has a row (a NULL status means a shard lost
     it), statuses and reasons valid, failure share and kept share within bounds."""
     import great_expectations.expectations as gxe
@@ -117,28 +150,60 @@ def status_expectations(rows: int, key: str = "doc_id", reasons: list[str] | Non
         gxe.ExpectColumnValuesToNotBeNull(column="reason", **not_kept),
     ]
     if reasons is not None:
-        suite.append(gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=reasons, **not_kept))
+        suite.append(
+            gxe.ExpectColumnValuesToBeInSet(column="reason", value_set=reasons, **not_kept)
+        )
     if rows and max_failed_rate < 1.0:  # at 1.0 the check could not fail: leave it out
-        suite.append(gxe.ExpectColumnValuesToNotBeInSet(
-            column="status", value_set=["failed"], mostly=max(1e-9, 1.0 - max_failed_rate)))
+        suite.append(
+            gxe.ExpectColumnValuesToNotBeInSet(
+                column="status", value_set=["failed"], mostly=max(1e-9, 1.0 - max_failed_rate)
+            )
+        )
     if rows:
-        suite.append(gxe.ExpectColumnMeanToBeBetween(column="is_kept", min_value=min_kept_rate,
-                                                     max_value=max_kept_rate))
+        suite.append(
+            gxe.ExpectColumnMeanToBeBetween(
+                column="is_kept", min_value=min_kept_rate, max_value=max_kept_rate
+            )
+        )
     return suite
 
 
-LLM_FAILURE_REASONS = [f"llm_{k}" for k in ("connection", "timeout", "http_429", "http_5xx", "http_4xx",
-                                             "invalid_json", "schema_mismatch", "truncated", "refusal", "error")]
+LLM_FAILURE_REASONS = [
+    f"llm_{k}"
+    for k in (
+        "connection",
+        "timeout",
+        "http_429",
+        "http_5xx",
+        "http_4xx",
+        "invalid_json",
+        "schema_mismatch",
+        "truncated",
+        "refusal",
+        "error",
+    )
+]
 
 
-def llm_doc_rows(inputs: pd.DataFrame, ctx: StageContext,
-                 make_request: Callable[[Any], LLMRequest],
-                 make_row: Callable[[dict, LLMResult], dict]) -> pd.DataFrame:
+def llm_doc_rows(
+    inputs: pd.DataFrame,
+    ctx: StageContext,
+    make_request: Callable[[Any], LLMRequest],
+    make_row: Callable[[dict, LLMResult], dict],
+) -> pd.DataFrame:
     """The rows of a stage with one LLM call per document: a request per input row, then
     a row per document built from its result."""
     keyed = [(row.doc_id, make_request(row)) for row in inputs.itertuples(index=False)]
     results = ctx.call_llm([req for _, req in keyed])
     by_doc = {doc_id: results[req.request_hash] for doc_id, req in keyed}
-    return pd.DataFrame([dict(make_row(row, by_doc[row["doc_id"]]), doc_id=row["doc_id"], run_id=ctx.run_id,
-                              request_hash=by_doc[row["doc_id"]].request.request_hash)
-                         for row in inputs.to_dict("records")])
+    return pd.DataFrame(
+        [
+            dict(
+                make_row(row, by_doc[row["doc_id"]]),
+                doc_id=row["doc_id"],
+                run_id=ctx.run_id,
+                request_hash=by_doc[row["doc_id"]].request.request_hash,
+            )
+            for row in inputs.to_dict("records")
+        ]
+    )

@@ -80,15 +80,19 @@ def _read_records(path: Path) -> list[dict]:
         return pd.read_parquet(path).to_dict("records")
     opener = gzip.open if path.name.endswith(".gz") else open
     records = []
-    with opener(path, "rt", encoding="utf-8-sig") as handle:  # -sig: a leading byte-order mark is dropped
+    with opener(
+        path, "rt", encoding="utf-8-sig"
+    ) as handle:  # -sig: a leading byte-order mark is dropped
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
                 records.append(json.loads(line))
             except json.JSONDecodeError as exc:
-                raise ConfigError(f"benchmark file {path} line {line_no} is not valid JSON ({exc.msg}); "
-                                  "fix or remove the line") from None
+                raise ConfigError(
+                    f"benchmark file {path} line {line_no} is not valid JSON ({exc.msg}); "
+                    "fix or remove the line"
+                ) from None
     return records
 
 
@@ -99,8 +103,10 @@ def load_benchmark_file(path: Path, name: str | None = None) -> list[BenchmarkIt
     for i, record in enumerate(_read_records(path)):
         text = _record_text(record) if isinstance(record, dict) else ""
         if not text.strip():
-            raise ConfigError(f"benchmark file {path} record {i + 1} has no text: give each record a "
-                              f"'text' field or one of {list(TEXT_FIELDS)}")
+            raise ConfigError(
+                f"benchmark file {path} record {i + 1} has no text: give each record a "
+                f"'text' field or one of {list(TEXT_FIELDS)}"
+            )
         item_id = str(record.get("task_id") or record.get("id") or i)
         items.append(BenchmarkItem(name, item_id, text))
     return items
@@ -114,8 +120,9 @@ def load_builtin(name: str) -> list[BenchmarkItem]:
     raise ConfigError(f"unknown built-in benchmark {name!r}; built-ins: {list(BUILTIN_BENCHMARKS)}")
 
 
-def load_benchmarks(benchmarks_dir: Path | None, builtin: list[str] | tuple[str, ...] = BUILTIN_BENCHMARKS
-                    ) -> list[BenchmarkItem]:
+def load_benchmarks(
+    benchmarks_dir: Path | None, builtin: list[str] | tuple[str, ...] = BUILTIN_BENCHMARKS
+) -> list[BenchmarkItem]:
     items = [item for name in builtin for item in load_builtin(name)]
     if benchmarks_dir is not None and benchmarks_dir.is_dir():
         for path in sorted(benchmarks_dir.iterdir()):
@@ -134,13 +141,15 @@ class NgramIndex:
         for item in items:
             folded = folded_words(item.text)
             for i in range(len(folded) - n + 1):
-                self.grams.setdefault(_gram_key(tuple(folded[i:i + n])), (item.benchmark, item.item_id))
+                self.grams.setdefault(
+                    _gram_key(tuple(folded[i : i + n])), (item.benchmark, item.item_id)
+                )
 
     def match(self, text: str) -> tuple[str, str, str] | None:
         """(benchmark, item id, the overlapping n-gram) for the first shared n-gram, else None."""
         folded = folded_words(text)
         for i in range(len(folded) - self.n + 1):
-            gram = tuple(folded[i:i + self.n])
+            gram = tuple(folded[i : i + self.n])
             hit = self.grams.get(_gram_key(gram))
             if hit:
                 return hit[0], hit[1], " ".join(gram)
@@ -176,28 +185,49 @@ class QuestionIndex:
 
     def find(self, question: str) -> tuple[str, float] | None:
         features = question_features(question)
-        return common.best_candidate(self.lsh.query(self._minhash(features)),
-                                     lambda c: jaccard(features, self.features[c]), self.threshold)
+        return common.best_candidate(
+            self.lsh.query(self._minhash(features)),
+            lambda c: jaccard(features, self.features[c]),
+            self.threshold,
+        )
 
 
-def check_pairs(pairs: list[dict], ngrams: NgramIndex, questions: QuestionIndex,
-                check_documents: bool = False) -> list[dict]:
+def check_pairs(
+    pairs: list[dict], ngrams: NgramIndex, questions: QuestionIndex, check_documents: bool = False
+) -> list[dict]:
     """The stage's decision for each pair (in the given order); kept questions join the index."""
     rows = []
     for p in pairs:
-        row = {"qa_id": p["qa_id"], "doc_id": p["doc_id"], "status": "kept", "reason": None,
-               "benchmark": None, "benchmark_item": None, "ngram": None, "duplicate_of": None,
-               "similarity": None}
+        row = {
+            "qa_id": p["qa_id"],
+            "doc_id": p["doc_id"],
+            "status": "kept",
+            "reason": None,
+            "benchmark": None,
+            "benchmark_item": None,
+            "ngram": None,
+            "duplicate_of": None,
+            "similarity": None,
+        }
         hit = ngrams.match(f"{p['question']}\n{p['answer']}")
         if hit is None and check_documents:
             hit = ngrams.match(p["text"])
         duplicate = None if hit else questions.find(p["question"])
         if hit:
-            row.update(status="rejected", reason="benchmark_contamination", benchmark=hit[0],
-                       benchmark_item=hit[1], ngram=hit[2])
+            row.update(
+                status="rejected",
+                reason="benchmark_contamination",
+                benchmark=hit[0],
+                benchmark_item=hit[1],
+                ngram=hit[2],
+            )
         elif duplicate:
-            row.update(status="rejected", reason="duplicate_question", duplicate_of=duplicate[0],
-                       similarity=round(duplicate[1], 4))
+            row.update(
+                status="rejected",
+                reason="duplicate_question",
+                duplicate_of=duplicate[0],
+                similarity=round(duplicate[1], 4),
+            )
         else:
             questions.add(p["qa_id"], p["question"])
         rows.append(row)
@@ -211,15 +241,33 @@ def run(ctx: StageContext) -> dict:
     p = ctx.params
     benchmarks_dir = load_settings().benchmarks_dir
     benchmarks = load_benchmarks(benchmarks_dir, p.builtin_benchmarks)
-    log.info("decontaminate: %d benchmark items (%s built in, files from %s), %d-grams",
-             len(benchmarks), p.builtin_benchmarks, benchmarks_dir, p.decontam_ngram)
-    return decontaminate_pairs(ctx.db_path, ctx.run_id, ctx.previous, benchmarks, p.decontam_ngram,
-                               p.question_dup_threshold, p.decontaminate_documents)
+    log.info(
+        "decontaminate: %d benchmark items (%s built in, files from %s), %d-grams",
+        len(benchmarks),
+        p.builtin_benchmarks,
+        benchmarks_dir,
+        p.decontam_ngram,
+    )
+    return decontaminate_pairs(
+        ctx.db_path,
+        ctx.run_id,
+        ctx.previous,
+        benchmarks,
+        p.decontam_ngram,
+        p.question_dup_threshold,
+        p.decontaminate_documents,
+    )
 
 
-def decontaminate_pairs(db_path: Path, run_id: str, previous: str, benchmarks: list[BenchmarkItem],
-                        ngram: int = DEFAULT_NGRAM, question_threshold: float = DEFAULT_QUESTION_THRESHOLD,
-                        check_documents: bool = False) -> dict:
+def decontaminate_pairs(
+    db_path: Path,
+    run_id: str,
+    previous: str,
+    benchmarks: list[BenchmarkItem],
+    ngram: int = DEFAULT_NGRAM,
+    question_threshold: float = DEFAULT_QUESTION_THRESHOLD,
+    check_documents: bool = False,
+) -> dict:
     """Check the pairs `previous` kept; replace the run's rows."""
     pairs_table = registry.first_pair_stage().name
     with warehouse.read(db_path) as con:
@@ -228,28 +276,52 @@ def decontaminate_pairs(db_path: Path, run_id: str, previous: str, benchmarks: l
                 JOIN documents d USING (doc_id)
                 JOIN {pairs_table} g ON g.doc_id = d.doc_id
                 JOIN {previous} v ON v.qa_id = g.qa_id AND v.status = 'kept'
-                WHERE r.run_id = ? ORDER BY d.ingest_seq, g.persona_idx, g.qa_id""", [run_id]).df()
+                WHERE r.run_id = ? ORDER BY d.ingest_seq, g.persona_idx, g.qa_id""",
+            [run_id],
+        ).df()
         earlier = con.execute(
             f"""SELECT s.qa_id, g.question FROM {STAGE} s JOIN {pairs_table} g USING (qa_id)
                 WHERE s.status = 'kept' AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
-                ORDER BY s.qa_id""", [run_id]).fetchall()
+                ORDER BY s.qa_id""",
+            [run_id],
+        ).fetchall()
     index = NgramIndex(benchmarks, ngram)
     questions = QuestionIndex(question_threshold)
     for qa_id, question in earlier:
         questions.add(qa_id, question)
     rows = check_pairs(pairs.to_dict("records"), index, questions, check_documents)
-    frame = pd.DataFrame(rows, columns=["qa_id", "doc_id", "status", "reason", "benchmark", "benchmark_item",
-                                        "ngram", "duplicate_of", "similarity"])
+    frame = pd.DataFrame(
+        rows,
+        columns=[
+            "qa_id",
+            "doc_id",
+            "status",
+            "reason",
+            "benchmark",
+            "benchmark_item",
+            "ngram",
+            "duplicate_of",
+            "similarity",
+        ],
+    )
     frame.insert(2, "run_id", run_id)
     with warehouse.write(db_path) as con:
         # A re-run replaces the run's rows; pairs no longer accepted by verify lose theirs.
-        con.execute(f"DELETE FROM {STAGE} WHERE doc_id IN (SELECT doc_id FROM run_docs WHERE run_id = ?)",
-                    [run_id])
+        con.execute(
+            f"DELETE FROM {STAGE} WHERE doc_id IN (SELECT doc_id FROM run_docs WHERE run_id = ?)",
+            [run_id],
+        )
         warehouse.replace_rows(con, STAGE, frame, key="qa_id")
     by_reason = frame["reason"].value_counts().to_dict() if len(frame) else {}
-    return {"stage": STAGE, "pairs": len(frame), "kept": int((frame["status"] == "kept").sum()) if len(frame) else 0,
-            **{k: int(v) for k, v in by_reason.items()}, "benchmarks": index.benchmarks,
-            "benchmark_ngrams": len(index.grams), "compared_with_earlier_questions": len(earlier)}
+    return {
+        "stage": STAGE,
+        "pairs": len(frame),
+        "kept": int((frame["status"] == "kept").sum()) if len(frame) else 0,
+        **{k: int(v) for k, v in by_reason.items()},
+        "benchmarks": index.benchmarks,
+        "benchmark_ngrams": len(index.grams),
+        "compared_with_earlier_questions": len(earlier),
+    }
 
 
 def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
@@ -259,7 +331,9 @@ def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
             FROM run_docs r JOIN {registry.first_pair_stage().name} g ON g.doc_id = r.doc_id
             JOIN {previous} v ON v.qa_id = g.qa_id AND v.status = 'kept'
             LEFT JOIN {STAGE} s ON s.qa_id = v.qa_id
-            WHERE r.run_id = ? ORDER BY v.qa_id""", [run_id]).df()
+            WHERE r.run_id = ? ORDER BY v.qa_id""",
+        [run_id],
+    ).df()
 
 
 def gate_expectations(params, rows: int) -> list:
@@ -273,4 +347,3 @@ def gate_expectations(params, rows: int) -> list:
         gxe.ExpectColumnValuesToNotBeNull(column="ngram", **where("benchmark_contamination")),
         gxe.ExpectColumnValuesToNotBeNull(column="duplicate_of", **where("duplicate_question")),
     ]
-

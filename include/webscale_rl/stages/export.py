@@ -19,18 +19,34 @@ from webscale_rl import warehouse
 from webscale_rl.config import run_folder_name
 from webscale_rl.text import folded_words, words
 
-ANSWER_INSTRUCTION = "Think briefly, then give your final answer on the last line as \"Answer: <answer>\"."
+ANSWER_INSTRUCTION = (
+    'Think briefly, then give your final answer on the last line as "Answer: <answer>".'
+)
 DATA_SOURCE = "webscale_rl"
 
-VERL_SCHEMA = pa.schema([
-    ("data_source", pa.string()),
-    ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-    ("ability", pa.string()),
-    ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
-    ("extra_info", pa.struct([("split", pa.string()), ("index", pa.int64()), ("qa_id", pa.string()),
-                              ("doc_id", pa.string()), ("persona", pa.string()), ("url", pa.string()),
-                              ("question", pa.string()), ("answer", pa.string())])),
-])
+VERL_SCHEMA = pa.schema(
+    [
+        ("data_source", pa.string()),
+        ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        ("ability", pa.string()),
+        ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+        (
+            "extra_info",
+            pa.struct(
+                [
+                    ("split", pa.string()),
+                    ("index", pa.int64()),
+                    ("qa_id", pa.string()),
+                    ("doc_id", pa.string()),
+                    ("persona", pa.string()),
+                    ("url", pa.string()),
+                    ("question", pa.string()),
+                    ("answer", pa.string()),
+                ]
+            ),
+        ),
+    ]
+)
 
 ACCEPTED_SQL = """
 SELECT qa_id, doc_id, persona, question, answer, domain, url, source_id, benchmark, duplicate_of
@@ -63,24 +79,54 @@ def write_export(pairs: list[dict], target: Path, run_id: str, val_fraction: flo
         for p in pairs:
             split = split_of(p["qa_id"], val_fraction)
             index = len(splits[split])
-            splits[split].append({
-                "data_source": DATA_SOURCE,
-                "prompt": [{"role": "user", "content": f"{p['question']}\n\n{ANSWER_INSTRUCTION}"}],
-                "ability": p["domain"],
-                "reward_model": {"style": "rule", "ground_truth": p["answer"]},
-                "extra_info": {"split": split, "index": index, "qa_id": p["qa_id"], "doc_id": p["doc_id"],
-                               "persona": p["persona"], "url": p["url"], "question": p["question"],
-                               "answer": p["answer"]},
-            })
-            jsonl.write(json.dumps({"qa_id": p["qa_id"], "question": p["question"], "answer": p["answer"],
-                                    "domain": p["domain"], "persona": p["persona"], "doc_id": p["doc_id"],
-                                    "url": p["url"], "split": split}, ensure_ascii=False) + "\n")
+            splits[split].append(
+                {
+                    "data_source": DATA_SOURCE,
+                    "prompt": [
+                        {"role": "user", "content": f"{p['question']}\n\n{ANSWER_INSTRUCTION}"}
+                    ],
+                    "ability": p["domain"],
+                    "reward_model": {"style": "rule", "ground_truth": p["answer"]},
+                    "extra_info": {
+                        "split": split,
+                        "index": index,
+                        "qa_id": p["qa_id"],
+                        "doc_id": p["doc_id"],
+                        "persona": p["persona"],
+                        "url": p["url"],
+                        "question": p["question"],
+                        "answer": p["answer"],
+                    },
+                }
+            )
+            jsonl.write(
+                json.dumps(
+                    {
+                        "qa_id": p["qa_id"],
+                        "question": p["question"],
+                        "answer": p["answer"],
+                        "domain": p["domain"],
+                        "persona": p["persona"],
+                        "doc_id": p["doc_id"],
+                        "url": p["url"],
+                        "split": split,
+                    },
+                    ensure_ascii=False,
+                )
+                + "\n"
+            )
     for split, rows in splits.items():
         pq.write_table(pa.Table.from_pylist(rows, schema=VERL_SCHEMA), tmp / f"{split}.parquet")
     manifest = {
-        "run_id": run_id, "pairs": len(pairs), "train": len(splits["train"]), "val": len(splits["val"]),
-        "val_fraction": val_fraction, "format": "verl (data_source, prompt, ability, reward_model, extra_info)",
-        "files": {name: _sha256(tmp / name) for name in ("train.parquet", "val.parquet", "qa.jsonl")},
+        "run_id": run_id,
+        "pairs": len(pairs),
+        "train": len(splits["train"]),
+        "val": len(splits["val"]),
+        "val_fraction": val_fraction,
+        "format": "verl (data_source, prompt, ability, reward_model, extra_info)",
+        "files": {
+            name: _sha256(tmp / name) for name in ("train.parquet", "val.parquet", "qa.jsonl")
+        },
     }
     (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
     shutil.rmtree(target, ignore_errors=True)
@@ -88,8 +134,12 @@ def write_export(pairs: list[dict], target: Path, run_id: str, val_fraction: flo
     return {**manifest, "path": str(target)}
 
 
-def write_sample_export(pairs_jsonl: Path, exports_dir: Path, name: str = "sample_handwritten",
-                        val_fraction: float = 0.25) -> dict:
+def write_sample_export(
+    pairs_jsonl: Path,
+    exports_dir: Path,
+    name: str = "sample_handwritten",
+    val_fraction: float = 0.25,
+) -> dict:
     """The bundled hand-written pairs (data/sample_export/pairs.jsonl) as an export, for
     training smoke runs on a machine with no pipeline export yet."""
     pairs = []
@@ -98,10 +148,13 @@ def write_sample_export(pairs_jsonl: Path, exports_dir: Path, name: str = "sampl
             p = json.loads(line)
             qa_id = hashlib.sha256(f"sample\n{p['question']}".encode()).hexdigest()
             pairs.append({"qa_id": qa_id, "doc_id": "", "persona": "", "url": None, **p})
-    return write_export(sorted(pairs, key=lambda p: p["qa_id"]), exports_dir / name, name, val_fraction)
+    return write_export(
+        sorted(pairs, key=lambda p: p["qa_id"]), exports_dir / name, name, val_fraction
+    )
 
 
 # --- the final dataset gate (before anything is exported) -----------------------------------
+
 
 def dataset_frame(con, run_id: str):
     """The pairs the export would write, with the columns the dataset gate checks (word counts
@@ -113,8 +166,9 @@ def dataset_frame(con, run_id: str):
     return frame
 
 
-def dataset_expectations(rows: int, *, min_pairs: int, max_answer_words: int, work_set: int,
-                         max_answer_chars: int = 120) -> list:
+def dataset_expectations(
+    rows: int, *, min_pairs: int, max_answer_words: int, work_set: int, max_answer_chars: int = 120
+) -> list:
     """No contamination, no duplicates, a domain from the list, answers within bounds, and
     at least `min_pairs` pairs (when the run had new documents at all)."""
     import great_expectations.expectations as gxe
@@ -128,8 +182,12 @@ def dataset_expectations(rows: int, *, min_pairs: int, max_answer_words: int, wo
         gxe.ExpectColumnValuesToBeNull(column="duplicate_of"),
         gxe.ExpectColumnValuesToNotBeNull(column="domain"),
         gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS)),
-        gxe.ExpectColumnValuesToBeBetween(column="answer_chars", min_value=1, max_value=max_answer_chars),
-        gxe.ExpectColumnValuesToBeBetween(column="answer_words", min_value=1, max_value=max_answer_words),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="answer_chars", min_value=1, max_value=max_answer_chars
+        ),
+        gxe.ExpectColumnValuesToBeBetween(
+            column="answer_words", min_value=1, max_value=max_answer_words
+        ),
     ]
     if work_set:  # a run with no new documents has nothing to export and nothing to gate on
         suite.append(gxe.ExpectTableRowCountToBeBetween(min_value=min_pairs))

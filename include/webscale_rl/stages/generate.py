@@ -31,8 +31,18 @@ CREATE TABLE IF NOT EXISTS generate (
     reason       VARCHAR,                -- failed = no valid reply
     request_hash VARCHAR
 );"""
-COLUMNS = ["qa_id", "doc_id", "run_id", "persona_idx", "persona", "question", "answer", "status", "reason",
-           "request_hash"]
+COLUMNS = [
+    "qa_id",
+    "doc_id",
+    "run_id",
+    "persona_idx",
+    "persona",
+    "question",
+    "answer",
+    "status",
+    "reason",
+    "request_hash",
+]
 
 
 def input_sql(previous: str) -> str:
@@ -62,29 +72,53 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
         if mode == "per_persona":
             prompt = prompts.load("generate")
             for i, persona in enumerate(personas):
-                req = common.make_request(settings, STAGE, row.doc_id,
-                                          prompts.generate_messages(row.text, persona, demos),
-                                          prompt.schema, "generate", prompt.prompt_id)
+                req = common.make_request(
+                    settings,
+                    STAGE,
+                    row.doc_id,
+                    prompts.generate_messages(row.text, persona, demos),
+                    prompt.schema,
+                    "generate",
+                    prompt.prompt_id,
+                )
                 plans.append((row.doc_id, i, persona, req, None))
         else:
             prompt = prompts.load("generate_batch")
-            req = common.make_request(settings, STAGE, row.doc_id,
-                                      prompts.generate_batch_messages(row.text, personas, demos),
-                                      prompts.generate_batch_schema(len(personas)), "generate_batch",
-                                      prompt.prompt_id)
+            req = common.make_request(
+                settings,
+                STAGE,
+                row.doc_id,
+                prompts.generate_batch_messages(row.text, personas, demos),
+                prompts.generate_batch_schema(len(personas)),
+                "generate_batch",
+                prompt.prompt_id,
+            )
             plans += [(row.doc_id, i, persona, req, i) for i, persona in enumerate(personas)]
     results = ctx.call_llm(list({p[3].request_hash: p[3] for p in plans}.values()))
     rows = []
     for doc_id, i, persona, req, pair_index in plans:
         result = results[req.request_hash]
-        row = {"qa_id": qa_id(doc_id, persona), "doc_id": doc_id, "run_id": ctx.run_id, "persona_idx": i,
-               "persona": persona, "question": None, "answer": None, "request_hash": req.request_hash}
+        row = {
+            "qa_id": qa_id(doc_id, persona),
+            "doc_id": doc_id,
+            "run_id": ctx.run_id,
+            "persona_idx": i,
+            "persona": persona,
+            "question": None,
+            "answer": None,
+            "request_hash": req.request_hash,
+        }
         if result.ok:
             pair = result.parsed if pair_index is None else result.parsed["pairs"][pair_index]
             question, answer = pair["question"].strip(), pair["answer"].strip()
             # The schema's minLength counts spaces: a blank field is a valid reply but no pair.
             reason = "empty_question" if not question else "empty_answer" if not answer else None
-            row.update(question=question, answer=answer, status="rejected" if reason else "kept", reason=reason)
+            row.update(
+                question=question,
+                answer=answer,
+                status="rejected" if reason else "kept",
+                reason=reason,
+            )
         else:
             row.update(status="failed", reason=common.failure_reason(result))
         rows.append(row)
@@ -110,8 +144,9 @@ def gate_expectations(params, rows: int) -> list:
     import great_expectations.expectations as gxe
 
     kept = {"row_condition": 'status=="kept"', "condition_parser": "pandas"}
-    return common.status_expectations(rows, key="qa_id", reasons=REASONS,
-                                      max_failed_rate=params.max_llm_failed_rate) + [
+    return common.status_expectations(
+        rows, key="qa_id", reasons=REASONS, max_failed_rate=params.max_llm_failed_rate
+    ) + [
         gxe.ExpectColumnValuesToNotBeNull(column="question", **kept),
         gxe.ExpectColumnValuesToNotBeNull(column="answer", **kept),
         gxe.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1, **kept),

@@ -29,7 +29,12 @@ from webscale_rl.text import tokenize, words
 STAGE = "heuristic_filter"
 STOP_WORDS = frozenset({"the", "be", "to", "of", "and", "that", "have", "with"})
 TERMINAL_PUNCTUATION = (".", "!", "?", '"', "'", ":", ";", "”", "’", ")", "…")
-BOILERPLATE_SUBSTRINGS = tuple(POLICY_SUBSTRINGS) + ("lorem ipsum", "add to cart", "click here", "javascript")
+BOILERPLATE_SUBSTRINGS = tuple(POLICY_SUBSTRINGS) + (
+    "lorem ipsum",
+    "add to cart",
+    "click here",
+    "javascript",
+)
 
 
 @dataclass(frozen=True)
@@ -107,15 +112,21 @@ def text_stats(text: str) -> dict[str, float]:
         "avg_word_length": sum(map(len, ws)) / n_words if n_words else 0.0,
         "hash_ratio": text.count("#") / max(n_words, 1),
         "ellipsis_ratio": (text.count("...") + text.count("…")) / max(n_words, 1),
-        "bullet_lines_ratio": sum(line.lstrip().startswith(("•", "-", "*")) for line in lines) / n_lines,
-        "ellipsis_lines_ratio": sum(line.rstrip().endswith(("...", "…")) for line in lines) / n_lines,
-        "alpha_words_ratio": sum(any(c.isalpha() for c in w) for w in ws) / n_words if n_words else 0.0,
+        "bullet_lines_ratio": sum(line.lstrip().startswith(("•", "-", "*")) for line in lines)
+        / n_lines,
+        "ellipsis_lines_ratio": sum(line.rstrip().endswith(("...", "…")) for line in lines)
+        / n_lines,
+        "alpha_words_ratio": sum(any(c.isalpha() for c in w) for w in ws) / n_words
+        if n_words
+        else 0.0,
         "stop_words": len(STOP_WORDS.intersection(lowered)),
-        "line_punct_ratio": sum(line.rstrip().endswith(TERMINAL_PUNCTUATION) for line in lines) / n_lines,
+        "line_punct_ratio": sum(line.rstrip().endswith(TERMINAL_PUNCTUATION) for line in lines)
+        / n_lines,
         "short_line_ratio": sum(len(line.strip()) <= 30 for line in lines) / n_lines,
         "boilerplate_line_ratio": sum(
             any(s in line.lower() for s in BOILERPLATE_SUBSTRINGS) for line in lines
-        ) / n_lines,
+        )
+        / n_lines,
     }
     dup_lines, dup_line_chars = find_duplicates(lines)
     dup_paras, dup_para_chars = find_duplicates(paragraphs)
@@ -128,7 +139,9 @@ def text_stats(text: str) -> dict[str, float]:
         grams = get_n_grams(lowered, n)
         stats[f"top_{n}gram_char_ratio"] = find_top_duplicate(grams) / word_chars if grams else 0.0
     for n in range(5, 11):
-        stats[f"dup_{n}gram_char_ratio"] = find_all_duplicate(lowered, n) / word_chars if n_words >= n else 0.0
+        stats[f"dup_{n}gram_char_ratio"] = (
+            find_all_duplicate(lowered, n) / word_chars if n_words >= n else 0.0
+        )
     return stats
 
 
@@ -151,7 +164,9 @@ def rules_with_overrides(overrides: dict[str, float] | None) -> tuple[Rule, ...]
     if unknown:
         raise ValueError(f"unknown heuristic rule(s) {unknown}; known rules: {sorted(known)}")
     return tuple(
-        Rule(r.name, r.stat, r.op, float(overrides[r.name])) if overrides.get(r.name) is not None else r
+        Rule(r.name, r.stat, r.op, float(overrides[r.name]))
+        if overrides.get(r.name) is not None
+        else r
         for r in DEFAULT_RULES
         if not (r.name in overrides and overrides[r.name] is None)
     )
@@ -178,22 +193,47 @@ def process(docs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
     rules = rules_with_overrides(ctx.params.heuristic_rule_overrides)
     rows = []
     for doc in docs.itertuples(index=False):
-        row = {"doc_id": doc.doc_id, "run_id": ctx.run_id, "status": "kept", "reason": None,
-               "value": None, "threshold": None, "duplicate_of": None, "failed_rules": "[]"}
+        row = {
+            "doc_id": doc.doc_id,
+            "run_id": ctx.run_id,
+            "status": "kept",
+            "reason": None,
+            "value": None,
+            "threshold": None,
+            "duplicate_of": None,
+            "failed_rules": "[]",
+        }
         if doc.kept_doc_id != doc.doc_id:
             row.update(status="rejected", reason="exact_duplicate", duplicate_of=doc.kept_doc_id)
         else:
             failed = evaluate(doc.text, rules)
             if failed:
                 first = failed[0]
-                row.update(status="rejected", reason=first["rule"], value=first["value"],
-                           threshold=first["threshold"], failed_rules=json.dumps(failed))
+                row.update(
+                    status="rejected",
+                    reason=first["rule"],
+                    value=first["value"],
+                    threshold=first["threshold"],
+                    failed_rules=json.dumps(failed),
+                )
         rows.append(row)
-    return pd.DataFrame(rows, columns=["doc_id", "run_id", "status", "reason", "value",
-                                       "threshold", "duplicate_of", "failed_rules"])
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "doc_id",
+            "run_id",
+            "status",
+            "reason",
+            "value",
+            "threshold",
+            "duplicate_of",
+            "failed_rules",
+        ],
+    )
 
 
 # --- gate -------------------------------------------------------------------------------
+
 
 def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
     """One row per document of the run, with its filter row (NULL status = missing row)."""
@@ -201,5 +241,9 @@ def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
 
 
 def gate_expectations(params, rows: int) -> list:
-    return common.status_expectations(rows, reasons=REASONS, min_kept_rate=params.min_heuristic_kept_rate,
-                                      max_kept_rate=params.max_heuristic_kept_rate)
+    return common.status_expectations(
+        rows,
+        reasons=REASONS,
+        min_kept_rate=params.min_heuristic_kept_rate,
+        max_kept_rate=params.max_heuristic_kept_rate,
+    )

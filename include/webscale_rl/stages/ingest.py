@@ -30,7 +30,7 @@ OVERSIZE_POLICIES = tuple(param_spec("oversize_policy").schema["enum"])
 
 # What to tell the user for each reason that can make a whole file unusable.
 FIXES = {
-    "malformed_json": "each line must be one JSON object, e.g. {\"id\": \"1\", \"text\": \"...\"}",
+    "malformed_json": 'each line must be one JSON object, e.g. {"id": "1", "text": "..."}',
     "not_an_object": "each line must be a JSON object, not a list or a bare value",
     "invalid_utf8": "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
     "missing_text": "every record needs a non-empty string field 'text'",
@@ -67,7 +67,9 @@ class IngestLimits:
         if self.max_doc_chars < 1:
             raise ValueError(f"max_doc_chars must be >= 1, got {self.max_doc_chars}")
         if self.oversize_policy not in OVERSIZE_POLICIES:
-            raise ValueError(f"oversize_policy must be one of {OVERSIZE_POLICIES}, got {self.oversize_policy!r}")
+            raise ValueError(
+                f"oversize_policy must be one of {OVERSIZE_POLICIES}, got {self.oversize_policy!r}"
+            )
 
 
 @dataclass
@@ -88,7 +90,7 @@ def sniff_first_line(raw: bytes) -> tuple[bytes, str | None, str | None]:
     Returns (the line without a UTF-8 BOM, a note when one was stripped, the name of a
     foreign encoding when the file is UTF-16/32 and cannot be read line by line)."""
     if raw.startswith(codecs.BOM_UTF8):
-        return raw[len(codecs.BOM_UTF8):], UTF8_BOM_NOTE, None
+        return raw[len(codecs.BOM_UTF8) :], UTF8_BOM_NOTE, None
     for prefix, name in FOREIGN_ENCODINGS:
         if raw.startswith(prefix):
             return raw, None, name
@@ -100,13 +102,13 @@ class FileTally:
     """Where each record of one file went; the conservation check recounts the file and
     compares. seen = new + already + deferred + errors."""
 
-    seen: int = 0       # records the reader yielded, errors included
-    records: int = 0    # of those, parsed objects
-    usable: int = 0     # valid documents
-    new: int = 0        # taken on by this run (inserted, or inserted by an earlier attempt of it)
-    already: int = 0    # the same text was ingested by an earlier run
-    offered: int = 0    # new documents offered to the max_docs sample
-    chosen: int = 0     # of those, taken
+    seen: int = 0  # records the reader yielded, errors included
+    records: int = 0  # of those, parsed objects
+    usable: int = 0  # valid documents
+    new: int = 0  # taken on by this run (inserted, or inserted by an earlier attempt of it)
+    already: int = 0  # the same text was ingested by an earlier run
+    offered: int = 0  # new documents offered to the max_docs sample
+    chosen: int = 0  # of those, taken
     errors: Counter = field(default_factory=Counter)
     notes: list = field(default_factory=list)  # about the file, not errors (e.g. utf8_bom_stripped)
 
@@ -129,7 +131,9 @@ def read_jsonl(path: Path) -> Iterator[Record]:
                 if line_no == 1:
                     raw, note, foreign = sniff_first_line(raw)
                     if foreign:  # one error for the file, not one per "line" of UTF-16 bytes
-                        yield Record(0, error="wrong_encoding", detail=f"the file is {foreign}, not UTF-8")
+                        yield Record(
+                            0, error="wrong_encoding", detail=f"the file is {foreign}, not UTF-8"
+                        )
                         return
                     if note:
                         yield Record(0, note=note)
@@ -139,12 +143,18 @@ def read_jsonl(path: Path) -> Iterator[Record]:
                 try:
                     line = raw.decode("utf-8")
                 except UnicodeDecodeError as exc:
-                    yield Record(line_no, error="invalid_utf8", detail=f"byte {exc.start}: {exc.reason}")
+                    yield Record(
+                        line_no, error="invalid_utf8", detail=f"byte {exc.start}: {exc.reason}"
+                    )
                     continue
                 try:
                     obj = json.loads(line)
                 except json.JSONDecodeError as exc:
-                    yield Record(line_no, error="malformed_json", detail=_short(f"{exc.msg}: column {exc.colno}"))
+                    yield Record(
+                        line_no,
+                        error="malformed_json",
+                        detail=_short(f"{exc.msg}: column {exc.colno}"),
+                    )
                     continue
                 if not isinstance(obj, dict):
                     yield Record(line_no, error="not_an_object", detail=f"got {type(obj).__name__}")
@@ -166,7 +176,9 @@ def read_parquet(path: Path) -> Iterator[Record]:
         return
     names = parquet.schema_arrow.names
     if "text" not in names:
-        yield Record(0, error="missing_text_column", detail=f"columns found: {', '.join(names) or 'none'}")
+        yield Record(
+            0, error="missing_text_column", detail=f"columns found: {', '.join(names) or 'none'}"
+        )
         return
     if parquet.metadata.num_rows == 0:
         yield Record(0, error="empty_file", detail="file has no rows")
@@ -178,7 +190,9 @@ def read_parquet(path: Path) -> Iterator[Record]:
                 row_no += 1
                 yield Record(row_no, fields=row)
     except Exception as exc:
-        yield Record(row_no + 1, error="unreadable_file", detail=_short(f"{type(exc).__name__}: {exc}"))
+        yield Record(
+            row_no + 1, error="unreadable_file", detail=_short(f"{type(exc).__name__}: {exc}")
+        )
 
 
 def read_records(path: Path) -> Iterator[Record]:
@@ -228,7 +242,9 @@ def to_document(record: Record, limits: IngestLimits) -> tuple[dict | None, str 
 class _Writer:
     """Buffers new documents and errors, writing them in short locked transactions."""
 
-    def __init__(self, db_path: Path, run_id: str, ingested_at: datetime, tallies: dict[str, FileTally]):
+    def __init__(
+        self, db_path: Path, run_id: str, ingested_at: datetime, tallies: dict[str, FileTally]
+    ):
         self.db_path, self.run_id, self.ingested_at = db_path, run_id, ingested_at
         self.tallies = tallies
         self.docs: list[dict] = []
@@ -257,8 +273,11 @@ class _Writer:
             return []
         with warehouse.read(self.db_path) as con:
             con.register("_batch", pd.DataFrame({"doc_id": [d["doc_id"] for d in docs]}))
-            existing = dict(con.execute(
-                "SELECT doc_id, ingest_run_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)").fetchall())
+            existing = dict(
+                con.execute(
+                    "SELECT doc_id, ingest_run_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)"
+                ).fetchall()
+            )
             con.unregister("_batch")
         self._count(docs, existing)
         return [d for d in docs if d["doc_id"] not in existing]
@@ -270,27 +289,32 @@ class _Writer:
             if self.docs:
                 frame = pd.DataFrame(self.docs)
                 con.register("_batch", frame)
-                existing = dict(con.execute(
-                    "SELECT doc_id, ingest_run_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)"
-                ).fetchall())
+                existing = dict(
+                    con.execute(
+                        "SELECT doc_id, ingest_run_id FROM documents WHERE doc_id IN (SELECT doc_id FROM _batch)"
+                    ).fetchall()
+                )
                 con.unregister("_batch")
                 self._count(self.docs, existing)
                 # An earlier attempt of this task may have inserted some: claim them again.
                 mine = [doc_id for doc_id, owner in existing.items() if owner == self.run_id]
                 if mine:
-                    con.execute("INSERT OR IGNORE INTO run_docs SELECT ?, unnest(?::VARCHAR[])", [self.run_id, mine])
+                    con.execute(
+                        "INSERT OR IGNORE INTO run_docs SELECT ?, unnest(?::VARCHAR[])",
+                        [self.run_id, mine],
+                    )
                 fresh = frame[~frame["doc_id"].isin(existing)].copy()
                 for name, n in fresh["source_file"].value_counts().items():
                     self.tallies[name].new += int(n)
                 if len(fresh):
-                    start = warehouse.one(con, "SELECT coalesce(max(ingest_seq), 0) FROM documents")[0]
+                    start = warehouse.one(
+                        con, "SELECT coalesce(max(ingest_seq), 0) FROM documents"
+                    )[0]
                     fresh["ingest_seq"] = range(start + 1, start + 1 + len(fresh))
                     fresh["ingest_run_id"] = self.run_id
                     fresh["ingested_at"] = self.ingested_at
                     con.register("_fresh", fresh)
-                    con.execute(
-                        "INSERT INTO documents BY NAME SELECT * FROM _fresh"
-                    )
+                    con.execute("INSERT INTO documents BY NAME SELECT * FROM _fresh")
                     con.execute(
                         "INSERT OR IGNORE INTO run_docs SELECT ?, doc_id FROM _fresh", [self.run_id]
                     )
@@ -324,7 +348,9 @@ class _HashSample:
             heapq.heapreplace(self.heap, (key, doc["doc_id"], doc))
 
     def chosen(self) -> list[dict]:
-        return sorted((doc for _, _, doc in self.heap), key=lambda d: (d["source_file"], d["source_line"]))
+        return sorted(
+            (doc for _, _, doc in self.heap), key=lambda d: (d["source_file"], d["source_line"])
+        )
 
 
 def ingest_files(
@@ -351,12 +377,24 @@ def ingest_files(
     errors_by_reason: Counter = Counter()
     records_read = 0
 
-    def record_error(path: Path, tally: FileTally, record: Record, reason: str, detail: str | None, source_id=None):
+    def record_error(
+        path: Path,
+        tally: FileTally,
+        record: Record,
+        reason: str,
+        detail: str | None,
+        source_id=None,
+    ):
         tally.errors[reason] += 1
         errors_by_reason[reason] += 1
         writer.errors.append(
-            {"source_file": str(path), "line_no": record.line_no, "reason": reason,
-             "detail": detail, "source_id": source_id}
+            {
+                "source_file": str(path),
+                "line_no": record.line_no,
+                "reason": reason,
+                "detail": detail,
+                "source_id": source_id,
+            }
         )
 
     def offer_candidates() -> None:
@@ -386,14 +424,26 @@ def ingest_files(
                 continue
             if source_id is not None:
                 if source_id in source_ids:
-                    record_error(path, tally, record, "duplicate_source_id",
-                                 f"id {source_id!r} first seen at line {source_ids[source_id]}", source_id)
+                    record_error(
+                        path,
+                        tally,
+                        record,
+                        "duplicate_source_id",
+                        f"id {source_id!r} first seen at line {source_ids[source_id]}",
+                        source_id,
+                    )
                     continue
                 source_ids[source_id] = record.line_no
             where = f"{path}:{record.line_no}"
             if doc["doc_id"] in seen_in_run:
-                record_error(path, tally, record, "duplicate_content",
-                             f"same text as {seen_in_run[doc['doc_id']]} (doc_id {doc['doc_id'][:12]})", source_id)
+                record_error(
+                    path,
+                    tally,
+                    record,
+                    "duplicate_content",
+                    f"same text as {seen_in_run[doc['doc_id']]} (doc_id {doc['doc_id'][:12]})",
+                    source_id,
+                )
                 continue
             seen_in_run[doc["doc_id"]] = where
             tally.usable += 1
@@ -418,8 +468,11 @@ def ingest_files(
 
     resumed = _claim_pending(db_path, run_id, files)
     unusable = {
-        name: tally for name, tally in tallies.items()
-        if tally.usable == 0 and sum(tally.errors.values()) > 0 and set(tally.errors) != {"empty_file"}
+        name: tally
+        for name, tally in tallies.items()
+        if tally.usable == 0
+        and sum(tally.errors.values()) > 0
+        and set(tally.errors) != {"empty_file"}
     }
     report = {
         "files": len(files),
@@ -438,7 +491,9 @@ def ingest_files(
         lines = []
         for name, tally in sorted(unusable.items()):
             reason, count = tally.errors.most_common(1)[0]
-            lines.append(f"  {name}: {count} x {reason} -> fix: {FIXES.get(reason, 'see ingest_errors')}")
+            lines.append(
+                f"  {name}: {count} x {reason} -> fix: {FIXES.get(reason, 'see ingest_errors')}"
+            )
         raise IngestError(
             f"{len(unusable)} corpus file(s) had no usable record (details in table ingest_errors; "
             f"the other files were ingested):\n" + "\n".join(lines)
@@ -447,10 +502,19 @@ def ingest_files(
 
 
 def _record_tallies(db_path: Path, run_id: str, tallies: dict[str, FileTally]) -> None:
-    rows = [{"run_id": run_id, "source_file": name, "records_seen": t.seen, "new_docs": t.new,
-             "already_ingested": t.already, "deferred": t.deferred, "errors": sum(t.errors.values()),
-             "notes": json.dumps(t.notes) if t.notes else None}
-            for name, t in tallies.items()]
+    rows = [
+        {
+            "run_id": run_id,
+            "source_file": name,
+            "records_seen": t.seen,
+            "new_docs": t.new,
+            "already_ingested": t.already,
+            "deferred": t.deferred,
+            "errors": sum(t.errors.values()),
+            "notes": json.dumps(t.notes) if t.notes else None,
+        }
+        for name, t in tallies.items()
+    ]
     if not rows:
         return
     with warehouse.write(db_path) as con:
@@ -485,9 +549,20 @@ def _claim_pending(db_path: Path, run_id: str, files: list[Path]) -> int:
 # --- gate -------------------------------------------------------------------------------
 
 ERROR_REASONS = (
-    "malformed_json", "not_an_object", "invalid_utf8", "invalid_unicode", "missing_text",
-    "non_string_text", "empty_text", "oversized", "duplicate_source_id", "duplicate_content",
-    "empty_file", "unreadable_file", "missing_text_column", "wrong_encoding",
+    "malformed_json",
+    "not_an_object",
+    "invalid_utf8",
+    "invalid_unicode",
+    "missing_text",
+    "non_string_text",
+    "empty_text",
+    "oversized",
+    "duplicate_source_id",
+    "duplicate_content",
+    "empty_file",
+    "unreadable_file",
+    "missing_text_column",
+    "wrong_encoding",
 )
 GATE_COLUMNS = ["status", "doc_id", "source_file", "line_no", "n_chars", "n_tokens", "reason"]
 

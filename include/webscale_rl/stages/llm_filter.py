@@ -30,18 +30,36 @@ def input_sql(previous: str) -> str:
 
 def make_row(row: dict, result: LLMResult) -> dict:
     if not result.ok:
-        return {"status": "failed", "reason": common.failure_reason(result), "rationale": result.error}
+        return {
+            "status": "failed",
+            "reason": common.failure_reason(result),
+            "rationale": result.error,
+        }
     qualified = result.parsed["qualified"]
-    return {"status": "kept" if qualified == "Y" else "rejected",
-            "reason": None if qualified == "Y" else "not_qualified",
-            "qualified": qualified, "rationale": result.parsed["reason"]}
+    return {
+        "status": "kept" if qualified == "Y" else "rejected",
+        "reason": None if qualified == "Y" else "not_qualified",
+        "qualified": qualified,
+        "rationale": result.parsed["reason"],
+    }
 
 
 def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
     prompt = prompts.load(STAGE)
-    return common.llm_doc_rows(inputs, ctx, lambda row: common.make_request(
-        ctx.llm, STAGE, row.doc_id, prompts.filter_messages(row.text), prompt.schema, STAGE, prompt.prompt_id),
-        make_row)
+    return common.llm_doc_rows(
+        inputs,
+        ctx,
+        lambda row: common.make_request(
+            ctx.llm,
+            STAGE,
+            row.doc_id,
+            prompts.filter_messages(row.text),
+            prompt.schema,
+            STAGE,
+            prompt.prompt_id,
+        ),
+        make_row,
+    )
 
 
 def gate_frame(con, run_id: str, previous: str | None):
@@ -49,5 +67,9 @@ def gate_frame(con, run_id: str, previous: str | None):
 
 
 def gate_expectations(params, rows: int) -> list:
-    return common.status_expectations(rows, reasons=REASONS, max_failed_rate=params.max_llm_failed_rate,
-                                      min_kept_rate=params.min_llm_filter_kept_rate)
+    return common.status_expectations(
+        rows,
+        reasons=REASONS,
+        max_failed_rate=params.max_llm_failed_rate,
+        min_kept_rate=params.min_llm_filter_kept_rate,
+    )

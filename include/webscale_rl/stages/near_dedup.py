@@ -67,7 +67,7 @@ def shingles(text: str, size: int = SHINGLE_WORDS) -> list[bytes]:
     folded = folded_words(text)
     if len(folded) <= size:
         return [" ".join(folded).encode()]
-    return list({" ".join(folded[i:i + size]).encode() for i in range(len(folded) - size + 1)})
+    return list({" ".join(folded[i : i + size]).encode() for i in range(len(folded) - size + 1)})
 
 
 def signatures(texts: list[str]) -> list[np.ndarray]:
@@ -84,8 +84,11 @@ def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b)) / len(a)
 
 
-def find_duplicates(prior: list[tuple[str, np.ndarray]], new: list[tuple[str, np.ndarray]],
-                    threshold: float = DEFAULT_THRESHOLD) -> dict[str, tuple[str, float]]:
+def find_duplicates(
+    prior: list[tuple[str, np.ndarray]],
+    new: list[tuple[str, np.ndarray]],
+    threshold: float = DEFAULT_THRESHOLD,
+) -> dict[str, tuple[str, float]]:
     """For each new document that near-duplicates one kept before it: (kept doc_id, Jaccard).
 
     Prior documents are all in the index; new ones are queried in order and inserted only
@@ -100,8 +103,9 @@ def find_duplicates(prior: list[tuple[str, np.ndarray]], new: list[tuple[str, np
             sigs[doc_id] = hv
     duplicates: dict[str, tuple[str, float]] = {}
     for doc_id, hv in new:
-        best = common.best_candidate(lsh.query(_lean(hv)), lambda c, hv=hv: estimated_jaccard(hv, sigs[c]),
-                                     threshold)
+        best = common.best_candidate(
+            lsh.query(_lean(hv)), lambda c, hv=hv: estimated_jaccard(hv, sigs[c]), threshold
+        )
         if best:
             duplicates[doc_id] = best
         else:
@@ -126,7 +130,8 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
                 JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
                 LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = ?
                 WHERE r.run_id = ? ORDER BY d.ingest_seq""",
-            [SIGNATURE_VERSION, run_id]).df()
+            [SIGNATURE_VERSION, run_id],
+        ).df()
         # Everything kept before this run (a re-run of this run must not see itself).
         prior_rows = con.execute(
             f"""SELECT s.doc_id, m.hashvalues FROM {STAGE} s
@@ -134,32 +139,55 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
                 WHERE s.status = 'kept'
                   AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
                 ORDER BY s.doc_id""",
-            [SIGNATURE_VERSION, run_id]).fetchall()
+            [SIGNATURE_VERSION, run_id],
+        ).fetchall()
     prior = [(doc_id, np.frombuffer(blob, dtype=np.uint32)) for doc_id, blob in prior_rows]
     missing = docs["hashvalues"].isna() if len(docs) else pd.Series(dtype=bool)
     computed = signatures(docs.loc[missing, "text"].tolist()) if missing.any() else []
     new_sigs = dict(zip(docs.loc[missing, "doc_id"], computed, strict=True))
-    ordered = [(d, new_sigs[d] if d in new_sigs else np.frombuffer(blob, dtype=np.uint32))
-               for d, blob in zip(docs["doc_id"], docs["hashvalues"], strict=True)]
+    ordered = [
+        (d, new_sigs[d] if d in new_sigs else np.frombuffer(blob, dtype=np.uint32))
+        for d, blob in zip(docs["doc_id"], docs["hashvalues"], strict=True)
+    ]
     duplicates = find_duplicates(prior, ordered, threshold)
     rows = pd.DataFrame(
-        [{"doc_id": d, "run_id": run_id, "status": "rejected" if d in duplicates else "kept",
-          "reason": "near_duplicate" if d in duplicates else None,
-          "duplicate_of": duplicates[d][0] if d in duplicates else None,
-          "similarity": duplicates[d][1] if d in duplicates else None, "threshold": threshold}
-         for d, _ in ordered],
-        columns=["doc_id", "run_id", "status", "reason", "duplicate_of", "similarity", "threshold"])
-    sig_rows = pd.DataFrame({"doc_id": list(new_sigs), "version": SIGNATURE_VERSION,
-                             "hashvalues": [hv.tobytes() for hv in new_sigs.values()]})
+        [
+            {
+                "doc_id": d,
+                "run_id": run_id,
+                "status": "rejected" if d in duplicates else "kept",
+                "reason": "near_duplicate" if d in duplicates else None,
+                "duplicate_of": duplicates[d][0] if d in duplicates else None,
+                "similarity": duplicates[d][1] if d in duplicates else None,
+                "threshold": threshold,
+            }
+            for d, _ in ordered
+        ],
+        columns=["doc_id", "run_id", "status", "reason", "duplicate_of", "similarity", "threshold"],
+    )
+    sig_rows = pd.DataFrame(
+        {
+            "doc_id": list(new_sigs),
+            "version": SIGNATURE_VERSION,
+            "hashvalues": [hv.tobytes() for hv in new_sigs.values()],
+        }
+    )
     with warehouse.write(db_path) as con:
         warehouse.replace_rows(con, "doc_minhash", sig_rows)
         warehouse.replace_rows(con, STAGE, rows)
-    return {"stage": STAGE, "docs": len(rows), "kept": len(rows) - len(duplicates),
-            "rejected": len(duplicates), "compared_with_prior": len(prior),
-            "signatures_computed": len(new_sigs), "threshold": threshold}
+    return {
+        "stage": STAGE,
+        "docs": len(rows),
+        "kept": len(rows) - len(duplicates),
+        "rejected": len(duplicates),
+        "compared_with_prior": len(prior),
+        "signatures_computed": len(new_sigs),
+        "threshold": threshold,
+    }
 
 
 # --- gate -------------------------------------------------------------------------------
+
 
 def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
     return common.doc_gate_frame(con, run_id, STAGE, previous, columns="s.duplicate_of")

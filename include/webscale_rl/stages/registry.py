@@ -61,14 +61,32 @@ class Stage:
 
 
 _STAGES: list[Stage] = [
-    Stage("heuristic_filter", "doc", "kept by the heuristic filter", "webscale_rl.stages.heuristic_filter"),
-    Stage("near_dedup", "doc", "kept by near-duplicate removal", "webscale_rl.stages.near_dedup", sharded=False),
+    Stage(
+        "heuristic_filter",
+        "doc",
+        "kept by the heuristic filter",
+        "webscale_rl.stages.heuristic_filter",
+    ),
+    Stage(
+        "near_dedup",
+        "doc",
+        "kept by near-duplicate removal",
+        "webscale_rl.stages.near_dedup",
+        sharded=False,
+    ),
     Stage("llm_filter", "doc", "kept by the LLM filter", "webscale_rl.stages.llm_filter", llm=True),
-    Stage("classify", "doc", "classified (domain + personas)", "webscale_rl.stages.classify", llm=True),
+    Stage(
+        "classify", "doc", "classified (domain + personas)", "webscale_rl.stages.classify", llm=True
+    ),
     Stage("generate", "pair", "QA pairs generated", "webscale_rl.stages.generate", llm=True),
     Stage("verify", "pair", "pairs accepted by verify", "webscale_rl.stages.verify", llm=True),
-    Stage("decontaminate", "pair", "pairs in the dataset (decontaminated, deduplicated)",
-          "webscale_rl.stages.decontaminate", sharded=False),
+    Stage(
+        "decontaminate",
+        "pair",
+        "pairs in the dataset (decontaminated, deduplicated)",
+        "webscale_rl.stages.decontaminate",
+        sharded=False,
+    ),
 ]
 
 
@@ -110,8 +128,10 @@ def registered(stage: Stage, before: str) -> Iterator[Stage]:
     units = [s.unit for s in _STAGES]
     if units != sorted(units, key=UNITS.index) or stage is first_pair_stage():
         _STAGES.remove(stage)
-        raise ValueError(f"a {stage.unit} stage cannot go before {before!r}: document stages come first, "
-                         f"then the stage that makes pairs")
+        raise ValueError(
+            f"a {stage.unit} stage cannot go before {before!r}: document stages come first, "
+            f"then the stage that makes pairs"
+        )
     try:
         yield stage
     finally:

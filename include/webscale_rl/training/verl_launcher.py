@@ -95,15 +95,29 @@ class VerlJob:
     def submit_command(self) -> list[str]:
         """`ray job submit` for the cluster; the working dir ships the data and the reward."""
         runtime_env = {"working_dir": str(self.folder), "env_vars": self.env_vars}
-        cmd = ["ray", "job", "submit", "--address", self.ray_address or "http://127.0.0.1:8265",
-               "--runtime-env-json", json.dumps(runtime_env, sort_keys=True), "--no-wait"]
+        cmd = [
+            "ray",
+            "job",
+            "submit",
+            "--address",
+            self.ray_address or "http://127.0.0.1:8265",
+            "--runtime-env-json",
+            json.dumps(runtime_env, sort_keys=True),
+            "--no-wait",
+        ]
         if self.submission_id:
             cmd += ["--submission-id", self.submission_id]
         return cmd + ["--"] + self.entrypoint
 
 
-def prepare(export_dir: Path, out_dir: Path, overrides: dict | None = None, experiment: str = "webscale_rl",
-            ray_address: str | None = None, submission_id: str | None = None) -> VerlJob:
+def prepare(
+    export_dir: Path,
+    out_dir: Path,
+    overrides: dict | None = None,
+    experiment: str = "webscale_rl",
+    ray_address: str | None = None,
+    submission_id: str | None = None,
+) -> VerlJob:
     """Write the job folder for an export. Paths in the config are relative to the folder,
     which Ray ships as the job's working directory (or which you `cd` into)."""
     data = out_dir / "data"
@@ -112,18 +126,22 @@ def prepare(export_dir: Path, out_dir: Path, overrides: dict | None = None, expe
         shutil.copyfile(export_dir / f"{split}.parquet", data / f"{split}.parquet")
     shutil.copyfile(Path(reward.__file__), out_dir / "reward.py")
     merged = reference_overrides()
-    merged.update({
-        "data.train_files": "data/train.parquet",
-        "data.val_files": "data/val.parquet",
-        "reward.custom_reward_function.path": "reward.py",
-        "reward.custom_reward_function.name": "compute_score",
-        "trainer.experiment_name": experiment,
-    })
+    merged.update(
+        {
+            "data.train_files": "data/train.parquet",
+            "data.val_files": "data/val.parquet",
+            "reward.custom_reward_function.path": "reward.py",
+            "reward.custom_reward_function.name": "compute_score",
+            "trainer.experiment_name": experiment,
+        }
+    )
     merged.update(overrides or {})
     job = VerlJob(out_dir, merged, ray_address, submission_id)
     (out_dir / "config.json").write_text(json.dumps(merged, indent=2))
-    script = "#!/usr/bin/env bash\n# Run from this folder on a GPU node with verl installed.\nset -euo pipefail\n" \
-             f"cd \"$(dirname \"$0\")\"\n{shlex.join(job.entrypoint)}\n"
+    script = (
+        "#!/usr/bin/env bash\n# Run from this folder on a GPU node with verl installed.\nset -euo pipefail\n"
+        f'cd "$(dirname "$0")"\n{shlex.join(job.entrypoint)}\n'
+    )
     (out_dir / "run.sh").write_text(script)
     (out_dir / "run.sh").chmod(0o755)
     return job
@@ -132,14 +150,26 @@ def prepare(export_dir: Path, out_dir: Path, overrides: dict | None = None, expe
 def launch(job: VerlJob, runner=subprocess.run) -> dict:
     """Submit to Ray when an address is set; otherwise return the command to run by hand."""
     if not job.ray_address:
-        return {"submitted": False, "command": shlex.join(job.entrypoint), "folder": str(job.folder),
-                "how": f"cd {job.folder} && ./run.sh   (on a node with verl and GPUs), or set ray_address"}
+        return {
+            "submitted": False,
+            "command": shlex.join(job.entrypoint),
+            "folder": str(job.folder),
+            "how": f"cd {job.folder} && ./run.sh   (on a node with verl and GPUs), or set ray_address",
+        }
     if shutil.which("ray") is None and runner is subprocess.run:
-        raise RuntimeError("ray_address is set but the `ray` CLI is not installed where this task runs: "
-                           "pip install 'ray[default]' in the Airflow image, or leave ray_address empty "
-                           "and run the printed command")
+        raise RuntimeError(
+            "ray_address is set but the `ray` CLI is not installed where this task runs: "
+            "pip install 'ray[default]' in the Airflow image, or leave ray_address empty "
+            "and run the printed command"
+        )
     done = runner(job.submit_command(), capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"ray job submit failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
-    return {"submitted": True, "command": shlex.join(job.submit_command()), "output": done.stdout[-2000:],
-            "folder": str(job.folder)}
+        raise RuntimeError(
+            f"ray job submit failed ({done.returncode}): {done.stderr.strip()[-2000:]}"
+        )
+    return {
+        "submitted": True,
+        "command": shlex.join(job.submit_command()),
+        "output": done.stdout[-2000:],
+        "folder": str(job.folder),
+    }

@@ -14,14 +14,26 @@ from webscale_rl import prompts
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings, LLMUnavailable
 from webscale_rl.llm.client import _InvalidReply, parse_reply
 
-DOC = ("The Harbour Bridge opened in 1932 after eight years of work. Its steel arch spans 503 metres. "
-       "About 160,000 vehicles cross it each day. It was designed by John Bradfield.")
+DOC = (
+    "The Harbour Bridge opened in 1932 after eight years of work. Its steel arch spans 503 metres. "
+    "About 160,000 vehicles cross it each day. It was designed by John Bradfield."
+)
 
 
 def requests(n: int = 10, stage: str = "llm_filter") -> list[LLMRequest]:
     prompt = prompts.load(stage)
-    return [LLMRequest(stage, f"doc{i}", "fake-model", tuple(prompts.filter_messages(f"{DOC} Item {i}.")),
-                       prompt.schema, stage, prompt.prompt_id) for i in range(n)]
+    return [
+        LLMRequest(
+            stage,
+            f"doc{i}",
+            "fake-model",
+            tuple(prompts.filter_messages(f"{DOC} Item {i}.")),
+            prompt.schema,
+            stage,
+            prompt.prompt_id,
+        )
+        for i in range(n)
+    ]
 
 
 @pytest.fixture
@@ -31,25 +43,36 @@ def server():
 
 
 def client(server, tmp_path, **kw) -> LLMClient:
-    settings = LLMSettings(base_url=server.base_url, model="fake-model", backoff_base_s=0.01,
-                           backoff_cap_s=0.1, timeout_s=kw.pop("timeout_s", 2.0), **kw)
+    settings = LLMSettings(
+        base_url=server.base_url,
+        model="fake-model",
+        backoff_base_s=0.01,
+        backoff_cap_s=0.1,
+        timeout_s=kw.pop("timeout_s", 2.0),
+        **kw,
+    )
     return LLMClient(settings, tmp_path / "w.duckdb", "run-1")
 
 
 def ledger(tmp_path) -> list[tuple]:
     con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
     try:
-        return con.execute("SELECT status, error_kind, attempts, prompt_tokens, completion_tokens, raw "
-                           "FROM llm_calls ORDER BY item_id").fetchall()
+        return con.execute(
+            "SELECT status, error_kind, attempts, prompt_tokens, completion_tokens, raw "
+            "FROM llm_calls ORDER BY item_id"
+        ).fetchall()
     finally:
         con.close()
 
 
-@pytest.mark.parametrize(("dialect", "expected"), [
-    ("json_schema", {"type": "json_schema", "name": "llm_filter"}),
-    ("json_object", {"type": "json_object"}),
-    ("none", None),
-])
+@pytest.mark.parametrize(
+    ("dialect", "expected"),
+    [
+        ("json_schema", {"type": "json_schema", "name": "llm_filter"}),
+        ("json_object", {"type": "json_object"}),
+        ("none", None),
+    ],
+)
 def test_structured_output_is_sent_in_the_servers_dialect(server, tmp_path, dialect, expected):
     results = client(server, tmp_path, structured_output=dialect).run(requests(1))
     assert all(r.ok for r in results.values())
@@ -63,10 +86,23 @@ def test_structured_output_is_sent_in_the_servers_dialect(server, tmp_path, dial
         assert sent == {"type": "json_object", "schema": prompts.load("llm_filter").schema}
 
 
-@pytest.mark.parametrize("kind", ["http_500", "http_503", "http_429", "timeout", "malformed_json",
-                                  "missing_fields", "truncated", "refusal"])
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "http_500",
+        "http_503",
+        "http_429",
+        "timeout",
+        "malformed_json",
+        "missing_fields",
+        "truncated",
+        "refusal",
+    ],
+)
 def test_each_fault_on_a_first_attempt_is_retried_to_success(server, tmp_path, kind):
-    server.set_faults({"fail_first": {"kind": kind, "n": 1}, "retry_after_s": 0.05, "timeout_sleep_s": 1.5})
+    server.set_faults(
+        {"fail_first": {"kind": kind, "n": 1}, "retry_after_s": 0.05, "timeout_sleep_s": 1.5}
+    )
     results = client(server, tmp_path, timeout_s=0.5).run(requests(4))
     assert [r.ok for r in results.values()] == [True] * 4
     assert [row[2] for row in ledger(tmp_path)] == [2] * 4  # two attempts each
@@ -89,7 +125,9 @@ def test_retry_after_is_honoured(server, tmp_path):
     assert time.monotonic() - started >= 0.6
 
 
-def test_invalid_replies_are_retried_a_bounded_number_of_times_then_recorded_with_raw_text(server, tmp_path):
+def test_invalid_replies_are_retried_a_bounded_number_of_times_then_recorded_with_raw_text(
+    server, tmp_path
+):
     server.set_faults({"permanent": {"kind": "malformed_json", "match": "Item 1."}})
     results = client(server, tmp_path, max_invalid_retries=2).run(requests(2))
     by_item = {r.request.item_id: r for r in results.values()}
@@ -167,18 +205,38 @@ def test_server_that_dies_mid_stage_and_comes_back(tmp_path):
     threading.Thread(target=bounce, daemon=True).start()
     # Full-jitter backoff can draw tiny delays: give the retries enough room (expected ~4 s
     # in all) that no request runs out of tries during the 0.6 s outage on a loaded machine.
-    c = LLMClient(LLMSettings(base_url=f"http://127.0.0.1:{port}/v1", backoff_base_s=0.2, backoff_cap_s=1.0,
-                              max_retries=10, max_concurrency=2, timeout_s=2), tmp_path / "w.duckdb", "r")
+    c = LLMClient(
+        LLMSettings(
+            base_url=f"http://127.0.0.1:{port}/v1",
+            backoff_base_s=0.2,
+            backoff_cap_s=1.0,
+            max_retries=10,
+            max_concurrency=2,
+            timeout_s=2,
+        ),
+        tmp_path / "w.duckdb",
+        "r",
+    )
     results = c.run(requests(20))
-    assert all(r.ok for r in results.values()), [(r.attempts, r.error) for r in results.values() if not r.ok]
+    assert all(r.ok for r in results.values()), [
+        (r.attempts, r.error) for r in results.values() if not r.ok
+    ]
     assert any(r.attempts > 1 for r in results.values())
 
 
 def test_parse_reply_is_strict():
     schema = prompts.load("llm_filter").schema
-    assert parse_reply('```json\n{"reason": "ok", "qualified": "Y"}\n```', schema) == {"reason": "ok", "qualified": "Y"}
-    for bad in ['{"reason": "ok"}', '{"reason": "ok", "qualified": "maybe"}', 'Sure! {"reason": "ok", "qualified": "Y"}',
-                '{"reason": "ok", "qualified": "Y", "extra": 1}', ""]:
+    assert parse_reply('```json\n{"reason": "ok", "qualified": "Y"}\n```', schema) == {
+        "reason": "ok",
+        "qualified": "Y",
+    }
+    for bad in [
+        '{"reason": "ok"}',
+        '{"reason": "ok", "qualified": "maybe"}',
+        'Sure! {"reason": "ok", "qualified": "Y"}',
+        '{"reason": "ok", "qualified": "Y", "extra": 1}',
+        "",
+    ]:
         with pytest.raises(_InvalidReply):
             parse_reply(bad, schema)
 

@@ -7,10 +7,18 @@ from webscale_rl.llm import LLMSettings
 
 def test_json_connection_fields_with_full_url_and_extras():
     s = LLMSettings.from_connection(
-        "http://vllm:8000/v1/", "sk-1", extra='{"model": "qwen", "structured_output": "json_object", '
-                                            '"max_concurrency": "32", "stage_models": {"verify": "small"}}')
+        "http://vllm:8000/v1/",
+        "sk-1",
+        extra='{"model": "qwen", "structured_output": "json_object", '
+        '"max_concurrency": "32", "stage_models": {"verify": "small"}}',
+    )
     assert (s.base_url, s.api_key, s.model, s.structured_output, s.max_concurrency) == (
-        "http://vllm:8000/v1", "sk-1", "qwen", "json_object", 32)
+        "http://vllm:8000/v1",
+        "sk-1",
+        "qwen",
+        "json_object",
+        32,
+    )
     assert s.model_for("verify") == "small" and s.model_for("generate") == "qwen"
 
 
@@ -22,15 +30,22 @@ def test_uri_style_connection_builds_the_base_url():
 def test_run_params_override_stage_models():
     s = LLMSettings(base_url="http://x/v1", model="big", stage_models={"classify": "mid"})
     t = s.with_overrides({"classify": "small", "verify": "small", "generate": ""})
-    assert (t.model_for("classify"), t.model_for("verify"), t.model_for("generate")) == ("small", "small", "big")
+    assert (t.model_for("classify"), t.model_for("verify"), t.model_for("generate")) == (
+        "small",
+        "small",
+        "big",
+    )
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"host": None}, "has no host"),
-    ({"host": "http://x/v1", "extra": {"structured_output": "xml"}}, "structured_output"),
-    ({"host": "http://x/v1", "extra": {"modle": "typo"}}, "unknown extras"),
-    ({"host": "http://x/v1", "extra": {"max_concurrency": 0}}, "max_concurrency"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"host": None}, "has no host"),
+        ({"host": "http://x/v1", "extra": {"structured_output": "xml"}}, "structured_output"),
+        ({"host": "http://x/v1", "extra": {"modle": "typo"}}, "unknown extras"),
+        ({"host": "http://x/v1", "extra": {"max_concurrency": 0}}, "max_concurrency"),
+    ],
+)
 def test_bad_connections_are_refused_with_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LLMSettings.from_connection(**kwargs)

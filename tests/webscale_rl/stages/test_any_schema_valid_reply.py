@@ -48,11 +48,29 @@ MAX_ANSWER_WORDS = 8
 EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "12"))
 
 settings.register_profile(
-    "ci", max_examples=EXAMPLES, derandomize=True, database=None, deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+    "ci",
+    max_examples=EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 settings.register_profile(
-    "explore", max_examples=EXAMPLES, deadline=None, print_blob=True,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture])
+    "explore",
+    max_examples=EXAMPLES,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.data_too_large,
+        HealthCheck.function_scoped_fixture,
+    ],
+)
 PROFILE = settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SERVED: Counter = Counter()  # replies drawn per stage, reported at the end of the module
@@ -66,11 +84,19 @@ def replies(schema: dict):
 def template(tmp_path_factory) -> Path:
     """A warehouse with three sample documents through ingest, heuristic filter and near-dedup."""
     db = tmp_path_factory.mktemp("template") / "w.duckdb"
-    ingest_files([CORPUS], db_path=db, run_id=RUN, ingested_at=datetime(2026, 11, 1, tzinfo=UTC), max_docs=DOCS)
-    for name in registry.names("doc")[:registry.names().index("llm_filter")]:
+    ingest_files(
+        [CORPUS],
+        db_path=db,
+        run_id=RUN,
+        ingested_at=datetime(2026, 11, 1, tzinfo=UTC),
+        max_docs=DOCS,
+    )
+    for name in registry.names("doc")[: registry.names().index("llm_filter")]:
         stages.run(db, RUN, name)
     with warehouse.read(db) as con:
-        assert warehouse.one(con, "SELECT count(*) FROM near_dedup WHERE status = 'kept'") == (DOCS,)
+        assert warehouse.one(con, "SELECT count(*) FROM near_dedup WHERE status = 'kept'") == (
+            DOCS,
+        )
     return db
 
 
@@ -88,30 +114,54 @@ def check_gate(db: Path, name: str, **params) -> None:
 
 
 # The gates' policy bounds off: a run stopped by a failure or kept rate is stopped on purpose.
-NO_RATE_BOUNDS = {"max_llm_failed_rate": 1.0, "min_llm_filter_kept_rate": 0.0, "min_accepted_rate": 0.0}
+NO_RATE_BOUNDS = {
+    "max_llm_failed_rate": 1.0,
+    "min_llm_filter_kept_rate": 0.0,
+    "min_accepted_rate": 0.0,
+}
 
 
-def run_chain(template: Path, server: FakeLLM, stage: str, scripted: list, mode: str = "per_persona") -> Path:
+def run_chain(
+    template: Path, server: FakeLLM, stage: str, scripted: list, mode: str = "per_persona"
+) -> Path:
     """Every stage from the LLM filter on, on a fresh copy of the template, `stage` answering
     with `scripted`; each stage's gate (no rate bounds) is checked as it finishes."""
     SERVED[stage] += len(scripted)
     db = Path(tempfile.mkdtemp(prefix="any-reply-")) / "w.duckdb"
     shutil.copy(template, db)
-    llm = LLMSettings(base_url=server.base_url, model=server.model, max_concurrency=8,
-                      backoff_base_s=0.01, backoff_cap_s=0.05)
-    params = dict(NO_RATE_BOUNDS, max_personas=MAX_PERSONAS, max_answer_words=MAX_ANSWER_WORDS, few_shot=2,
-                  generate_mode=mode, builtin_benchmarks=[])
+    llm = LLMSettings(
+        base_url=server.base_url,
+        model=server.model,
+        max_concurrency=8,
+        backoff_base_s=0.01,
+        backoff_cap_s=0.05,
+    )
+    params = dict(
+        NO_RATE_BOUNDS,
+        max_personas=MAX_PERSONAS,
+        max_answer_words=MAX_ANSWER_WORDS,
+        few_shot=2,
+        generate_mode=mode,
+        builtin_benchmarks=[],
+    )
     server.script(stage, scripted)
     try:
-        for name in registry.names()[registry.names().index("llm_filter"):]:
+        for name in registry.names()[registry.names().index("llm_filter") :]:
             stages.run(db, RUN, name, llm, **params)
             check_gate(db, name, **params)
     finally:
         server.script(stage, None)
     with warehouse.read(db) as con:
         frame = export.dataset_frame(con, RUN)
-        assert gx_check.failures(frame, export.dataset_expectations(
-            len(frame), min_pairs=0, max_answer_words=MAX_ANSWER_WORDS, work_set=DOCS)) == []
+        assert (
+            gx_check.failures(
+                frame,
+                export.dataset_expectations(
+                    len(frame), min_pairs=0, max_answer_words=MAX_ANSWER_WORDS, work_set=DOCS
+                ),
+            )
+            == []
+        )
         assert conservation.check(con, RUN, [str(CORPUS)]) == []
     return db
 
@@ -127,7 +177,12 @@ def cleanup(db: Path) -> None:
 
 @PROFILE
 @given(scripted=replies(prompts.load("llm_filter").schema))
-@example(scripted=[{"reason": " ", "qualified": "Y"}, {"reason": "\x00\u202e" + "x" * 598, "qualified": "N"}])
+@example(
+    scripted=[
+        {"reason": " ", "qualified": "Y"},
+        {"reason": "\x00\u202e" + "x" * 598, "qualified": "N"},
+    ]
+)
 def test_any_llm_filter_reply(template, server, scripted):
     db = run_chain(template, server, "llm_filter", scripted)
     qualified = {r["qualified"] for r in scripted}
@@ -138,36 +193,61 @@ def test_any_llm_filter_reply(template, server, scripted):
 
 @PROFILE
 @given(scripted=replies(prompts.classify_schema(MAX_PERSONAS)))
-@example(scripted=[{"domain": "Education", "personas": ["a teacher", "a teacher", "a curious journalist"]}])
+@example(
+    scripted=[
+        {"domain": "Education", "personas": ["a teacher", "a teacher", "a curious journalist"]}
+    ]
+)
 @example(scripted=[{"domain": "Math", "personas": ["A Teacher.", " a  teacher ", "a TEACHER!"]}])
-@example(scripted=[{"domain": "Other", "personas": ["   ", "...", "a teacher"]}, {"domain": "Other", "personas": ["?!?"]}])
-@example(scripted=[{"domain": "Coding", "personas": ["\u00e9l\u00e8ve", "e\u0301le\u0300ve", "ｅｌｅｖｅ"]}])
+@example(
+    scripted=[
+        {"domain": "Other", "personas": ["   ", "...", "a teacher"]},
+        {"domain": "Other", "personas": ["?!?"]},
+    ]
+)
+@example(
+    scripted=[
+        {"domain": "Coding", "personas": ["\u00e9l\u00e8ve", "e\u0301le\u0300ve", "ｅｌｅｖｅ"]}
+    ]
+)
 def test_any_classify_reply(template, server, scripted):
     db = run_chain(template, server, "classify", scripted)
     for doc_id, status, reason, personas, dropped in rows(
-            db, "SELECT doc_id, status, reason, personas, personas_dropped FROM classify"):
+        db, "SELECT doc_id, status, reason, personas, personas_dropped FROM classify"
+    ):
         personas = json.loads(personas)
         keys = [classify.persona_key(p) for p in personas]
-        assert all(keys) and len(set(keys)) == len(keys), "kept personas are distinct and have words"
+        assert all(keys) and len(set(keys)) == len(keys), (
+            "kept personas are distinct and have words"
+        )
         assert 0 <= dropped <= MAX_PERSONAS and len(personas) + dropped <= MAX_PERSONAS
         assert (status, reason) == (("kept", None) if personas else ("failed", "no_usable_persona"))
-        pairs = rows(db, f"SELECT persona FROM generate WHERE doc_id = '{doc_id}' ORDER BY persona_idx")
+        pairs = rows(
+            db, f"SELECT persona FROM generate WHERE doc_id = '{doc_id}' ORDER BY persona_idx"
+        )
         assert [p for (p,) in pairs] == personas, "one pair per distinct persona"
     cleanup(db)
 
 
 @PROFILE
 @given(scripted=replies(prompts.load("generate").schema))
-@example(scripted=[{"question": "  ", "answer": "Paris"}, {"question": "Which city?", "answer": " \t"}])
+@example(
+    scripted=[{"question": "  ", "answer": "Paris"}, {"question": "Which city?", "answer": " \t"}]
+)
 @example(scripted=[{"question": "Paris", "answer": "Paris"}])  # the same pair for every persona
 @example(scripted=[{"question": "?" * 600, "answer": "!" * 60}])
 def test_any_generate_reply(template, server, scripted):
     db = run_chain(template, server, "generate", scripted)
-    for status, reason, question, answer in rows(db, "SELECT status, reason, question, answer FROM generate"):
+    for status, reason, question, answer in rows(
+        db, "SELECT status, reason, question, answer FROM generate"
+    ):
         if status == "kept":
             assert question == question.strip() and answer == answer.strip() and question and answer
         else:
-            assert (status, reason) in {("rejected", "empty_question"), ("rejected", "empty_answer")}
+            assert (status, reason) in {
+                ("rejected", "empty_question"),
+                ("rejected", "empty_answer"),
+            }
     cleanup(db)
 
 
@@ -185,7 +265,9 @@ def test_any_batched_generate_reply(template, server, scripted):
 @example(scripted=[{"reason": " ", "context": "Y", "correct": "Y", "leakage": "N"}])
 def test_any_verify_reply(template, server, scripted):
     db = run_chain(template, server, "verify", scripted)
-    accepting = any(r["context"] == "Y" and r["correct"] == "Y" and r["leakage"] == "N" for r in scripted)
+    accepting = any(
+        r["context"] == "Y" and r["correct"] == "Y" and r["leakage"] == "N" for r in scripted
+    )
     if not accepting:
         assert rows(db, "SELECT count(*) FROM verify WHERE status = 'kept'") == [(0,)]
     cleanup(db)

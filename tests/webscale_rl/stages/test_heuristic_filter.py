@@ -48,15 +48,27 @@ def test_short_document_fails_min_tokens_with_its_measured_value():
 @pytest.mark.parametrize(
     ("text", "rule"),
     [
-        ("\n".join(["Home", "About us", "Products", "Contact", "Login", "Cart"] * 12), "min_stop_words"),
+        (
+            "\n".join(["Home", "About us", "Products", "Contact", "Login", "Cart"] * 12),
+            "min_stop_words",
+        ),
         (PROSE + "\n" + "\n".join(f"#tag{i} #deal{i} #sale" for i in range(40)), "max_hash_ratio"),
         ("\n".join(f"- item {i} of the list" for i in range(60)), "max_bullet_lines_ratio"),
-        ("\n".join(f"{i},{i * 3},{i * 7},{i * 11}" for i in range(80)) + "\nthe and of to", "min_avg_word_length"),
+        (
+            "\n".join(f"{i},{i * 3},{i * 7},{i * 11}" for i in range(80)) + "\nthe and of to",
+            "min_avg_word_length",
+        ),
         ((PROSE + "\n\n") * 3, "max_dup_para_ratio"),
-        (PROSE + "\n" + "\n".join(["Buy now and save big on every order."] * 8), "max_dup_line_ratio"),
+        (
+            PROSE + "\n" + "\n".join(["Buy now and save big on every order."] * 8),
+            "max_dup_line_ratio",
+        ),
         (PROSE.replace(". ", " and then\n") + " and then", "min_line_punct_ratio"),
-        (PROSE + "\nThis site uses cookies.\nRead our privacy policy.\nTerms of use apply.\n"
-         "Accept all cookies.\nWe use cookies to improve your experience.", "max_boilerplate_line_ratio"),
+        (
+            PROSE + "\nThis site uses cookies.\nRead our privacy policy.\nTerms of use apply.\n"
+            "Accept all cookies.\nWe use cookies to improve your experience.",
+            "max_boilerplate_line_ratio",
+        ),
     ],
 )
 def test_each_rule_rejects_the_junk_it_targets(text, rule):
@@ -102,11 +114,16 @@ def test_stage_removes_exact_duplicates_keeping_the_first_copy_and_is_idempotent
     again = stages.run(db, "r1", "heuristic_filter")
     assert first == again and first["rows"] == 20
     with warehouse.read(db) as con:
-        rows = dict(con.execute(
-            "SELECT d.source_id, h.status || ':' || coalesce(h.reason, '') || ':' || coalesce(k.source_id, '') "
-            "FROM heuristic_filter h JOIN documents d USING (doc_id) "
-            "LEFT JOIN documents k ON k.doc_id = h.duplicate_of").fetchall())
-        assert con.execute("SELECT count(*), count(DISTINCT doc_id) FROM heuristic_filter").fetchall() == [(20, 20)]
+        rows = dict(
+            con.execute(
+                "SELECT d.source_id, h.status || ':' || coalesce(h.reason, '') || ':' || coalesce(k.source_id, '') "
+                "FROM heuristic_filter h JOIN documents d USING (doc_id) "
+                "LEFT JOIN documents k ON k.doc_id = h.duplicate_of"
+            ).fetchall()
+        )
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT doc_id) FROM heuristic_filter"
+        ).fetchall() == [(20, 20)]
     assert rows["bad-exactdup-01"] == "rejected:exact_duplicate:sample-math-03"
     assert rows["sample-math-03"] == "kept::"
     # A 3 %-edited near-duplicate is not an exact duplicate: near-dup removal is a later stage.

@@ -29,7 +29,10 @@ def errors(db: Path) -> list[tuple]:
 
 def source_ids(db: Path) -> list[str]:
     with warehouse.read(db) as con:
-        return [r[0] for r in con.execute("SELECT source_id FROM documents ORDER BY ingest_seq").fetchall()]
+        return [
+            r[0]
+            for r in con.execute("SELECT source_id FROM documents ORDER BY ingest_seq").fetchall()
+        ]
 
 
 @pytest.fixture
@@ -49,7 +52,9 @@ def db(tmp_path) -> Path:
         ("truncated.parquet", "unreadable_file", "complete, readable JSONL or Parquet"),
     ],
 )
-def test_unusable_file_fails_with_the_file_and_the_fix_after_saving_good_files(db, name, reason, fix):
+def test_unusable_file_fails_with_the_file_and_the_fix_after_saving_good_files(
+    db, name, reason, fix
+):
     good = HOSTILE_DIR / "malformed_line.jsonl"
     with pytest.raises(IngestError) as err:
         run(db, [good, HOSTILE_DIR / name])
@@ -66,7 +71,9 @@ def test_second_ingest_of_the_same_files_adds_nothing(db):
     assert first["new_docs"] == 76 and first["errors"] == 0
     assert second["new_docs"] == 0 and second["already_ingested"] == 76
     with warehouse.read(db) as con:
-        assert con.execute("SELECT count(*), count(DISTINCT doc_id) FROM documents").fetchall() == [(76, 76)]
+        assert con.execute("SELECT count(*), count(DISTINCT doc_id) FROM documents").fetchall() == [
+            (76, 76)
+        ]
 
 
 def test_rerun_does_not_duplicate_error_rows(db):
@@ -82,17 +89,27 @@ def test_max_docs_takes_a_hash_sample_and_walks_through_the_corpus_in_batches(db
     assert (a["new_docs"], a["capped_at_max_docs"], a["records_read"]) == (10, True, 74)
     assert (b["new_docs"], b["already_ingested"]) == (10, 10)
     with warehouse.read(db) as con:
-        ids = [r[0] for r in con.execute("SELECT doc_id FROM documents ORDER BY ingest_seq").fetchall()]
-        first = {r[0] for r in con.execute("SELECT doc_id FROM documents WHERE ingest_run_id = 'r1'").fetchall()}
-        files_hit = con.execute("SELECT count(DISTINCT source_file) FROM documents WHERE ingest_run_id = 'r1'").fetchall()
+        ids = [
+            r[0] for r in con.execute("SELECT doc_id FROM documents ORDER BY ingest_seq").fetchall()
+        ]
+        first = {
+            r[0]
+            for r in con.execute(
+                "SELECT doc_id FROM documents WHERE ingest_run_id = 'r1'"
+            ).fetchall()
+        }
+        files_hit = con.execute(
+            "SELECT count(DISTINCT source_file) FROM documents WHERE ingest_run_id = 'r1'"
+        ).fetchall()
     # The 10 smallest doc_ids of the corpus come first, then the next 10: uniform, not the head of a file.
     assert max(first) < min(set(ids) - first)
     assert files_hit[0][0] >= 2
     # r1's documents were never filtered (still pending), so r2 takes them on as well.
     assert b["resumed_pending"] == 10
     with warehouse.read(db) as con:
-        assert con.execute("SELECT run_id, count(*) FROM run_docs GROUP BY ALL ORDER BY ALL").fetchall() == [
-            ("r1", 10), ("r2", 20)]
+        assert con.execute(
+            "SELECT run_id, count(*) FROM run_docs GROUP BY ALL ORDER BY ALL"
+        ).fetchall() == [("r1", 10), ("r2", 20)]
 
 
 def test_documents_row_carries_the_contract_columns(db):

@@ -18,14 +18,25 @@ from webscale_rl.stages.ingest import ingest_files
 from webscale_rl.stages.verify import rule_check
 
 
-@pytest.mark.parametrize(("question", "answer", "reason"), [
-    ("", "42", "empty_question"),
-    ("How tall is the tower in metres?", "  ", "empty_answer"),
-    ("How tall is the tower in metres?", "it is about three hundred and twelve metres tall overall", "answer_too_long"),
-    ("The tower, 312 metres tall, opened when? Give its height: 312", "312", "answer_in_question"),
-    ("According to the text, how tall is the tower?", "312 metres", "refers_to_document"),
-    ("How tall is the Eiffel Tower, in metres, measured to its tip?", "330 metres", None),
-])
+@pytest.mark.parametrize(
+    ("question", "answer", "reason"),
+    [
+        ("", "42", "empty_question"),
+        ("How tall is the tower in metres?", "  ", "empty_answer"),
+        (
+            "How tall is the tower in metres?",
+            "it is about three hundred and twelve metres tall overall",
+            "answer_too_long",
+        ),
+        (
+            "The tower, 312 metres tall, opened when? Give its height: 312",
+            "312",
+            "answer_in_question",
+        ),
+        ("According to the text, how tall is the tower?", "312 metres", "refers_to_document"),
+        ("How tall is the Eiffel Tower, in metres, measured to its tip?", "330 metres", None),
+    ],
+)
 def test_rule_checks(question, answer, reason):
     assert rule_check(question, answer, max_answer_words=8) == reason
 
@@ -33,23 +44,33 @@ def test_rule_checks(question, answer, reason):
 DOCUMENT = "Lithium-ion cells can fail by thermal runaway. The Meridian Bridge opened in 1932 over the Kessel River."
 
 
-@pytest.mark.parametrize(("answer", "reason"), [
-    ("thermal runaway", None),
-    ("the Kessel River", None),
-    ("1,864 metres", None),  # numbers may be computed: the model judges them
-    ("Pretzel bread", "answer_not_in_document"),  # e.g. copied from a few-shot demonstration
-    ("Kessel Canal", "answer_not_in_document"),
-])
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("thermal runaway", None),
+        ("the Kessel River", None),
+        ("1,864 metres", None),  # numbers may be computed: the model judges them
+        ("Pretzel bread", "answer_not_in_document"),  # e.g. copied from a few-shot demonstration
+        ("Kessel Canal", "answer_not_in_document"),
+    ],
+)
 def test_grounding_rule_for_answers_without_numbers(answer, reason):
-    question = "Which failure mode, where heat makes cells hotter still, can destroy a battery pack?"
+    question = (
+        "Which failure mode, where heat makes cells hotter still, can destroy a battery pack?"
+    )
     assert rule_check(question, answer, 8, DOCUMENT) == reason
 
 
 @pytest.fixture
 def warehouse_with_docs(tmp_path):
     db = tmp_path / "w.duckdb"
-    ingest_files([SAMPLE_DIR / "docs_stem.jsonl"], db_path=db, run_id="r", ingested_at=datetime(2026, 1, 1, tzinfo=UTC),
-                 max_docs=4)
+    ingest_files(
+        [SAMPLE_DIR / "docs_stem.jsonl"],
+        db_path=db,
+        run_id="r",
+        ingested_at=datetime(2026, 1, 1, tzinfo=UTC),
+        max_docs=4,
+    )
     stages.run(db, "r", "heuristic_filter")
     stages.run(db, "r", "near_dedup")
     return db
@@ -58,7 +79,11 @@ def warehouse_with_docs(tmp_path):
 def test_stages_in_order_with_batched_generation_and_per_stage_models(warehouse_with_docs):
     db = warehouse_with_docs
     with FakeLLM() as server:
-        s = LLMSettings(base_url=server.base_url, model="big", stage_models={"classify": "small", "verify": "small"})
+        s = LLMSettings(
+            base_url=server.base_url,
+            model="big",
+            stage_models={"classify": "small", "verify": "small"},
+        )
         assert stages.run(db, "r", "llm_filter", s)["kept"] == 4
         assert stages.run(db, "r", "classify", s, max_personas=2)["kept"] == 4
         out = stages.run(db, "r", "generate", s, few_shot=1, generate_mode="batched")
@@ -66,7 +91,12 @@ def test_stages_in_order_with_batched_generation_and_per_stage_models(warehouse_
         assert server.stats["by_stage"]["generate_batch"] == 4  # one call per document
         stages.run(db, "r", "verify", s)
         models = dict(query(db, "SELECT stage, any_value(model) FROM llm_calls GROUP BY ALL"))
-    assert models == {"llm_filter": "big", "classify": "small", "generate": "big", "verify": "small"}
+    assert models == {
+        "llm_filter": "big",
+        "classify": "small",
+        "generate": "big",
+        "verify": "small",
+    }
     assert query(db, "SELECT count(*), count(DISTINCT qa_id) FROM generate") == [(8, 8)]
     assert query(db, "SELECT count(*) FROM verify") == [(8,)]
     personas = query(db, "SELECT personas FROM classify")
@@ -78,25 +108,38 @@ def test_out_of_list_domain_is_a_recorded_failure_not_other(warehouse_with_docs,
     import support.fake_llm as fake_module
 
     original = fake_module.answer_classify
-    monkeypatch.setattr(fake_module, "answer_classify",
-                        lambda doc, n: {**original(doc, n), "domain": "Sports"})
+    monkeypatch.setattr(
+        fake_module, "answer_classify", lambda doc, n: {**original(doc, n), "domain": "Sports"}
+    )
     with FakeLLM() as server:
         s = LLMSettings(base_url=server.base_url, structured_output="none", backoff_base_s=0.01)
         stages.run(db, "r", "llm_filter", s)
         out = stages.run(db, "r", "classify", s)
     assert out == {"stage": "classify", "shard": ["00000000", None], "rows": 4, "failed": 4}
-    assert query(db, "SELECT DISTINCT reason, domain FROM classify") == [("domain_out_of_list", None)]
-    [(raw,)] = query(db, "SELECT DISTINCT json_extract_string(raw, '$.domain') FROM llm_calls WHERE stage = 'classify'")
+    assert query(db, "SELECT DISTINCT reason, domain FROM classify") == [
+        ("domain_out_of_list", None)
+    ]
+    [(raw,)] = query(
+        db,
+        "SELECT DISTINCT json_extract_string(raw, '$.domain') FROM llm_calls WHERE stage = 'classify'",
+    )
     assert raw == "Sports"
 
 
-@pytest.mark.parametrize(("personas", "kept", "dropped"), [
-    (["a teacher", "a teacher", "a curious journalist"], ["a teacher", "a curious journalist"], 1),
-    (["A Teacher.", "  a   teacher ", "a TEACHER!", "a nurse"], ["A Teacher.", "a nurse"], 2),
-    (["   ", "...", "a teacher"], ["a teacher"], 2),
-    (["?!?"], [], 1),
-    (["ｅｌｅｖｅ", "eleve"], ["ｅｌｅｖｅ"], 1),  # full-width letters are the same word
-    (["a\nmulti-line\tpersona"], ["a multi-line persona"], 0),
-])
+@pytest.mark.parametrize(
+    ("personas", "kept", "dropped"),
+    [
+        (
+            ["a teacher", "a teacher", "a curious journalist"],
+            ["a teacher", "a curious journalist"],
+            1,
+        ),
+        (["A Teacher.", "  a   teacher ", "a TEACHER!", "a nurse"], ["A Teacher.", "a nurse"], 2),
+        (["   ", "...", "a teacher"], ["a teacher"], 2),
+        (["?!?"], [], 1),
+        (["ｅｌｅｖｅ", "eleve"], ["ｅｌｅｖｅ"], 1),  # full-width letters are the same word
+        (["a\nmulti-line\tpersona"], ["a multi-line persona"], 0),
+    ],
+)
 def test_personas_are_distinct_ignoring_case_spacing_and_punctuation(personas, kept, dropped):
     assert classify.distinct_personas(personas) == (kept, dropped)

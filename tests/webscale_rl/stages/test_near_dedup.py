@@ -31,16 +31,26 @@ def sample_texts(n: int) -> list[dict]:
 
 def test_shingles_are_casefolded_word_5grams():
     assert set(near_dedup.shingles("One two three four five six")) == set(
-        near_dedup.shingles("one, TWO three four five six!"))
+        near_dedup.shingles("one, TWO three four five six!")
+    )
     assert set(near_dedup.shingles("a b c d e f")) == {b"a b c d e", b"b c d e f"}
     assert near_dedup.shingles("too short") == [b"too short"]
 
 
 def test_find_duplicates_links_each_copy_to_the_first_kept_document():
     base = [d["text"] for d in sample_texts(3)]
-    texts = [base[0], base[1], edited(base[0], 0.02, 1), edited(base[0], 0.02, 2), base[2], edited(base[1], 0.01)]
+    texts = [
+        base[0],
+        base[1],
+        edited(base[0], 0.02, 1),
+        edited(base[0], 0.02, 2),
+        base[2],
+        edited(base[1], 0.01),
+    ]
     ids = [f"d{i}" for i in range(len(texts))]
-    dups = near_dedup.find_duplicates([], list(zip(ids, near_dedup.signatures(texts), strict=True)), 0.7)
+    dups = near_dedup.find_duplicates(
+        [], list(zip(ids, near_dedup.signatures(texts), strict=True)), 0.7
+    )
     assert {k: v[0] for k, v in dups.items()} == {"d2": "d0", "d3": "d0", "d5": "d1"}
     assert all(0.7 <= sim <= 1.0 for _, sim in dups.values())
 
@@ -48,7 +58,9 @@ def test_find_duplicates_links_each_copy_to_the_first_kept_document():
 def test_distinct_documents_and_heavily_edited_copies_are_kept():
     base = [d["text"] for d in sample_texts(6)]
     texts = base + [edited(base[0], 0.25)]
-    dups = near_dedup.find_duplicates([], list(zip(map(str, range(7)), near_dedup.signatures(texts), strict=True)))
+    dups = near_dedup.find_duplicates(
+        [], list(zip(map(str, range(7)), near_dedup.signatures(texts), strict=True))
+    )
     assert dups == {}
 
 
@@ -67,15 +79,20 @@ def test_stage_is_incremental_against_everything_kept_before_and_idempotent(tmp_
     assert (first["kept"], first["rejected"], first["signatures_computed"]) == (3, 0, 3)
 
     # Run 2: a 2 %-edited copy of a run-1 document, and a copy of a new document within the run.
-    planted = [{"id": "copy-of-0", "text": edited(docs[0]["text"], 0.02)},
-               {"id": "new-3", "text": docs[3]["text"]},
-               {"id": "copy-of-3", "text": edited(docs[3]["text"], 0.01, seed=5)}]
+    planted = [
+        {"id": "copy-of-0", "text": edited(docs[0]["text"], 0.02)},
+        {"id": "new-3", "text": docs[3]["text"]},
+        {"id": "copy-of-3", "text": edited(docs[3]["text"], 0.01, seed=5)},
+    ]
     _ingest_and_filter(tmp_path, db, "r2", planted)
     second = stages.run(db, "r2", "near_dedup")
     assert (second["kept"], second["rejected"], second["compared_with_prior"]) == (1, 2, 3)
-    linked = query(db, """SELECT d.source_id, o.source_id FROM near_dedup n
+    linked = query(
+        db,
+        """SELECT d.source_id, o.source_id FROM near_dedup n
                          JOIN documents d ON d.doc_id = n.doc_id JOIN documents o ON o.doc_id = n.duplicate_of
-                         WHERE n.status = 'rejected' ORDER BY 1""")
+                         WHERE n.status = 'rejected' ORDER BY 1""",
+    )
     assert linked == [("copy-of-0", docs[0]["id"]), ("copy-of-3", "new-3")]
 
     # Re-running run 2 gives the same rows, no duplicates, and no signature is recomputed.
@@ -84,5 +101,8 @@ def test_stage_is_incremental_against_everything_kept_before_and_idempotent(tmp_
     assert again["signatures_computed"] == 0
     assert query(db, "SELECT * FROM near_dedup ORDER BY doc_id") == before
     assert query(db, "SELECT count(*), count(DISTINCT doc_id) FROM doc_minhash") == [(6, 6)]
-    assert query(db, """SELECT outcome, last_stage, reason FROM doc_outcomes o JOIN documents d USING (doc_id)
-                       WHERE d.source_id = 'copy-of-0'""") == [("rejected", "near_dedup", "near_duplicate")]
+    assert query(
+        db,
+        """SELECT outcome, last_stage, reason FROM doc_outcomes o JOIN documents d USING (doc_id)
+                       WHERE d.source_id = 'copy-of-0'""",
+    ) == [("rejected", "near_dedup", "near_duplicate")]

@@ -22,30 +22,50 @@ def verl_row(question: str, answer: str, index: int = 0, split: str = "train") -
         "prompt": [{"role": "user", "content": f"{question}\n\n{ANSWER_INSTRUCTION}"}],
         "ability": "science",
         "reward_model": {"style": "rule", "ground_truth": answer},
-        "extra_info": {"split": split, "index": index, "qa_id": f"{index:08x}", "doc_id": "d1",
-                       "persona": "p", "url": "https://example.org", "question": question, "answer": answer},
+        "extra_info": {
+            "split": split,
+            "index": index,
+            "qa_id": f"{index:08x}",
+            "doc_id": "d1",
+            "persona": "p",
+            "url": "https://example.org",
+            "question": question,
+            "answer": answer,
+        },
     }
 
 
 def test_module_imports_without_torch():
-    code = ("import sys, webscale_rl.training.trl_grpo; "
-            "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
+    code = (
+        "import sys, webscale_rl.training.trl_grpo; "
+        "print(sorted(m for m in ('torch', 'transformers', 'trl', 'datasets') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout
     assert out.strip() == "[]"
 
 
 def test_prompt_is_system_then_two_few_shot_turns_then_the_pairs_message():
     user = {"role": "user", "content": f"What is the boiling point?\n\n{ANSWER_INSTRUCTION}"}
     prompt = trl_grpo.build_prompt([user])
-    assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert [m["role"] for m in prompt] == [
+        "system",
+        "user",
+        "assistant",
+        "user",
+        "assistant",
+        "user",
+    ]
     assert prompt[0] == {"role": "system", "content": trl_grpo.SYSTEM_PROMPT}
     assert prompt[-1] == user
     assert prompt[-1] is not user  # copied, so the trainer's dataset never aliases the input
 
 
 def test_a_pairs_own_system_message_replaces_the_default():
-    prompt = trl_grpo.build_prompt([{"role": "system", "content": "Be terse."},
-                                    {"role": "user", "content": "Q?"}])
+    prompt = trl_grpo.build_prompt(
+        [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Q?"}]
+    )
     assert prompt[0] == {"role": "system", "content": "Be terse."}
     assert [m["role"] for m in prompt].count("system") == 1
     assert prompt[-1] == {"role": "user", "content": "Q?"}
@@ -53,7 +73,9 @@ def test_a_pairs_own_system_message_replaces_the_default():
 
 def test_prompt_must_end_with_a_user_message():
     with pytest.raises(ValueError, match="must end with a user message"):
-        trl_grpo.build_prompt([{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A"}])
+        trl_grpo.build_prompt(
+            [{"role": "user", "content": "Q?"}, {"role": "assistant", "content": "A"}]
+        )
 
 
 def test_few_shot_answers_score_one_under_the_project_reward():
@@ -69,7 +91,10 @@ def test_few_shot_answers_score_one_under_the_project_reward():
 
 def test_records_from_an_exported_parquet(tmp_path):
     path = tmp_path / "train.parquet"
-    rows = [verl_row("In ___ Pearson introduced the term.", "1894", 0), verl_row("Hours in a day?", "24", 1)]
+    rows = [
+        verl_row("In ___ Pearson introduced the term.", "1894", 0),
+        verl_row("Hours in a day?", "24", 1),
+    ]
     pq.write_table(pa.Table.from_pylist(rows, schema=VERL_SCHEMA), path)
     records = trl_grpo.to_records(trl_grpo.read_parquet(path))
     assert [r["ground_truth"] for r in records] == ["1894", "24"]
@@ -78,8 +103,10 @@ def test_records_from_an_exported_parquet(tmp_path):
     assert records[1]["prompt"][-1]["content"] == f"Hours in a day?\n\n{ANSWER_INSTRUCTION}"
     assert len(records[1]["prompt"]) == 6
     # the reward TRL calls reads the `ground_truth` column the launcher builds
-    completions = [[{"role": "assistant", "content": "Pearson, 1894.\nAnswer: 1894"}],
-                   [{"role": "assistant", "content": "Answer: 12"}]]
+    completions = [
+        [{"role": "assistant", "content": "Pearson, 1894.\nAnswer: 1894"}],
+        [{"role": "assistant", "content": "Answer: 12"}],
+    ]
     assert trl_reward(completions, ground_truth=[r["ground_truth"] for r in records]) == [1.0, 0.0]
 
 
@@ -97,7 +124,10 @@ def test_tiny_val_adds_labelled_train_rows():
     assert list(sets) == ["val", "train_first_16_seen_in_training"]
     assert sets["val"] == val
     assert [r["i"] for r in sets["train_first_16_seen_in_training"]] == list(range(100, 116))
-    assert list(trl_grpo.eval_sets(val, train[:5], tiny=16)) == ["val", "train_first_5_seen_in_training"]
+    assert list(trl_grpo.eval_sets(val, train[:5], tiny=16)) == [
+        "val",
+        "train_first_5_seen_in_training",
+    ]
     assert list(trl_grpo.eval_sets([{"i": i} for i in range(16)], train, tiny=16)) == ["val"]
 
 
@@ -109,27 +139,53 @@ def test_accuracy_counts_full_scores_only():
 
 def test_step_rewards_keeps_one_entry_per_step_and_skips_the_summary():
     history = [
-        {"loss": 0.0, "grad_norm": 0.0, "reward": 0.0, "reward_std": 0.0, "step_time": 14.8, "step": 1},
-        {"loss": 0.02, "grad_norm": 1.5, "reward": 0.25, "reward_std": 0.5, "completions/mean_length": 30.5,
-         "step_time": 16.1, "step": 2},
+        {
+            "loss": 0.0,
+            "grad_norm": 0.0,
+            "reward": 0.0,
+            "reward_std": 0.0,
+            "step_time": 14.8,
+            "step": 1,
+        },
+        {
+            "loss": 0.02,
+            "grad_norm": 1.5,
+            "reward": 0.25,
+            "reward_std": 0.5,
+            "completions/mean_length": 30.5,
+            "step_time": 16.1,
+            "step": 2,
+        },
         {"train_runtime": 31.0, "train_loss": 0.01, "step": 2},
     ]
     steps = trl_grpo.step_rewards(history)
     assert [s["step"] for s in steps] == [1, 2]
     assert [s["reward"] for s in steps] == [0.0, 0.25]
-    assert steps[1]["reward_std"] == 0.5 and steps[1]["grad_norm"] == 1.5 and steps[1]["step_time_s"] == 16.1
+    assert (
+        steps[1]["reward_std"] == 0.5
+        and steps[1]["grad_norm"] == 1.5
+        and steps[1]["step_time_s"] == 16.1
+    )
     assert steps[0]["completion_mean_length"] is None
 
 
 def test_reward_line_format():
     assert trl_grpo.reward_line(3, 0.25) == "step 3 reward 0.2500"
-    assert trl_grpo.reward_line(3, 0.25, 0.5, 16.14) == "step 3 reward 0.2500 reward_std 0.5000 (16.1s)"
+    assert (
+        trl_grpo.reward_line(3, 0.25, 0.5, 16.14)
+        == "step 3 reward 0.2500 reward_std 0.5000 (16.1s)"
+    )
 
 
 def test_arguments_defaults_and_checks(tmp_path, monkeypatch):
     monkeypatch.setenv("WEBSCALE_RL_DATA_DIR", str(tmp_path))
     args = trl_grpo.parse_args(["--train", "t.parquet", "--val", "v.parquet", "--out", "o"])
-    assert (args.steps, args.batch_size, args.num_generations, args.max_completion_length) == (8, 4, 4, 64)
+    assert (args.steps, args.batch_size, args.num_generations, args.max_completion_length) == (
+        8,
+        4,
+        4,
+        64,
+    )
     assert args.model_dir is None
     assert trl_grpo.default_model_dir() == tmp_path / "models" / "smollm2-135m-instruct-hf"
     with pytest.raises(SystemExit):
