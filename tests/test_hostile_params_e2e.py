@@ -480,17 +480,13 @@ SCANNED = [ROOT / "include" / "webscale_rl", ROOT / "dags", ROOT / "plugins"]
 SQL_INTERPOLATIONS = {
     (
         "include/webscale_rl/card.py",
-        "stage",
-    ): "a stage name from the stage registry (fixed Stage declarations)",
-    (
-        "include/webscale_rl/card.py",
         "_examples_sql(stage)",
     ): "SQL text built from such a stage name",
     ("include/webscale_rl/card.py", "ACCEPTED_SQL"): "module constant (a fixed query)",
     ("include/webscale_rl/card.py", "EXAMPLES_PER_REASON"): "int constant",
     (
-        "include/webscale_rl/pipeline.py",
-        "stage",
+        "include/webscale_rl/warehouse.py",
+        "name",
     ): "a stage name from the stage registry (fixed Stage declarations)",
     (
         "include/webscale_rl/stages/common.py",
@@ -598,6 +594,7 @@ SQL_INTERPOLATIONS = {
         "failed",
     ): "predicate text built from registry stage aliases",
     ("include/webscale_rl/warehouse.py", "last"): "int: index of the last pair stage",
+    ("include/webscale_rl/warehouse.py", "union"): "SELECT text built from registry stage names",
     (
         "include/webscale_rl/warehouse.py",
         'latest.format("reason")',

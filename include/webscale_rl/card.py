@@ -28,8 +28,8 @@ EXAMPLES_PER_REASON = 2
 def _stage_rows(con, run_id: str, stage: str) -> tuple[int, dict[str, int]]:
     """(inputs, counts by status) of a stage for the run's work set."""
     rows = con.execute(
-        f"SELECT s.status, count(*) FROM run_docs r JOIN {stage} s USING (doc_id) WHERE r.run_id = ? GROUP BY ALL",
-        [run_id],
+        "SELECT status, sum(n)::BIGINT FROM stage_counts WHERE run_id = ? AND stage = ? GROUP BY ALL",
+        [run_id, stage],
     ).fetchall()
     by_status = {status: n for status, n in rows}
     return sum(by_status.values()), by_status

@@ -251,16 +251,6 @@ def run_dataset_card(run: dict) -> dict:
     return result
 
 
-def _status_counts(con, sql: str, run_id: str) -> dict:
-    by_status: dict = {}
-    by_reason: dict = {}
-    for status, reason, n in con.execute(sql, [run_id]).fetchall():
-        by_status[status] = by_status.get(status, 0) + n
-        if reason:
-            by_reason[reason] = by_reason.get(reason, 0) + n
-    return {"by_status": by_status, "by_reason": by_reason}
-
-
 def run_counts(con, run_id: str) -> dict:
     """Per-stage counts for the run's work set, its LLM ledger, and its documents' outcomes."""
     counts: dict = {
@@ -269,12 +259,14 @@ def run_counts(con, run_id: str) -> dict:
         ]
     }
     for stage in registry.names():
-        counts[stage] = _status_counts(
-            con,
-            f"""SELECT s.status, s.reason, count(*) FROM run_docs r JOIN {stage} s USING (doc_id)
-                     WHERE r.run_id = ? GROUP BY ALL ORDER BY ALL""",
-            run_id,
-        )
+        counts[stage] = {"by_status": {}, "by_reason": {}}
+    for stage, status, reason, n in con.execute(
+        "SELECT stage, status, reason, n FROM stage_counts WHERE run_id = ? ORDER BY ALL", [run_id]
+    ).fetchall():
+        by_status, by_reason = counts[stage]["by_status"], counts[stage]["by_reason"]
+        by_status[status] = by_status.get(status, 0) + n
+        if reason:
+            by_reason[reason] = by_reason.get(reason, 0) + n
     counts["llm_calls"] = {
         stage: {k: v for k, v in s.items() if k != "models"}
         for stage, s in ledger.per_stage(con, run_id).items()

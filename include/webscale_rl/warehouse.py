@@ -179,6 +179,7 @@ def write(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             con.execute(stage_schema())
             con.execute(doc_outcomes_view_sql())
             con.execute(accepted_pairs_view_sql())
+            con.execute(stage_counts_view_sql())
             con.execute("BEGIN TRANSACTION")
             try:
                 yield con
@@ -241,6 +242,20 @@ def accepted_pairs_view_sql() -> str:
     from webscale_rl.stages import registry
 
     return f"CREATE OR REPLACE VIEW accepted_pairs AS {registry.accepted_pairs_sql()}"
+
+
+def stage_counts_view_sql() -> str:
+    """Rows per (run, stage, status, reason) over each run's work set: what the run counts,
+    the CLI and the card report per stage."""
+    from webscale_rl.stages import registry
+
+    parts = [
+        f"SELECT r.run_id, '{name}' AS stage, s.status, s.reason, count(*) AS n "
+        f"FROM run_docs r JOIN {name} s USING (doc_id) GROUP BY ALL"
+        for name in registry.names()
+    ]
+    union = "\nUNION ALL ".join(parts)
+    return f"CREATE OR REPLACE VIEW stage_counts AS\n{union}"
 
 
 def doc_outcomes_view_sql() -> str:
