@@ -300,7 +300,7 @@ def _from_params(cls, params: dict):
 def _validate(self) -> None:
     """What one param's schema cannot say: relations between params, and names the stages
     define (heuristic rules, LLM stages)."""
-    from webscale_rl.stages import heuristic_filter, registry
+    from webscale_rl.stages import registry
 
     if self.min_heuristic_kept_rate > self.max_heuristic_kept_rate:
         raise ConfigError("param 'min_heuristic_kept_rate' must not exceed max_heuristic_kept_rate")
@@ -310,10 +310,10 @@ def _validate(self) -> None:
         raise ConfigError(
             f"param 'models' must map LLM stages {llm_stages} to model names; unknown: {unknown}"
         )
-    try:
-        heuristic_filter.rules_with_overrides(self.heuristic_rule_overrides)
-    except ValueError as exc:
-        raise ConfigError(f"param 'heuristic_rule_overrides': {exc}") from None
+    for stage in registry.stages():  # a stage may check the params it reads (its names, its rules)
+        check_params = getattr(stage.impl, "check_params", None)
+        if check_params:
+            check_params(self)
 
 
 # The run's params, validated: one field per declaration in PARAMS, named as in the form.

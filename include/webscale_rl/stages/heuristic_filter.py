@@ -22,6 +22,7 @@ from datatrove.pipeline.filters.gopher_repetition_filter import (
     get_n_grams,
 )
 
+from webscale_rl.config import ConfigError
 from webscale_rl.stages import common
 from webscale_rl.stages.common import StageContext
 from webscale_rl.text import tokenize, words
@@ -170,6 +171,14 @@ def rules_with_overrides(overrides: dict[str, float] | None) -> tuple[Rule, ...]
         for r in DEFAULT_RULES
         if not (r.name in overrides and overrides[r.name] is None)
     )
+
+
+def check_params(params) -> None:
+    """The stage contract's optional param check: every overridden rule exists."""
+    try:
+        rules_with_overrides(params.heuristic_rule_overrides)
+    except ValueError as exc:
+        raise ConfigError(f"param 'heuristic_rule_overrides': {exc}") from None
 
 
 def input_sql(previous: str | None) -> str:

@@ -21,7 +21,8 @@ pandas, DuckDB or the LLM client. The module implements the stage contract:
   kept by earlier runs), `run(ctx) -> dict`, which does its own reads and writes;
 - `gate_frame(con, run_id, previous)` and `gate_expectations(params, rows)`: its gate;
 - optionally `REPLACE_KEY`: the column a shard's rows replace by, when it is not the key
-  (generate replaces a document's pairs as a whole).
+  (generate replaces a document's pairs as a whole), and `check_params(params)`: raise
+  ConfigError for a param value only the stage can judge (heuristic rule names).
 
 Document stages come first, then pair stages; each reads the kept rows of the stage
 before it. `registered()` adds a stage for the length of a block (tests, extensions).
