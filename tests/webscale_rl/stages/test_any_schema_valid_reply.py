@@ -12,7 +12,7 @@ conservation check must hold: one final outcome per document, every pair decided
 reason, no key twice.
 
 `make test` runs a fixed, derandomised set of examples per stage (PROPERTY_EXAMPLES,
-default 12); `HYPOTHESIS_PROFILE=explore` draws new random ones (PROPERTY_EXAMPLES=300 for
+default 6); `HYPOTHESIS_PROFILE=explore` draws new random ones (PROPERTY_EXAMPLES=300 for
 a long search).
 """
 
@@ -45,7 +45,7 @@ CORPUS = SAMPLE_DIR / "docs_stem.jsonl"
 DOCS = 3
 MAX_PERSONAS = 3
 MAX_ANSWER_WORDS = 8
-EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "12"))
+EXAMPLES = int(os.environ.get("PROPERTY_EXAMPLES", "6"))
 
 settings.register_profile(
     "ci",
