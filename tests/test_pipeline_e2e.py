@@ -191,6 +191,18 @@ def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fak
         == fake_llm.stats["completions_ok"]
     )
 
+    # The server's own account (the test server serves vLLM-style /metrics) agrees with the
+    # ledger, and the card shows both side by side.
+    server = counts["llm_server"]
+    assert (
+        server["version"] == "fake-vllm" and server["requests"] == fake_llm.stats["completions_ok"]
+    )
+    assert (server["prompt_tokens"], server["generation_tokens"]) == ledger_tokens
+    assert 0 < server["prefix_cache_hit_rate"] < 1 and not server["server_restarted"]
+    card_md = (export_dir / "card.md").read_text()
+    assert "## LLM server" in card_md and "vLLM fake-vllm" in card_md
+    assert f"| prompt tokens | {ledger_tokens[0]:,} | {ledger_tokens[0]:,} |" in card_md
+
     sent = fake_llm.stats["requests"]
     second = dag.test(run_conf={"corpus": "sample"})
     assert str(second.state) == "success", states(second)
@@ -209,6 +221,7 @@ def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fak
         counts2["ingest"]["new_docs"] == 0 and counts2["ingest"]["already_ingested"] == SAMPLE_DOCS
     )
     assert counts2["work_set"] == 0
+    assert counts2["llm_server"]["requests"] == 0  # nothing new: the server did nothing for it
 
 
 def test_lost_stage_output_is_rebuilt_from_the_ledger_without_new_calls(

@@ -20,6 +20,7 @@ import pandas as pd
 from webscale_rl import audit, warehouse
 from webscale_rl.config import run_folder_name
 from webscale_rl.llm import ledger as llm_ledger
+from webscale_rl.llm import server_metrics
 from webscale_rl.stages import registry
 
 EXAMPLES_PER_REASON = 2
@@ -195,6 +196,7 @@ def collect(con, run_id: str) -> dict:
         "source": {"documents": source_docs, "tokens": source_tokens},
         "models": {stage: s["models"] for stage, s in led["stages"].items()},
         "audit": audit.metrics(con, run_id),
+        "llm_server": server_metrics.run_summary(con, run_id),
     }
 
 
@@ -267,6 +269,9 @@ def render_markdown(card: dict) -> str:
         f"Total {card['ledger']['total_tokens']:,} tokens; "
         f"{'n/a' if per_pair is None else f'{per_pair:,.1f}'} tokens per accepted pair.",
         "",
+    ]
+    lines += describe_server(card.get("llm_server"), card["ledger"])
+    lines += [
         "## Human audit",
         "",
     ]
@@ -281,6 +286,67 @@ def render_markdown(card: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+NO_SERVER_METRICS = (
+    "The server exposed no vLLM metrics (llama.cpp, a hosted API, or unreachable at the "
+    "run's start or end): nothing recorded."
+)
+
+
+def server_account(server: dict | None, led: dict) -> tuple[str, list[list]]:
+    """The LLM server's own account of the run (vLLM metrics) beside the ledger's tokens:
+    a headline and rows of (measure, server, ledger)."""
+    if not server:
+        return NO_SERVER_METRICS, []
+    headline = (
+        f"vLLM {server['version'] or '(version unknown)'} at {server['server']}, between the run's "
+        f"start and its dataset card ({server['wall_s']:,.0f} s). A server shared with other runs "
+        "counts their requests too."
+        + (
+            " The server restarted during the run: only what followed is counted."
+            if server["server_restarted"]
+            else ""
+        )
+    )
+    stages = led["stages"].values()
+    na = "n/a"
+    rows = [
+        [
+            "requests served",
+            f"{server['requests']:,}",
+            f"{sum(s['calls'] + s['retries'] for s in stages):,} attempts",
+        ],
+        [
+            "prompt tokens",
+            f"{server['prompt_tokens']:,}",
+            f"{sum(s['prompt_tokens'] for s in stages):,}",
+        ],
+        [
+            "generation tokens",
+            f"{server['generation_tokens']:,}",
+            f"{sum(s['completion_tokens'] for s in stages):,}",
+        ],
+        ["prefix-cache hit rate (prompt tokens)", _pct(server["prefix_cache_hit_rate"]), ""],
+        ["mean tokens per engine step", server["mean_tokens_per_step"] or na, ""],
+        ["mean requests running at once", server["mean_running_requests"] or na, ""],
+        [
+            "mean queue wait (s)",
+            na if server["mean_queue_s"] is None else server["mean_queue_s"],
+            "",
+        ],
+        ["preemptions", server["preemptions"], ""],
+    ]
+    return headline, rows
+
+
+def describe_server(server: dict | None, led: dict) -> list[str]:
+    headline, rows = server_account(server, led)
+    lines = ["## LLM server", "", headline, ""]
+    if rows:
+        lines += ["| measure | server | ledger |", "|---|---:|---:|"]
+        lines += [f"| {m} | {v} | {w} |" for m, v, w in rows] + [""]
+    return lines
 
 
 def _png(fig) -> str:
@@ -383,6 +449,7 @@ def render_html(card: dict) -> str:
         for stage, s in card["ledger"]["stages"].items()
     ]
     per_pair = card["ledger"]["tokens_per_accepted_pair"]
+    server_headline, server_rows = server_account(card.get("llm_server"), card["ledger"])
     audit_lines = "".join(
         f"<li>{html.escape(line.lstrip('- '))}</li>" for line in audit.describe(card["audit"])
     )
@@ -437,6 +504,9 @@ label {html.escape(card["run_label"] or "-")}, started {html.escape(str(card["st
         "n/a" if per_pair is None else f"{per_pair:,.1f}"
     } per accepted pair.</p>
 {img["tokens"]}
+<h2>LLM server</h2><p id="llm-server">{html.escape(server_headline)}</p>{
+        _table(["measure", "server", "ledger"], server_rows) if server_rows else ""
+    }
 <h2>Human audit</h2><ul id="audit">{audit_lines}</ul>
 <h2>Params</h2><pre>{html.escape(json.dumps(card["params"], indent=2, sort_keys=True))}</pre>
 </body></html>

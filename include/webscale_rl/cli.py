@@ -64,6 +64,16 @@ def summary(run_id: str | None) -> int:
             f"  llm {stage}: {c['calls']} calls ({c['failed']} failed, {c['attempts']} attempts), "
             f"{c['prompt_tokens']:,} prompt + {c['completion_tokens']:,} completion tokens"
         )
+    server = counts.get("llm_server")
+    if server:
+        rate = server["prefix_cache_hit_rate"]
+        print(
+            f"  llm server (vLLM {server['version']}): {server['requests']} requests served, "
+            f"prefix-cache hit rate {'n/a' if rate is None else f'{100 * rate:.1f}%'}, "
+            f"{server['prompt_tokens']:,} prompt + {server['generation_tokens']:,} generated tokens, "
+            f"{server['mean_running_requests']} requests running on average, "
+            f"{server['mean_tokens_per_step']} tokens per engine step"
+        )
     export = counts.get("export")
     if export:
         total = sum(c["prompt_tokens"] + c["completion_tokens"] for c in calls.values())

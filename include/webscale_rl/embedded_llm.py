@@ -86,6 +86,23 @@ def wait_for_models(base_url: str, timeout_s: float, died=None, hint: str = "") 
     )
 
 
+def stop_process_group(process: subprocess.Popen | None, grace_s: float = 15) -> None:
+    """Stop a server started with start_new_session=True, with every process it spawned
+    (vLLM runs an engine core and a worker beside its API server): SIGTERM to the group,
+    SIGKILL after `grace_s`."""
+    if process is None or process.poll() is not None:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(grace_s)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(5)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -201,17 +218,7 @@ class EmbeddedLLM:
         wait_for_models(self.base_url, self.startup_timeout_s, exited, f"; log: {self.log_path}")
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        try:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            self.process.wait(15)
-        except (ProcessLookupError, subprocess.TimeoutExpired):
-            try:
-                os.killpg(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.process.wait(5)
+        stop_process_group(self.process)
 
     def __enter__(self) -> EmbeddedLLM:
         return self.start()

