@@ -132,7 +132,7 @@ down:
 	  || echo "nothing to stop (no $(AIRFLOW_HOME)/up.pid)"
 
 ## make bench: every benchmark in bench/ (figures printed, nothing asserted).
-bench: $(STAMP)
+bench: $(STAMP) vllm
 	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 ## make train-venv: the CPU training stack (torch CPU, transformers, TRL) in its own venv,

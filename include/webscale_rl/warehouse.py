@@ -125,6 +125,15 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     result            JSON,                 -- the validated reply
     run_id            VARCHAR
 );
+CREATE TABLE IF NOT EXISTS llm_server_metrics (
+    run_id     VARCHAR NOT NULL,
+    point      VARCHAR NOT NULL,      -- start | end of the run's LLM work
+    scraped_at TIMESTAMPTZ NOT NULL,
+    server     VARCHAR,               -- the /metrics URL
+    version    VARCHAR,               -- the server's /version, when it has one
+    counters   JSON,                  -- vLLM counter name -> value, summed over label sets
+    PRIMARY KEY (run_id, point)
+);
 CREATE TABLE IF NOT EXISTS runs (
     run_id       VARCHAR PRIMARY KEY,
     run_label    VARCHAR,

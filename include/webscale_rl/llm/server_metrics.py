@@ -20,18 +20,6 @@ from datetime import datetime, timezone
 
 log = logging.getLogger(__name__)
 
-TABLE_DDL = """
-CREATE TABLE IF NOT EXISTS llm_server_metrics (
-    run_id     VARCHAR NOT NULL,
-    point      VARCHAR NOT NULL,   -- start | end
-    scraped_at TIMESTAMPTZ NOT NULL,
-    server     VARCHAR,            -- the /metrics URL
-    version    VARCHAR,            -- the server's /version, when it has one
-    counters   JSON,               -- vLLM counter name -> value, summed over label sets
-    PRIMARY KEY (run_id, point)
-);
-"""
-
 # vLLM counters (and histogram sums/counts) that a run's summary is built from.
 COUNTERS = (
     "vllm:request_success_total",
@@ -102,10 +90,10 @@ def scrape(base_url: str, timeout_s: float = 5.0) -> dict | None:
 def record(
     con, run_id: str, point: str, snapshot: dict | None, now: datetime | None = None
 ) -> bool:
-    """Upsert the run's snapshot at `point` (a re-run of the task replaces it)."""
+    """Upsert the run's snapshot at `point` into `llm_server_metrics` (declared with the
+    warehouse schema); a re-run of the task replaces it."""
     if snapshot is None:
         return False
-    con.execute(TABLE_DDL)
     con.execute(
         "INSERT OR REPLACE INTO llm_server_metrics VALUES (?, ?, ?, ?, ?, ?)",
         [
