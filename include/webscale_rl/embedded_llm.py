@@ -103,6 +103,26 @@ def stop_process_group(process: subprocess.Popen | None, grace_s: float = 15) ->
         process.wait(5)
 
 
+def local_connection(
+    base_url: str, model: str, dialect: str, max_concurrency: int, **extra
+) -> dict:
+    """The `llm_default` connection (AIRFLOW_CONN_LLM_DEFAULT JSON) for an embedded server:
+    a long timeout and short replies, whichever server it is; `extra` overrides."""
+    return {
+        "conn_type": "openai",
+        "host": base_url,
+        "password": "EMPTY",
+        "extra": {
+            "model": model,
+            "structured_output": dialect,
+            "max_concurrency": max_concurrency,
+            "timeout_s": 600,
+            "max_tokens": 256,
+            **extra,
+        },
+    }
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -143,19 +163,7 @@ class EmbeddedLLM:
 
         llama.cpp's server answers one request at a time, so concurrency stays low and the
         timeout long: queued requests must not time out while they wait their turn."""
-        return {
-            "conn_type": "openai",
-            "host": self.base_url,
-            "password": "EMPTY",
-            "extra": {
-                "model": self.model,
-                "structured_output": DIALECT,
-                "max_concurrency": 2,
-                "timeout_s": 600,
-                "max_tokens": 256,
-                **extra,
-            },
-        }
+        return local_connection(self.base_url, self.model, DIALECT, 2, **extra)
 
     def start(self) -> EmbeddedLLM:
         if importlib.util.find_spec("llama_cpp") is None:

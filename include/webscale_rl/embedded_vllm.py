@@ -25,6 +25,7 @@ from webscale_rl.embedded_llm import (
     MODEL_ALIAS,
     EmbeddedLLMError,
     free_port,
+    local_connection,
     stop_process_group,
     wait_for_models,
 )
@@ -119,19 +120,7 @@ class EmbeddedVLLM:
     def connection(self, **extra) -> dict:
         """The `llm_default` connection for this server: the json_schema dialect vLLM
         enforces, and the concurrency bench/vllm_concurrency.py measured as best."""
-        return {
-            "conn_type": "openai",
-            "host": self.base_url,
-            "password": "EMPTY",
-            "extra": {
-                "model": self.model,
-                "structured_output": DIALECT,
-                "max_concurrency": BEST_CONCURRENCY,
-                "timeout_s": 600,
-                "max_tokens": 256,
-                **extra,
-            },
-        }
+        return local_connection(self.base_url, self.model, DIALECT, BEST_CONCURRENCY, **extra)
 
     def command(self) -> list[str]:
         # The `vllm` console script of the CPU build is broken (torchvision op, then a
