@@ -3,6 +3,7 @@ the ledger cache, bounded concurrency, health check."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -182,10 +183,35 @@ def test_health_check_fails_fast_naming_the_url(tmp_path):
     url = server.base_url
     server.stop()
     c = LLMClient(LLMSettings(base_url=url), tmp_path / "w.duckdb", "r")
-    started = time.monotonic()
     with pytest.raises(LLMUnavailable, match=f"LLM server at {url}/models is not reachable"):
         c.run(requests(1))
-    assert time.monotonic() - started < 5
+    assert ledger(tmp_path) == []  # the stage stopped before any call was sent or recorded
+
+
+def test_health_check_makes_one_attempt_then_stops(tmp_path):
+    """Fast means no retry loop: a server that hangs up gets one health request, no calls."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def hang_up():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return  # listener closed
+            accepted.append(conn)
+            conn.close()
+
+    threading.Thread(target=hang_up, daemon=True).start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    try:
+        c = LLMClient(LLMSettings(base_url=url), tmp_path / "w.duckdb", "r")
+        with pytest.raises(LLMUnavailable, match=f"LLM server at {url}/models is not reachable"):
+            c.run(requests(3))
+    finally:
+        listener.close()
+    assert len(accepted) == 1
+    assert ledger(tmp_path) == []
 
 
 def test_server_that_dies_mid_stage_and_comes_back(tmp_path):
