@@ -505,6 +505,34 @@ SQL_INTERPOLATIONS = {
         "include/webscale_rl/stages/common.py",
         "SHARD_FILTER",
     ): "constant predicate on $lo/$hi parameters",
+    (
+        "include/webscale_rl/conservation.py",
+        "sql",
+    ): "one of two literal SELECTs on the export files (their paths go in as parameters)",
+    (
+        "include/webscale_rl/stages/common.py",
+        "item_sql",
+    ): "a gate's item query, written as a literal by each stage module",
+    (
+        "include/webscale_rl/stages/common.py",
+        "key",
+    ): "a gate's key column name, a literal in each stage module",
+    (
+        "include/webscale_rl/stages/common.py",
+        "excluded",
+    ): "column names: the key and literal measure-only columns",
+    (
+        "include/webscale_rl/stages/common.py",
+        "totals",
+    ): "aggregate expressions: literals in common.py and the stage modules",
+    (
+        "include/webscale_rl/stages/generate.py",
+        'common.capped_length("g.answer", common.MAX_ANSWER_CHARS)',
+    ): "a length expression on a literal column with an int constant",
+    (
+        "include/webscale_rl/stages/verify.py",
+        'common.capped_length("g.answer", common.MAX_ANSWER_CHARS)',
+    ): "a length expression on a literal column with an int constant",
     ("include/webscale_rl/stages/decontaminate.py", "STAGE"): "module constant",
     ("include/webscale_rl/stages/generate.py", "STAGE"): "module constant",
     ("include/webscale_rl/stages/near_dedup.py", "STAGE"): "module constant",

@@ -20,7 +20,6 @@ offending ids.
 from __future__ import annotations
 
 import gzip
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -207,37 +206,52 @@ def _pairs(con, run_id: str) -> list[Violation]:
 
 
 def check_export(con, run_id: str, export_path: str) -> list[Violation]:
-    """Run by the export task on what it wrote, before its Asset event can fire."""
-    from webscale_rl.stages import export
-
-    expected = set(export.dataset_frame(con, run_id)["qa_id"])
-    import pyarrow.parquet as pq
-
+    """Run by the export task on what it wrote, before its Asset event can fire. DuckDB reads
+    the files and compares their qa_ids with the accepted pairs, so nothing here holds the
+    dataset in memory."""
     folder = Path(export_path)
     qa_file = folder / "qa.jsonl"
-    files = {
-        "qa.jsonl": [json.loads(line)["qa_id"] for line in qa_file.open(encoding="utf-8")]
+    parquets = [str(folder / f"{s}.parquet") for s in ("train", "val")]
+    parquets = [p for p in parquets if Path(p).exists()]
+    written = {
+        "qa.jsonl": (
+            "SELECT qa_id FROM read_json(?, format = 'newline_delimited', "
+            "columns = {'qa_id': 'VARCHAR'})",
+            [str(qa_file)],
+        )
         if qa_file.exists()
-        else []
+        else None,
+        "train.parquet + val.parquet": (
+            "SELECT extra_info.qa_id AS qa_id FROM read_parquet(?)",
+            [parquets],
+        )
+        if parquets
+        else None,
     }
-    files["train.parquet + val.parquet"] = [
-        row["extra_info"]["qa_id"]
-        for split in ("train", "val")
-        if (folder / f"{split}.parquet").exists()
-        for row in pq.read_table(folder / f"{split}.parquet", columns=["extra_info"]).to_pylist()
-    ]
     found = []
-    for name, written in files.items():
-        twice = sorted({q for q in written if written.count(q) > 1})
+    for name, source in written.items():
+        sql, params = source or ("SELECT NULL::VARCHAR AS qa_id WHERE false", [])
+        twice = [
+            q
+            for (q,) in con.execute(
+                f"SELECT qa_id FROM ({sql}) GROUP BY qa_id HAVING count(*) > 1 ORDER BY qa_id",
+                params,
+            ).fetchall()
+        ]
         if twice:
             found.append(Violation("export_exact", f"pairs written twice in {name}", twice))
-        if set(written) != expected:
+        differ = [
+            q
+            for (q,) in con.execute(
+                f"""WITH w AS ({sql}), a AS (SELECT qa_id FROM accepted_pairs WHERE run_id = ?)
+                    (SELECT qa_id FROM w EXCEPT SELECT qa_id FROM a)
+                    UNION (SELECT qa_id FROM a EXCEPT SELECT qa_id FROM w) ORDER BY qa_id""",
+                [*params, run_id],
+            ).fetchall()
+        ]
+        if differ:
             found.append(
-                Violation(
-                    "export_exact",
-                    f"{name} differs from the accepted pairs",
-                    sorted(set(written) ^ expected),
-                )
+                Violation("export_exact", f"{name} differs from the accepted pairs", differ)
             )
     return found
 

@@ -157,8 +157,8 @@ def gate_ingest(run: dict) -> dict:
         run,
         "ingest",
         lambda con: (
-            ingest.gate_frame(con, run["files"]),
-            ingest.gate_expectations(p.max_ingest_error_rate),
+            frame := ingest.gate_frame(con, run["files"]),
+            ingest.gate_expectations(p.max_ingest_error_rate, gates.rows_of(frame)),
         ),
     )
 
@@ -241,7 +241,7 @@ def gate_dataset(run: dict) -> dict:
     def inputs(con):
         frame = export.dataset_frame(con, run["run_id"])
         return frame, export.dataset_expectations(
-            len(frame),
+            gates.rows_of(frame),
             min_pairs=p.min_accepted_pairs,
             max_answer_words=p.max_answer_words,
             work_set=work_set,

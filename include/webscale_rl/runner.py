@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from webscale_rl import staging
+from webscale_rl import gates, staging
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import common, registry
 
@@ -54,4 +54,4 @@ def gate_inputs(name: str, con, run_id: str, params) -> tuple[pd.DataFrame, list
     """The frame a stage's gate validates, and its expectations."""
     impl = registry.get(name).impl
     frame = impl.gate_frame(con, run_id, registry.previous(name))
-    return frame, impl.gate_expectations(params, len(frame))
+    return frame, impl.gate_expectations(params, gates.rows_of(frame))

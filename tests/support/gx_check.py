@@ -39,4 +39,4 @@ def failures(frame: pd.DataFrame, expectations: list) -> list[str]:
         result_format={"result_format": "COMPLETE", "partial_unexpected_count": 5},
     )
     context.suites.delete(name)
-    return [_describe_failure(r) for r in result.results if not r.success]
+    return [_describe_failure(r, frame) for r in result.results if not r.success]

@@ -1,8 +1,11 @@
 """Great Expectations gates: validate a stage's output before the next stage may run.
 
-The stage table is read from DuckDB into a DataFrame and validated with GX's pandas path
-(GX 1.x's SQL datasource on a DuckDB file returns wrong results: its metrics read results
-after the connection is closed). Results are
+A gate validates its stage's *profile*, computed in DuckDB (stages.common.profile_frame):
+one row per distinct combination of the checked values with `n_rows`, the items it stands
+for, and run-level measures, so the frame stays small however large the run. It goes
+through GX's pandas path (GX 1.x's SQL datasource on a DuckDB file returns wrong results:
+its metrics read results after the connection is closed). Failure messages count items,
+not profile rows. Results are
 kept in a file-backed GX project under $WEBSCALE_RL_DATA_DIR/gx so the Data Docs index in
 $WEBSCALE_RL_DATA_DIR/data_docs lists every gate of every run.
 """
@@ -53,8 +56,27 @@ def _plain(value):
     return round(value, 4) if isinstance(value, float) else value
 
 
-def _describe_failure(result) -> str:
-    """One plain-words line for a failed expectation: what, on how many rows, examples."""
+def rows_of(frame: pd.DataFrame) -> int:
+    """The items a gate frame stands for: the sum of a profile's n_rows (else its length)."""
+    return int(frame["n_rows"].sum()) if "n_rows" in frame.columns else len(frame)
+
+
+def _item_counts(res: dict, frame: pd.DataFrame | None, condition) -> tuple:
+    """(unexpected, checked) in items rather than profile rows, where the frame says how
+    many items each row stands for; GX's own counts otherwise."""
+    counts = (res.get("unexpected_count"), res.get("element_count"))
+    index = res.get("unexpected_index_list")
+    if frame is None or "n_rows" not in frame.columns or index is None:
+        return counts
+    try:
+        checked = frame.query(condition) if condition else frame
+        return int(frame.loc[list(index), "n_rows"].sum()), int(checked["n_rows"].sum())
+    except Exception:  # an index or condition this frame cannot answer: GX's counts
+        return counts
+
+
+def _describe_failure(result, frame: pd.DataFrame | None = None) -> str:
+    """One plain-words line for a failed expectation: what, on how many items, examples."""
     config = result.expectation_config
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("batch_id",)}
     condition = kwargs.pop("row_condition", None)
@@ -66,11 +88,10 @@ def _describe_failure(result) -> str:
         text += f" where {filt}"
     res = result.result or {}
     if res.get("unexpected_count") is not None:
+        filt = condition.get("pass_through_filter") if isinstance(condition, dict) else condition
+        unexpected, checked = _item_counts(res, frame, filt)
         examples = [_plain(v) for v in list(res.get("partial_unexpected_list") or [])[:5]]
-        text += (
-            f": {res['unexpected_count']} of {res.get('element_count')} rows violate it"
-            f"; examples: {examples!r}"
-        )
+        text += f": {unexpected} of {checked} rows violate it; examples: {examples!r}"
     elif "observed_value" in res:
         text += f": observed {_plain(res['observed_value'])!r}"
     if result.exception_info and result.exception_info.get("raised_exception"):
@@ -151,11 +172,11 @@ def run_gate(
         )
         identifier, suite_result = next(iter(outcome.run_results.items()))
         urls = context.get_docs_sites_urls(resource_identifier=identifier, site_name=SITE_NAME)
-    failures = [_describe_failure(r) for r in suite_result.results if not r.success]
+    failures = [_describe_failure(r, frame) for r in suite_result.results if not r.success]
     return GateResult(
         stage=stage,
         success=bool(suite_result.success),
-        rows=len(frame),
+        rows=rows_of(frame),
         failures=failures,
         evaluated=len(suite_result.results),
         docs_url=(urls[0].get("site_url") if urls else None),

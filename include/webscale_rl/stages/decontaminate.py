@@ -325,15 +325,18 @@ def decontaminate_pairs(
 
 
 def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
-    return con.execute(
-        f"""SELECT v.qa_id, s.status, s.reason, s.benchmark, s.ngram, s.duplicate_of,
-                   CASE WHEN s.status = 'kept' THEN 1 ELSE 0 END AS is_kept
+    return common.profile_frame(
+        con,
+        f"""SELECT v.qa_id, s.status, s.reason, s.benchmark IS NOT NULL AS has_benchmark,
+                   s.ngram IS NOT NULL AS has_ngram, s.duplicate_of IS NOT NULL AS has_duplicate_of
             FROM run_docs r JOIN {registry.first_pair_stage().name} g ON g.doc_id = r.doc_id
             JOIN {previous} v ON v.qa_id = g.qa_id AND v.status = 'kept'
             LEFT JOIN {STAGE} s ON s.qa_id = v.qa_id
-            WHERE r.run_id = ? ORDER BY v.qa_id""",
+            WHERE r.run_id = ?""",
         [run_id],
-    ).df()
+        key="qa_id",
+        measures=common.STATUS_MEASURES,
+    )
 
 
 def gate_expectations(params, rows: int) -> list:
@@ -343,7 +346,13 @@ def gate_expectations(params, rows: int) -> list:
         return {"row_condition": f'reason=="{reason}"', "condition_parser": "pandas"}
 
     return common.status_expectations(rows, key="qa_id", reasons=REASONS) + [
-        gxe.ExpectColumnValuesToNotBeNull(column="benchmark", **where("benchmark_contamination")),
-        gxe.ExpectColumnValuesToNotBeNull(column="ngram", **where("benchmark_contamination")),
-        gxe.ExpectColumnValuesToNotBeNull(column="duplicate_of", **where("duplicate_question")),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="has_benchmark", value_set=[True], **where("benchmark_contamination")
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="has_ngram", value_set=[True], **where("benchmark_contamination")
+        ),
+        gxe.ExpectColumnValuesToBeInSet(
+            column="has_duplicate_of", value_set=[True], **where("duplicate_question")
+        ),
     ]

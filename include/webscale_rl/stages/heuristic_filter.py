@@ -245,8 +245,8 @@ def process(docs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
 
 
 def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
-    """One row per document of the run, with its filter row (NULL status = missing row)."""
-    return common.doc_gate_frame(con, run_id, STAGE, previous, columns="s.value")
+    """The run's documents with their filter rows (NULL status = missing row), profiled."""
+    return common.doc_gate_frame(con, run_id, STAGE, previous)
 
 
 def gate_expectations(params, rows: int) -> list:

@@ -190,7 +190,9 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
 
 
 def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
-    return common.doc_gate_frame(con, run_id, STAGE, previous, columns="s.duplicate_of")
+    return common.doc_gate_frame(
+        con, run_id, STAGE, previous, columns="s.duplicate_of IS NOT NULL AS has_duplicate_of"
+    )
 
 
 def gate_expectations(params, rows: int) -> list:
@@ -198,5 +200,5 @@ def gate_expectations(params, rows: int) -> list:
 
     rejected = {"row_condition": 'status=="rejected"', "condition_parser": "pandas"}
     return common.status_expectations(rows, reasons=REASONS) + [
-        gxe.ExpectColumnValuesToNotBeNull(column="duplicate_of", **rejected),
+        gxe.ExpectColumnValuesToBeInSet(column="has_duplicate_of", value_set=[True], **rejected),
     ]

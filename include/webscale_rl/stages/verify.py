@@ -207,17 +207,20 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
 
 def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
     pairs = registry.first_pair_stage().name
-    return con.execute(
+    return common.profile_frame(
+        con,
         f"""
-        SELECT g.qa_id, v.status, v.reason, g.answer,
-               CASE WHEN v.status = 'kept' THEN 1 ELSE 0 END AS is_kept
+        SELECT g.qa_id, v.status, v.reason,
+               {common.capped_length("g.answer", common.MAX_ANSWER_CHARS)} AS answer_chars
         FROM run_docs r JOIN {pairs} g ON g.doc_id = r.doc_id
         JOIN {previous} p ON p.qa_id = g.qa_id AND p.status = 'kept'
         LEFT JOIN {STAGE} v ON v.qa_id = g.qa_id
-        WHERE r.run_id = ? ORDER BY g.qa_id
+        WHERE r.run_id = ?
         """,
         [run_id],
-    ).df()
+        key="qa_id",
+        measures=common.STATUS_MEASURES,
+    )
 
 
 def gate_expectations(params, rows: int) -> list:
@@ -231,7 +234,7 @@ def gate_expectations(params, rows: int) -> list:
         max_failed_rate=params.max_llm_failed_rate,
         min_kept_rate=params.min_accepted_rate,
     ) + [
-        gxe.ExpectColumnValueLengthsToBeBetween(
-            column="answer", min_value=1, max_value=120, **kept
+        gxe.ExpectColumnValuesToBeBetween(
+            column="answer_chars", min_value=1, max_value=common.MAX_ANSWER_CHARS, **kept
         ),
     ]

@@ -34,7 +34,7 @@ from hypothesis_jsonschema import from_schema
 from conftest import SAMPLE_DIR
 from support import gx_check, stages
 from support.fake_llm import FakeLLM
-from webscale_rl import conservation, prompts, warehouse
+from webscale_rl import conservation, gates, prompts, warehouse
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import classify, export, registry
 from webscale_rl.stages.ingest import ingest_files
@@ -157,7 +157,10 @@ def run_chain(
             gx_check.failures(
                 frame,
                 export.dataset_expectations(
-                    len(frame), min_pairs=0, max_answer_words=MAX_ANSWER_WORDS, work_set=DOCS
+                    gates.rows_of(frame),
+                    min_pairs=0,
+                    max_answer_words=MAX_ANSWER_WORDS,
+                    work_set=DOCS,
                 ),
             )
             == []
