@@ -24,7 +24,7 @@ LLM_STAMP := $(VENV)/.embedded-llm
 # Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
 
-.PHONY: bootstrap airflow-db embedded-llm vllm browser demo test test-fast lint up down bench train-venv train-smoke clean
+.PHONY: bootstrap airflow-db embedded-llm vllm browser demo test test-fast lint up down bench bench-scale train-venv train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -131,9 +131,22 @@ down:
 	@test -f $(AIRFLOW_HOME)/up.pid && kill -INT $$(cat $(AIRFLOW_HOME)/up.pid) && echo "stopping Airflow and the LLM server" \
 	  || echo "nothing to stop (no $(AIRFLOW_HOME)/up.pid)"
 
-## make bench: every benchmark in bench/ (figures printed, nothing asserted).
-bench: $(STAMP) vllm
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+## make bench: the benchmarks in bench/ (nothing asserted): each prints its figures with
+## their targets and whether they hold; all of them go to bench/results.md.
+BENCHES ?= llm_client heuristic_filter near_dedup scale vllm_concurrency
+BENCH_RESULTS := $(ROOT)/bench/.results.jsonl
+
+bench: $(STAMP) airflow-db vllm
+	@rm -f $(BENCH_RESULTS)
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; \
+	  BENCH_RESULTS=$(BENCH_RESULTS) $(BIN)/python bench/$$b.py || exit 1; done
+	$(BIN)/python bench/results.py write $(BENCH_RESULTS) bench/results.md
+
+## make bench-scale: the cost curve up to 100k documents (about an hour on 2 cores).
+bench-scale: $(STAMP) airflow-db
+	@rm -f $(BENCH_RESULTS)
+	BENCH_RESULTS=$(BENCH_RESULTS) $(BIN)/python bench/scale.py --docs 1000 10000 100000 --waste-k 0
+	$(BIN)/python bench/results.py write $(BENCH_RESULTS) bench/results-scale.md
 
 ## make train-venv: the CPU training stack (torch CPU, transformers, TRL) in its own venv,
 ## never in Airflow's; fails if anything pulled a CUDA build.

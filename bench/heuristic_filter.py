@@ -19,6 +19,8 @@ from collections import Counter
 from importlib import metadata
 from pathlib import Path
 
+import results
+
 from webscale_rl.stages.heuristic_filter import evaluate
 from webscale_rl.text import normalize_text, tokenize
 
@@ -72,11 +74,22 @@ def main() -> None:
     }
     print(f"{'source':20} {'docs':>6} {'rejected':>9} {'rate':>7}  first failing rule: count")
     all_texts = []
+    figures = []
     for name, texts in sources.items():
         texts = [normalize_text(t) for t in texts]
         all_texts += texts
         rules = Counter(f[0]["rule"] for f in (evaluate(t) for t in texts) if f)
         n_rej = sum(rules.values())
+        rate = n_rej / max(len(texts), 1)
+        figures.append(
+            results.Figure(
+                "heuristic filter",
+                f"good documents rejected: {name}",
+                rate,
+                "<= 0.05",
+                rate <= 0.05,
+            )
+        )
         print(
             f"{name:20} {len(texts):6d} {n_rej:9d} {n_rej / max(len(texts), 1):7.1%}  "
             + ", ".join(f"{r}: {n}" for r, n in rules.most_common())
@@ -92,6 +105,16 @@ def main() -> None:
     print(
         f"throughput: {len(all_texts) * reps / elapsed:,.0f} docs/s, {chars / elapsed / 1e6:.1f} MB/s on one core"
     )
+    figures.append(
+        results.Figure(
+            "heuristic filter",
+            "docs/s on one core",
+            len(all_texts) * reps / elapsed,
+            "(reported)",
+            None,
+        )
+    )
+    results.emit(figures)
 
 
 if __name__ == "__main__":

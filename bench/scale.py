@@ -138,11 +138,7 @@ def warehouse_counts(db: Path) -> dict:
         con.close()
 
 
-def run_size(n_docs: int, workdir: Path, base_url: str, conf_extra: dict) -> dict:
-    home, data = workdir / f"airflow-{n_docs}", workdir / f"data-{n_docs}"
-    home.mkdir()
-    shutil.copy(ROOT / ".airflow" / "airflow.db", home / "airflow.db")
-    corpus_bytes = corpus.write_jsonl(data / "scale" / "corpus.jsonl", n_docs)
+def _env(home: Path, data: Path, base_url: str) -> dict:
     env = dict(
         os.environ,
         PATH=f"{BIN}:{os.environ.get('PATH', '')}",
@@ -161,15 +157,25 @@ def run_size(n_docs: int, workdir: Path, base_url: str, conf_extra: dict) -> dic
         ),
     )
     env.pop("WEBSCALE_RL_DB", None)
-    conf = {"corpus": "scale", "run_label": f"bench scale {n_docs}", **conf_extra}
-    log_path = workdir / f"airflow-{n_docs}.log"
+    return env
+
+
+def server_stats(base_url: str) -> dict:
+    import httpx
+
+    return httpx.get(base_url.removesuffix("/v1") + "/admin/stats", timeout=10).json()
+
+
+def run_dag(home: Path, data: Path, base_url: str, conf: dict, log_path: Path) -> dict:
+    """One `airflow dags test webscale_rl` run; wall time, RSS and per-task figures."""
     started = time.time()
+    calls_before = server_stats(base_url)["completions_ok"]
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [str(BIN / "airflow"), "dags", "test", "webscale_rl", "-c", json.dumps(conf)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env=_env(home, data, base_url),
             cwd=ROOT,
         )
         sampler = RssSampler(proc.pid)
@@ -180,25 +186,81 @@ def run_size(n_docs: int, workdir: Path, base_url: str, conf_extra: dict) -> dic
     wall = time.time() - started
     if rc != 0:
         tail = log_path.read_text(errors="replace")[-4000:]
-        raise RuntimeError(
-            f"{n_docs} documents: the run failed (exit {rc}); log {log_path}:\n{tail}"
-        )
+        raise RuntimeError(f"the run failed (exit {rc}); log {log_path}:\n{tail}")
     tasks: dict[str, dict] = {}
     for ti in task_times(home / "airflow.db", started):
         entry = tasks.setdefault(ti["task"], {"seconds": 0.0, "instances": 0, "peak_rss_mb": 0.0})
         entry["seconds"] += max(0.0, ti["end"] - ti["start"])
         entry["instances"] += 1
         entry["peak_rss_mb"] = max(entry["peak_rss_mb"], sampler.peak(ti["start"], ti["end"]))
-    counts = warehouse_counts(data / "warehouse.duckdb")
     return {
-        "docs": n_docs,
-        "corpus_mb": corpus_bytes / 1e6,
         "wall_s": wall,
         "peak_rss_mb": sampler.peak(),
         "in_tasks_s": sum(t["seconds"] for t in tasks.values()),
         "tasks": tasks,
-        **counts,
+        "calls_sent": server_stats(base_url)["completions_ok"] - calls_before,
     }
+
+
+def run_size(n_docs: int, workdir: Path, base_url: str, conf_extra: dict) -> dict:
+    home, data = workdir / f"airflow-{n_docs}", workdir / f"data-{n_docs}"
+    home.mkdir()
+    shutil.copy(ROOT / ".airflow" / "airflow.db", home / "airflow.db")
+    corpus_bytes = corpus.write_jsonl(data / "scale" / "corpus.jsonl", n_docs)
+    conf = {"corpus": "scale", "run_label": f"bench scale {n_docs}", **conf_extra}
+    figures = run_dag(home, data, base_url, conf, workdir / f"airflow-{n_docs}.log")
+    return {
+        "docs": n_docs,
+        "corpus_mb": corpus_bytes / 1e6,
+        "home": str(home),
+        "data": str(data),
+        **figures,
+        **warehouse_counts(data / "warehouse.duckdb"),
+    }
+
+
+def zero_waste(first: dict, workdir: Path, base_url: str, conf_extra: dict, k: int) -> list:
+    """P2 on the first size's warehouse: re-run the same corpus, then add `k` documents and
+    run again; count the calls the server answered each time and the requests it answered
+    more than once over all three runs (a re-paid call)."""
+    home, data, n = Path(first["home"]), Path(first["data"]), first["docs"]
+    conf = {"corpus": "scale", **conf_extra}
+    rerun = run_dag(home, data, base_url, {**conf, "run_label": "re-run"}, workdir / "rerun.log")
+    corpus.write_jsonl(data / "scale" / "corpus.jsonl", n + k)  # the same n, then k new
+    more = run_dag(
+        home, data, base_url, {**conf, "run_label": f"+{k}"}, workdir / "incremental.log"
+    )
+    repaid = server_stats(base_url)["repeated_successes"]
+    per_doc = first["calls_sent"] / n
+    print(
+        f"\nP2 zero waste on the {n:,}-document warehouse: full run {first['calls_sent']:,} calls "
+        f"({per_doc:.2f} per document); re-run {rerun['calls_sent']} calls in {rerun['wall_s']:.1f} s; "
+        f"+{k} documents: {more['calls_sent']} calls ({more['calls_sent'] / k:.2f} per new document) "
+        f"in {more['wall_s']:.1f} s; requests answered more than once over the three runs: {repaid}"
+    )
+    return [
+        results.Figure(
+            "P2 zero waste",
+            "calls sent by a re-run",
+            rerun["calls_sent"],
+            "= 0",
+            rerun["calls_sent"] == 0,
+        ),
+        results.Figure(
+            "P2 zero waste",
+            f"calls per new document (+{k}) / calls per document (full run)",
+            (more["calls_sent"] / k) / per_doc,
+            "about 1 (the same mix of documents)",
+            None,
+        ),
+        results.Figure(
+            "P2 zero waste",
+            "requests the server answered twice (3 runs)",
+            repaid,
+            "= 0",
+            repaid == 0,
+        ),
+    ]
 
 
 def print_size(r: dict) -> None:
@@ -223,6 +285,12 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--conf", default="{}", help="extra run params (JSON)")
     parser.add_argument("--keep", action="store_true", help="keep the work dir")
+    parser.add_argument(
+        "--waste-k",
+        type=int,
+        default=100,
+        help="P2: documents added for the incremental run (0: skip P2)",
+    )
     args = parser.parse_args()
     if not (ROOT / ".airflow" / ".migrated").exists():
         sys.exit("no migrated Airflow metadata DB: run `make airflow-db` first (make bench does)")
@@ -234,12 +302,17 @@ def main() -> int:
         for n in sorted(args.docs):
             runs.append(run_size(n, workdir, url, json.loads(args.conf)))
             print_size(runs[-1])
+        waste = (
+            zero_waste(runs[0], workdir, url, json.loads(args.conf), args.waste_k)
+            if args.waste_k
+            else []
+        )
     finally:
         server.terminate()
         server.wait(10)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
-    figures = []
+    figures = list(waste)
     for small, big in zip(runs, runs[1:], strict=False):
         growth = big["docs"] / small["docs"]
         time_ratio = (big["wall_s"] / small["wall_s"]) / growth

@@ -26,6 +26,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+import results  # noqa: E402
+
 from webscale_rl import prompts  # noqa: E402
 from webscale_rl.embedded_llm import EmbeddedLLM  # noqa: E402
 from webscale_rl.embedded_vllm import EmbeddedVLLM, unavailable_reason  # noqa: E402
@@ -154,6 +156,17 @@ def main() -> int:
         )
     best = max(rows, key=lambda r: r["req_s"])
     print(f"best: concurrency {best['level']} ({best['req_s']:.2f} req/s)")
+    results.emit(
+        [
+            results.Figure(
+                f"{args.backend} concurrency",
+                f"req/s at concurrency {best['level']} (best) / at {base['level']}",
+                best["req_s"] / base["req_s"],
+                "(reported)",
+                None,
+            )
+        ]
+    )
     return 0
 
 

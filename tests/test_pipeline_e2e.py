@@ -78,6 +78,14 @@ def check_dataset_card(data_dir: Path, export_dir: Path, run_id: str, accepted: 
     )[0]
     assert sum(s["calls"] for s in card["ledger"]["stages"].values()) == calls[0]
     assert sum(s["prompt_tokens"] for s in card["ledger"]["stages"].values()) == calls[1]
+    # The paper-scale projection: this run's tokens per accepted pair times 1.2 M pairs.
+    total = card["ledger"]["total_tokens"]
+    scale = card["ledger"]["paper_scale"]
+    assert scale["tokens"] == round(total / accepted * 1_200_000)
+    assert scale["gpu_hours"] == round(
+        scale["tokens"] / scale["assumed_tokens_per_gpu_s"] / 3600, 1
+    )
+    assert f"{scale['gpu_hours']:,.1f} GPU-hours" in md
     assert (
         card["source"]["tokens"]
         == query(

@@ -16,7 +16,6 @@ and small domains on purpose, so the figures describe the sample, not the popula
 from __future__ import annotations
 
 import csv
-import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -49,29 +48,29 @@ class AuditFileError(ValueError):
 
 
 def sample(con, run_id: str, per_stratum: int = PER_STRATUM) -> pd.DataFrame:
-    """Up to `per_stratum` pairs per (domain, verifier verdict), chosen by a stable hash."""
-    rows = con.execute(
+    """Up to `per_stratum` pairs per (domain, verifier verdict), chosen by a stable hash
+    (sha256 of run id and qa_id). DuckDB picks them, so only the sample leaves the warehouse."""
+    picked = con.execute(
         """SELECT g.qa_id, g.doc_id, c.domain, g.persona,
                   CASE WHEN v.status = 'kept' THEN 'accepted' ELSE 'rejected' END AS verifier_verdict,
-                  v.reason AS verifier_reason, coalesce(x.status, v.status) AS final_status,
+                  v.reason AS verifier_reason,
+                  CASE WHEN coalesce(x.status, v.status) = 'kept' THEN 'accepted' ELSE 'rejected'
+                  END AS final_status,
                   g.question, g.answer, left(d.text, 1500) AS document_excerpt
            FROM run_docs r JOIN generate g ON g.doc_id = r.doc_id AND g.status = 'kept'
            JOIN verify v ON v.qa_id = g.qa_id AND v.status IN ('kept', 'rejected')
            LEFT JOIN decontaminate x ON x.qa_id = g.qa_id
            JOIN classify c ON c.doc_id = g.doc_id
            JOIN documents d ON d.doc_id = g.doc_id
-           WHERE r.run_id = ?""",
-        [run_id],
+           WHERE r.run_id = ? AND c.domain IS NOT NULL
+           QUALIFY row_number() OVER (
+               PARTITION BY c.domain, verifier_verdict ORDER BY sha256(? || chr(10) || g.qa_id)
+           ) <= ?
+           ORDER BY c.domain, verifier_verdict, sha256(? || chr(10) || g.qa_id)""",
+        [run_id, run_id, per_stratum, run_id],
     ).df()
-    if rows.empty:
+    if picked.empty:
         return pd.DataFrame(columns=COLUMNS)
-    rows["final_status"] = rows["final_status"].map({"kept": "accepted"}).fillna("rejected")
-    rows["_order"] = [hashlib.sha256(f"{run_id}\n{q}".encode()).hexdigest() for q in rows["qa_id"]]
-    picked = (
-        rows.sort_values(["domain", "verifier_verdict", "_order"])
-        .groupby(["domain", "verifier_verdict"], sort=True)
-        .head(per_stratum)
-    )
     picked = picked.assign(run_id=run_id, correct="", leaked="", self_contained="", notes="")
     return picked[COLUMNS].reset_index(drop=True)
 

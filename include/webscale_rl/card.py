@@ -157,10 +157,32 @@ def ledger(con, run_id: str, accepted_pairs: int) -> dict:
         for stage, s in llm_ledger.per_stage(con, run_id).items()
     }
     total = sum(s["prompt_tokens"] + s["completion_tokens"] for s in stages.values())
+    per_pair = total / accepted_pairs if accepted_pairs else None
     return {
         "stages": stages,
         "total_tokens": total,
-        "tokens_per_accepted_pair": round(total / accepted_pairs, 1) if accepted_pairs else None,
+        "tokens_per_accepted_pair": round(per_pair, 1) if per_pair else None,
+        "paper_scale": paper_scale(per_pair),
+    }
+
+
+# The method's reference dataset, and the serving rate the projection assumes: an assumed
+# round figure (prompt + completion tokens per second per GPU) for an 8B model on one
+# H100-class GPU under vLLM at high concurrency with prefix caching; not measured here.
+PAPER_SCALE_PAIRS = 1_200_000
+ASSUMED_TOKENS_PER_GPU_S = 10_000
+
+
+def paper_scale(tokens_per_pair: float | None) -> dict | None:
+    """This run's tokens per accepted pair, projected to the reference dataset's size."""
+    if not tokens_per_pair:
+        return None
+    tokens = tokens_per_pair * PAPER_SCALE_PAIRS
+    return {
+        "pairs": PAPER_SCALE_PAIRS,
+        "tokens": round(tokens),
+        "assumed_tokens_per_gpu_s": ASSUMED_TOKENS_PER_GPU_S,
+        "gpu_hours": round(tokens / ASSUMED_TOKENS_PER_GPU_S / 3600, 1),
     }
 
 
@@ -270,6 +292,15 @@ def render_markdown(card: dict) -> str:
         f"{'n/a' if per_pair is None else f'{per_pair:,.1f}'} tokens per accepted pair.",
         "",
     ]
+    scale = card["ledger"].get("paper_scale")
+    if scale:
+        lines += [
+            f"At this rate the method's {scale['pairs']:,} pairs would cost about "
+            f"{scale['tokens'] / 1e9:,.2f} B tokens: {scale['gpu_hours']:,.1f} GPU-hours at an "
+            f"assumed {scale['assumed_tokens_per_gpu_s']:,} tokens/s per GPU (vLLM, 8B model, "
+            "H100-class; not measured here).",
+            "",
+        ]
     lines += describe_server(card.get("llm_server"), card["ledger"])
     lines += [
         "## Human audit",

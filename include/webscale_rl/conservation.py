@@ -145,9 +145,11 @@ def _ingest(con, run_id: str, files: list[str]) -> list[Violation]:
 
 def _outcomes(con, run_id: str) -> list[Violation]:
     found: list[Violation] = []
+    # Only the offending documents come back: the run's work set may be millions.
     per_doc = con.execute(
         """SELECT r.doc_id, count(o.doc_id) AS n, min(o.outcome) AS outcome FROM run_docs r
-           LEFT JOIN doc_outcomes o USING (doc_id) WHERE r.run_id = ? GROUP BY r.doc_id""",
+           LEFT JOIN doc_outcomes o USING (doc_id) WHERE r.run_id = ? GROUP BY r.doc_id
+           HAVING count(o.doc_id) <> 1 OR min(o.outcome) = 'pending'""",
         [run_id],
     ).fetchall()
     not_one = sorted(d for d, n, _ in per_doc if n != 1)

@@ -259,6 +259,9 @@ def run(ctx: StageContext) -> dict:
     )
 
 
+PAIRS_BATCH_ROWS = 20_000
+
+
 def decontaminate_pairs(
     db_path: Path,
     run_id: str,
@@ -270,26 +273,32 @@ def decontaminate_pairs(
 ) -> dict:
     """Check the pairs `previous` kept; replace the run's rows."""
     pairs_table = registry.first_pair_stage().name
+    index = NgramIndex(benchmarks, ngram)
+    questions = QuestionIndex(question_threshold)
+    rows: list[dict] = []
     with warehouse.read(db_path) as con:
-        pairs = con.execute(
-            f"""SELECT g.qa_id, g.doc_id, g.question, g.answer, d.text FROM run_docs r
-                JOIN documents d USING (doc_id)
-                JOIN {pairs_table} g ON g.doc_id = d.doc_id
-                JOIN {previous} v ON v.qa_id = g.qa_id AND v.status = 'kept'
-                WHERE r.run_id = ? ORDER BY d.ingest_seq, g.persona_idx, g.qa_id""",
-            [run_id],
-        ).df()
-        earlier = con.execute(
+        earlier = 0
+        for qa_id, question in con.execute(
             f"""SELECT s.qa_id, g.question FROM {STAGE} s JOIN {pairs_table} g USING (qa_id)
                 WHERE s.status = 'kept' AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
                 ORDER BY s.qa_id""",
             [run_id],
-        ).fetchall()
-    index = NgramIndex(benchmarks, ngram)
-    questions = QuestionIndex(question_threshold)
-    for qa_id, question in earlier:
-        questions.add(qa_id, question)
-    rows = check_pairs(pairs.to_dict("records"), index, questions, check_documents)
+        ).fetchall():
+            questions.add(qa_id, question)
+            earlier += 1
+        # Streamed in batches, each pair with its document's text only when documents are
+        # checked too: a run's pairs with their texts would not fit in memory at scale.
+        reader = con.sql(
+            f"""SELECT g.qa_id, g.doc_id, g.question, g.answer,
+                       CASE WHEN ? THEN d.text END AS text FROM run_docs r
+                JOIN documents d USING (doc_id)
+                JOIN {pairs_table} g ON g.doc_id = d.doc_id
+                JOIN {previous} v ON v.qa_id = g.qa_id AND v.status = 'kept'
+                WHERE r.run_id = ? ORDER BY d.ingest_seq, g.persona_idx, g.qa_id""",
+            params=[check_documents, run_id],
+        ).to_arrow_reader(PAIRS_BATCH_ROWS)
+        for batch in reader:
+            rows += check_pairs(batch.to_pylist(), index, questions, check_documents)
     frame = pd.DataFrame(
         rows,
         columns=[
@@ -320,7 +329,7 @@ def decontaminate_pairs(
         **{k: int(v) for k, v in by_reason.items()},
         "benchmarks": index.benchmarks,
         "benchmark_ngrams": len(index.grams),
-        "compared_with_earlier_questions": len(earlier),
+        "compared_with_earlier_questions": earlier,
     }
 
 

@@ -45,6 +45,7 @@ LSH_WEIGHTS = (0.1, 0.9)  # (false-positive weight, false-negative weight)
 # Stored with each signature: a change of any of these makes old signatures incomparable.
 SIGNATURE_VERSION = f"datasketch-2:{SCHEME}:perm{NUM_PERM}:seed{SEED}:words{SHINGLE_WORDS}"
 REASONS = ["near_duplicate"]
+DOCS_BATCH_ROWS = 5_000  # documents read (and signed) at a time
 TABLE_DDL = """
 CREATE TABLE IF NOT EXISTS near_dedup (
     doc_id       VARCHAR PRIMARY KEY,
@@ -123,15 +124,9 @@ def run(ctx: StageContext) -> dict:
 def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Dedup this run's documents kept by `previous` against each other and against every
     document kept by this stage in earlier runs; replace the run's rows."""
+    new_sigs: dict[str, np.ndarray] = {}
+    order: list[str] = []
     with warehouse.read(db_path) as con:
-        docs = con.execute(
-            f"""SELECT d.doc_id, d.text, m.hashvalues FROM run_docs r
-                JOIN documents d USING (doc_id)
-                JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
-                LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = ?
-                WHERE r.run_id = ? ORDER BY d.ingest_seq""",
-            [SIGNATURE_VERSION, run_id],
-        ).df()
         # Everything kept before this run (a re-run of this run must not see itself).
         prior_rows = con.execute(
             f"""SELECT s.doc_id, m.hashvalues FROM {STAGE} s
@@ -141,15 +136,36 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
                 ORDER BY s.doc_id""",
             [SIGNATURE_VERSION, run_id],
         ).fetchall()
-    prior = [(doc_id, np.frombuffer(blob, dtype=np.uint32)) for doc_id, blob in prior_rows]
-    missing = docs["hashvalues"].isna() if len(docs) else pd.Series(dtype=bool)
-    computed = signatures(docs.loc[missing, "text"].tolist()) if missing.any() else []
-    new_sigs = dict(zip(docs.loc[missing, "doc_id"], computed, strict=True))
-    ordered = [
-        (d, new_sigs[d] if d in new_sigs else np.frombuffer(blob, dtype=np.uint32))
-        for d, blob in zip(docs["doc_id"], docs["hashvalues"], strict=True)
-    ]
-    duplicates = find_duplicates(prior, ordered, threshold)
+        prior = [(doc_id, np.frombuffer(blob, dtype=np.uint32)) for doc_id, blob in prior_rows]
+        del prior_rows
+        # The run's documents stream in arrival order, in batches; a text is read only where
+        # its signature is not stored yet.
+        reader = con.sql(
+            f"""SELECT d.doc_id, CASE WHEN m.hashvalues IS NULL THEN d.text END AS text,
+                       m.hashvalues FROM run_docs r
+                JOIN documents d USING (doc_id)
+                JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
+                LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = ?
+                WHERE r.run_id = ? ORDER BY d.ingest_seq""",
+            params=[SIGNATURE_VERSION, run_id],
+        ).to_arrow_reader(DOCS_BATCH_ROWS)
+
+        def ordered():
+            for batch in reader:
+                docs = batch.to_pydict()
+                missing = [i for i, blob in enumerate(docs["hashvalues"]) if blob is None]
+                computed = signatures([docs["text"][i] for i in missing]) if missing else []
+                fresh = dict(zip(missing, computed, strict=True))
+                for i, doc_id in enumerate(docs["doc_id"]):
+                    if i in fresh:
+                        new_sigs[doc_id] = fresh[i]
+                        hv = fresh[i]
+                    else:
+                        hv = np.frombuffer(docs["hashvalues"][i], dtype=np.uint32)
+                    order.append(doc_id)
+                    yield doc_id, hv
+
+        duplicates = find_duplicates(prior, ordered(), threshold)
     rows = pd.DataFrame(
         [
             {
@@ -161,7 +177,7 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
                 "similarity": duplicates[d][1] if d in duplicates else None,
                 "threshold": threshold,
             }
-            for d, _ in ordered
+            for d in order
         ],
         columns=["doc_id", "run_id", "status", "reason", "duplicate_of", "similarity", "threshold"],
     )
