@@ -111,6 +111,16 @@ def test_permanent_fault_fails_only_the_documents_it_hits(dag, clean_run, tmp_pa
         use_server(monkeypatch, server)
         run = dag.test(run_conf={"corpus": CORPUS})
         assert str(run.state) == "success"  # 1 of 18 failed: within the gate's 20 %
+        # A re-run does not take the 4xx document on again: the same request would get the
+        # same refusal (and a run of only that document would trip its LLM gate).
+        sent = server.stats["requests"]
+        again = dag.test(run_conf={"corpus": CORPUS})
+        assert str(again.state) == "success"
+        assert server.stats["requests"] == sent
+        counts = json.loads(
+            query(data, "SELECT counts FROM runs WHERE run_id = ?", [again.run_id])[0][0]
+        )
+        assert counts["ingest"]["resumed_pending"] == 0 and counts["work_set"] == 0
     failed = query(
         data,
         """SELECT d.source_id, o.last_stage, o.outcome, o.reason FROM doc_outcomes o

@@ -221,6 +221,12 @@ def status_expectations(
     return suite
 
 
+# Failures a later run may not meet again (the server was down, overloaded, slow): their
+# documents are taken on again by the next run over the same files. A reply that broke the
+# schema, was cut, refused or got a 4xx failed after the client's own retries with new
+# seeds; resending it would pay again for the same answer, so those documents stay failed.
+TRANSIENT_LLM_REASONS = ["llm_connection", "llm_timeout", "llm_http_429", "llm_http_5xx"]
+
 LLM_FAILURE_REASONS = [
     f"llm_{k}"
     for k in (

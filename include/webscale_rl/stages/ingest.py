@@ -525,8 +525,10 @@ def _record_tallies(db_path: Path, run_id: str, tallies: dict[str, FileTally]) -
 
 def _claim_pending(db_path: Path, run_id: str, files: list[Path]) -> int:
     """Resume: documents from these files that an earlier run ingested but did not finish
-    (pending) or that failed (a transient fault, since fixed)
+    (pending) or that failed on a transient fault (server down, overloaded, timed out)
     join this run's work set. Returns how many were added."""
+    from webscale_rl.stages.common import TRANSIENT_LLM_REASONS
+
     if not files:
         return 0
     with warehouse.write(db_path) as con:
@@ -537,10 +539,11 @@ def _claim_pending(db_path: Path, run_id: str, files: list[Path]) -> int:
             """
             INSERT OR IGNORE INTO run_docs
             SELECT ?, o.doc_id FROM doc_outcomes o JOIN documents d USING (doc_id)
-            WHERE o.outcome IN ('pending', 'failed') AND d.source_file IN (SELECT source_file FROM _files)
+            WHERE (o.outcome = 'pending' OR (o.outcome = 'failed' AND list_contains(?, o.reason)))
+              AND d.source_file IN (SELECT source_file FROM _files)
               AND o.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
             """,
-            [run_id, run_id],
+            [run_id, TRANSIENT_LLM_REASONS, run_id],
         )
         con.unregister("_files")
     return int(added[0]) if added else 0
