@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +24,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import results  # noqa: E402
 
+from support.fake_llm import spawn  # noqa: E402
 from webscale_rl import prompts  # noqa: E402
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings  # noqa: E402
 
@@ -96,32 +96,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="runs per level; the worst counts")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    port_file = Path(tempfile.mkdtemp()) / "port"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "support" / "fake_llm.py"),
-            "--port",
-            "0",
-            "--port-file",
-            str(port_file),
-            "--latency-s",
-            str(args.latency_ms / 1000),
-        ],
-        stdout=subprocess.DEVNULL,
-    )
+    server, url = spawn(latency_s=args.latency_ms / 1000)
     figures = []
     try:
-        while not (port_file.exists() and port_file.read_text()):
-            time.sleep(0.05)
-        url = f"http://127.0.0.1:{port_file.read_text()}/v1"
         latency = args.latency_ms / 1000
         timed_run(url, 64, make_requests(64, "warm"))  # connections, imports
         print(
             f"LLM client through the stage path (client, ledger, parsing), server latency "
             f"{args.latency_ms:.0f} ms; worst of {args.repeats} runs per level:"
         )
-        best_rate = 0.0
+        ours = {}
         for level in (int(x) for x in args.levels.split(",")):
             n = level * args.per_slot
             ideal = level / latency
@@ -130,7 +114,7 @@ def main() -> None:
                 for r in range(args.repeats)
             ]
             worst = min(rates)
-            best_rate = max(best_rate, *rates) if level == 64 else best_rate
+            ours[level] = worst
             print(
                 f"  C={level:<4} {n:6d} requests: {worst:8.1f} req/s (best {max(rates):.1f}); "
                 f"ideal C/L {ideal:8.1f}; ratio {worst / ideal:.3f}"
@@ -145,20 +129,19 @@ def main() -> None:
                     (worst / ideal >= 0.9) if target else None,
                 )
             )
-            if level == 64:
-                ours = worst
         n_ref = 200
         reference = n_ref / thread_pool_run(url, make_requests(n_ref, "ref"))
         print(
             f"  reference layout (10 threads, one call each at a time): {reference:.1f} req/s; "
             f"ideal 10/L = {10 / latency:.1f}"
         )
+        pick = 64 if 64 in ours else max(ours)
         figures.append(
             results.Figure(
                 "P1 stage efficiency",
-                "speed-up of C=64 over the reference layout (10 threads)",
-                ours / reference,
-                "(reported; ideal 6.4)",
+                f"speed-up of C={pick} over the reference layout (10 threads)",
+                ours[pick] / reference,
+                f"(reported; ideal {pick / 10:g})",
                 None,
             )
         )

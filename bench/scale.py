@@ -34,9 +34,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "bench"))
+sys.path.insert(0, str(ROOT / "tests"))
 
 import corpus  # noqa: E402
 import results  # noqa: E402
+
+from support.fake_llm import spawn  # noqa: E402
 
 TIME_RATIO_TARGET = 1.1  # 10x the documents in at most 11x the time
 RSS_RATIO_TARGET = 1.5  # "flat": 10x the documents in at most 1.5x the peak memory
@@ -76,26 +79,6 @@ class RssSampler(threading.Thread):
     def peak(self, start: float = 0.0, end: float = float("inf")) -> float:
         window = [mb for t, mb in self.samples if start <= t <= end]
         return max(window, default=0.0)
-
-
-def start_test_server(workdir: Path) -> tuple[subprocess.Popen, str]:
-    port_file = workdir / "llm.port"
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            str(ROOT / "tests" / "support" / "fake_llm.py"),
-            "--port-file",
-            str(port_file),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    for _ in range(200):
-        if port_file.exists() and port_file.read_text():
-            return server, f"http://127.0.0.1:{port_file.read_text()}/v1"
-        time.sleep(0.05)
-    server.kill()
-    raise RuntimeError("the test server did not start")
 
 
 def _ts(value: str | None) -> float:
@@ -325,7 +308,7 @@ def main() -> int:
     if not (ROOT / ".airflow" / ".migrated").exists():
         sys.exit("no migrated Airflow metadata DB: run `make airflow-db` first (make bench does)")
     workdir = Path(tempfile.mkdtemp(prefix="webscale-rl-scale-"))
-    server, url = start_test_server(workdir)
+    server, url = spawn()
     runs = []
     try:
         print(f"pool of {len(corpus.paragraph_pool())} real-text paragraphs; work dir {workdir}")

@@ -20,7 +20,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +28,9 @@ from webscale_rl.embedded_llm import wait_for_models
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.fake_llm import spawn  # noqa: E402  (the scripted server, for --scripted)
 
 
 def main() -> int:
@@ -66,24 +68,7 @@ def main() -> int:
                 "extra": {"model": args.model, "structured_output": args.dialect},
             }
         elif args.scripted:
-            port_file = Path(tempfile.mkdtemp()) / "port"
-            server = subprocess.Popen(
-                [
-                    sys.executable,
-                    str(ROOT / "tests" / "support" / "fake_llm.py"),
-                    "--port",
-                    "0",
-                    "--port-file",
-                    str(port_file),
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            for _ in range(100):
-                if port_file.exists() and port_file.read_text():
-                    break
-                time.sleep(0.1)
-            url = f"http://127.0.0.1:{port_file.read_text()}/v1"
+            server, url = spawn()
             wait_for_models(url, 60)
             label = f"scripted test server (pid {server.pid}) at {url}: deterministic answers, NOT a language model"
             conn = {

@@ -735,6 +735,29 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
 
+def spawn(latency_s: float = 0.0, timeout_s: float = 20.0) -> tuple:
+    """This server in its own process (so it does not share the caller's interpreter) on a
+    free port: returns (Popen, base_url). The caller stops it (terminate)."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    port_file = Path(tempfile.mkdtemp()) / "port"
+    server = subprocess.Popen(
+        [sys.executable, __file__, "--port-file", str(port_file), "--latency-s", str(latency_s)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if port_file.exists() and port_file.read_text():
+            return server, f"http://127.0.0.1:{port_file.read_text()}/v1"
+        time.sleep(0.05)
+    server.kill()
+    raise RuntimeError("the test server did not start")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
