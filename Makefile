@@ -132,7 +132,7 @@ down:
 	  || echo "nothing to stop (no $(AIRFLOW_HOME)/up.pid)"
 
 ## make bench: the benchmarks in bench/ (nothing asserted): each prints its figures with
-## their targets and whether they hold, and all of them go to bench/results.md. About 15
+## their targets and whether they hold, and all of them go to bench/results.md. About 22
 ## minutes on 2 cores: the cost curve at 500 and 5,000 documents (make bench-scale: 1k-100k),
 ## vLLM at 1 and 16 requests in flight.
 BENCH_RESULTS := $(ROOT)/bench/.results.jsonl
