@@ -56,18 +56,19 @@ def sample(con, run_id: str, per_stratum: int = PER_STRATUM) -> pd.DataFrame:
                   v.reason AS verifier_reason,
                   CASE WHEN coalesce(x.status, v.status) = 'kept' THEN 'accepted' ELSE 'rejected'
                   END AS final_status,
-                  g.question, g.answer, left(d.text, 1500) AS document_excerpt
+                  g.question, g.answer, left(d.text, 1500) AS document_excerpt,
+                  sha256($run || chr(10) || g.qa_id) AS _order
            FROM run_docs r JOIN generate g ON g.doc_id = r.doc_id AND g.status = 'kept'
            JOIN verify v ON v.qa_id = g.qa_id AND v.status IN ('kept', 'rejected')
            LEFT JOIN decontaminate x ON x.qa_id = g.qa_id
            JOIN classify c ON c.doc_id = g.doc_id
            JOIN documents d ON d.doc_id = g.doc_id
-           WHERE r.run_id = ? AND c.domain IS NOT NULL
+           WHERE r.run_id = $run AND c.domain IS NOT NULL
            QUALIFY row_number() OVER (
-               PARTITION BY c.domain, verifier_verdict ORDER BY sha256(? || chr(10) || g.qa_id)
-           ) <= ?
-           ORDER BY c.domain, verifier_verdict, sha256(? || chr(10) || g.qa_id)""",
-        [run_id, run_id, per_stratum, run_id],
+               PARTITION BY c.domain, verifier_verdict ORDER BY _order
+           ) <= $per_stratum
+           ORDER BY c.domain, verifier_verdict, _order""",
+        {"run": run_id, "per_stratum": per_stratum},
     ).df()
     if picked.empty:
         return pd.DataFrame(columns=COLUMNS)

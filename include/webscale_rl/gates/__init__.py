@@ -83,12 +83,11 @@ def _describe_failure(result, frame: pd.DataFrame | None = None) -> str:
     kwargs.pop("condition_parser", None)
     args = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
     text = f"{config.type}({args})"
-    if condition:
-        filt = condition.get("pass_through_filter") if isinstance(condition, dict) else condition
+    filt = condition.get("pass_through_filter") if isinstance(condition, dict) else condition
+    if filt:
         text += f" where {filt}"
     res = result.result or {}
     if res.get("unexpected_count") is not None:
-        filt = condition.get("pass_through_filter") if isinstance(condition, dict) else condition
         unexpected, checked = _item_counts(res, frame, filt)
         examples = [_plain(v) for v in list(res.get("partial_unexpected_list") or [])[:5]]
         text += f": {unexpected} of {checked} rows violate it; examples: {examples!r}"
