@@ -24,7 +24,7 @@ LLM_STAMP := $(VENV)/.embedded-llm
 # Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
 
-.PHONY: bootstrap airflow-db embedded-llm vllm browser demo test test-fast lint up down bench bench-scale train-venv train-smoke clean
+.PHONY: bootstrap airflow-db embedded-llm vllm browser demo test test-fast lint up down bench bench-venv bench-scale train-venv train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -138,14 +138,29 @@ down:
 BENCH_RESULTS := $(ROOT)/bench/.results.jsonl
 BENCH_RUN := BENCH_RESULTS=$(BENCH_RESULTS) $(BIN)/python
 
-bench: $(STAMP) airflow-db vllm
+bench: $(STAMP) airflow-db vllm bench-venv
 	@rm -f $(BENCH_RESULTS)
 	$(BENCH_RUN) bench/llm_client.py
 	$(BENCH_RUN) bench/heuristic_filter.py
+	BENCH_RESULTS=$(BENCH_RESULTS) $(BENCH_VENV)/bin/python bench/heuristic_stage.py
 	$(BENCH_RUN) bench/near_dedup.py
 	$(BENCH_RUN) bench/scale.py --docs 500 5000
 	$(BENCH_RUN) bench/vllm_concurrency.py --levels 1,16
 	$(BIN)/python bench/results.py write $(BENCH_RESULTS) bench/results.md
+
+## make bench-venv: datatrove (the P3 baseline, bench/heuristic_stage.py) and what the project's
+## document path imports, in their own venv (.venv-bench), never in Airflow's.
+BENCH_VENV := $(ROOT)/.venv-bench
+BENCH_STAMP := $(BENCH_VENV)/.installed
+
+bench-venv: $(BENCH_STAMP)
+
+$(BENCH_STAMP): requirements-bench.txt requirements.lock pyproject.toml
+	test -x $(BENCH_VENV)/bin/python || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-bench.txt -c requirements.lock
+	$(BENCH_VENV)/bin/pip install -q --disable-pip-version-check --no-deps -e .
+	$(BENCH_VENV)/bin/python -c "import datatrove, spacy, webscale_rl.stages.ingest, webscale_rl.stages.heuristic_filter, webscale_rl.stages.near_dedup"
+	touch $@
 
 ## make bench-scale: the cost curve up to 100k documents (about an hour on 2 cores).
 bench-scale: $(STAMP) airflow-db

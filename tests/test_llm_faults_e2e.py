@@ -27,7 +27,11 @@ from support.fake_llm import FAULT_KINDS, FakeLLM
 # One worker: the module's clean run is computed once.
 pytestmark = pytest.mark.xdist_group("llm_faults")
 
-CORPUS = "sample/docs_stem.jsonl"  # 18 documents, ~130 LLM calls
+CORPUS = "sample/docs_stem.jsonl"  # 18 documents, ~130 LLM calls in the method's layout
+# The method's call layout (one generate call per persona: 54 here) gives the mid-stage
+# outages and the SIGKILL enough calls to land inside a stage; the fused layout's reply
+# handling is covered by the property tests and its whole run by test_pipeline_e2e.
+CONF = {"corpus": CORPUS, "call_layout": "method"}
 TRANSIENT = [k for k in FAULT_KINDS if k != "http_400"]
 
 
@@ -71,7 +75,7 @@ def clean(dag, tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp, FakeLLM() as server:
         data = fresh_data_dir(tmp_path_factory.mktemp("clean"), mp, "data")
         use_server(mp, server)
-        run = dag.test(run_conf={"corpus": CORPUS})
+        run = dag.test(run_conf=CONF)
         assert str(run.state) == "success"
         result = {"accepted": accepted(data), "tables": snapshot(data)}
     assert len(result["accepted"]) > 30
@@ -94,7 +98,7 @@ def test_transient_faults_leave_the_accepted_set_unchanged(
     with FakeLLM(faults={**faults, "retry_after_s": 0.05, "timeout_sleep_s": 1.5}) as server:
         data = fresh_data_dir(tmp_path, monkeypatch, "data")
         use_server(monkeypatch, server)
-        run = dag.test(run_conf={"corpus": CORPUS})
+        run = dag.test(run_conf=CONF)
         assert str(run.state) == "success"
         assert sum(server.stats["faults"].values()) > 0, "no fault was injected"
         assert accepted(data) == clean_run
@@ -109,12 +113,12 @@ def test_permanent_fault_fails_only_the_documents_it_hits(dag, clean_run, tmp_pa
     with FakeLLM(faults={"permanent": {"kind": "http_400", "match": "logtrim"}}) as server:
         data = fresh_data_dir(tmp_path, monkeypatch, "data")
         use_server(monkeypatch, server)
-        run = dag.test(run_conf={"corpus": CORPUS})
+        run = dag.test(run_conf=CONF)
         assert str(run.state) == "success"  # 1 of 18 failed: within the gate's 20 %
         # A re-run does not take the 4xx document on again: the same request would get the
         # same refusal (and a run of only that document would trip its LLM gate).
         sent = server.stats["requests"]
-        again = dag.test(run_conf={"corpus": CORPUS})
+        again = dag.test(run_conf=CONF)
         assert str(again.state) == "success"
         assert server.stats["requests"] == sent
         counts = json.loads(
@@ -141,7 +145,7 @@ def test_dead_server_stops_the_run_at_once_naming_the_url(dag, tmp_path, monkeyp
     server.stop()
     data = fresh_data_dir(tmp_path, monkeypatch, "data")
     use_server(monkeypatch, server)
-    run = dag.test(run_conf={"corpus": CORPUS})
+    run = dag.test(run_conf=CONF)
     assert str(run.state) == "failed"
     # At once: the health check refused the stage before any call was sent or recorded.
     assert query(data, "SELECT count(*) FROM llm_calls") == [(0,)]
@@ -189,7 +193,7 @@ def test_server_that_dies_mid_stage_and_comes_back_within_the_retries(
             server.start()
 
         watcher = stop_when(server, "generate", 10, outage)
-        run = dag.test(run_conf={"corpus": CORPUS})
+        run = dag.test(run_conf=CONF)
         watcher.join(timeout=10)
         assert str(run.state) == "success", query(data, "SELECT failed_stage, message FROM runs")
         # The calls refused during the outage were tried again until the server was back.
@@ -209,7 +213,7 @@ def test_server_that_stays_down_stops_the_stage_clearly_and_a_rerun_finishes(
         data = fresh_data_dir(tmp_path, monkeypatch, "data")
         use_server(monkeypatch, server, max_retries=2, max_concurrency=4)
         watcher = stop_when(server, "generate", 10, server.stop)
-        first = dag.test(run_conf={"corpus": CORPUS})
+        first = dag.test(run_conf=CONF)
         watcher.join(timeout=10)
         assert str(first.state) == "failed"
         stage, message = query(data, "SELECT failed_stage, message FROM runs")[0]
@@ -226,7 +230,7 @@ def test_server_that_stays_down_stops_the_stage_clearly_and_a_rerun_finishes(
         )
         assert answered[0][0] >= 10 - server.cut_connections > 0
         server.start()
-        second = dag.test(run_conf={"corpus": CORPUS})
+        second = dag.test(run_conf=CONF)
         assert str(second.state) == "success"
         # The answers saved before the outage were not bought again; at most the replies
         # lost on the wire when the server died were.
@@ -253,7 +257,7 @@ def test_sigkill_mid_stage_then_rerun_matches_an_uninterrupted_run(
                 "test",
                 "webscale_rl",
                 "-c",
-                json.dumps({"corpus": CORPUS}),
+                json.dumps(CONF),
             ],
             env=env,
             stdout=subprocess.DEVNULL,
@@ -303,7 +307,7 @@ def test_sigkill_mid_stage_then_rerun_matches_an_uninterrupted_run(
             >= in_ledger
         )
 
-        rerun = dag.test(run_conf={"corpus": CORPUS})
+        rerun = dag.test(run_conf=CONF)
         assert str(rerun.state) == "success"
         assert server.repeated_successes() == 0
         assert server.stats["by_stage"]["generate"] == 54  # the other calls, sent once each

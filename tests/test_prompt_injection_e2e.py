@@ -14,7 +14,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
 from support.db import query
-from support.fake_llm import FakeLLM
+from support.fake_llm import FakeLLM, task_of
 from webscale_rl import prompts
 from webscale_rl.text import normalize_text
 
@@ -181,17 +181,15 @@ def test_prompts_fence_the_document_and_defuse_its_closing_tag(injected_run):
         for m in r["messages"]
         if m["role"] == "user" and "Home Battery Storage" in m["content"]
     ]
-    stages = {
-        r["messages"][0]["content"].splitlines()[0]
+    tasks = {
+        task_of(r["messages"][0]["content"], r["messages"][-1]["content"])
         for r in log
         if any("Home Battery Storage" in m["content"] for m in r["messages"])
     }
-    assert stages == {
-        "TASK: llm_filter",
-        "TASK: classify",
-        "TASK: generate",
-    }  # verify: stopped by the rules
-    assert len(users) == 2 + PERSONAS
+    # The default (fused) layout: one filter+classify call (classify reads it from the
+    # ledger) and one generate call for all personas; verify: stopped by the rules.
+    assert tasks == {"filter_classify", "generate_pairs"}
+    assert len(users) == 2
     for content in users:
         inner = content[
             content.index("<document>\n") + len("<document>\n") : content.rindex("\n</document>")

@@ -20,17 +20,26 @@ pytestmark = pytest.mark.xdist_group("repeated_personas")
 
 
 def repeat_first_persona(default: dict, request: dict) -> dict:
+    if len(default["personas"]) < 2:  # the fused layout's reply for an unqualified document
+        return default
     first, second = default["personas"][:2]
     return {**default, "personas": [first, first, first.upper() + ".", second]}
 
 
+@pytest.mark.parametrize(("layout", "task"), [("method", "classify"), ("fused", "filter_classify")])
 def test_repeated_persona_run_succeeds_with_one_pair_per_distinct_persona(
-    sample_data_dir, fake_llm
+    sample_data_dir, fake_llm, layout, task
 ):
     dag = DagBag(dag_folder=str(ROOT / "dags")).dags["webscale_rl"]
-    fake_llm.script("classify", repeat_first_persona)
+    fake_llm.script(task, repeat_first_persona)
     run = dag.test(
-        run_conf={"corpus": "sample", "max_docs": 24, "max_personas": 4, "run_label": "repeats"}
+        run_conf={
+            "corpus": "sample",
+            "max_docs": 24,
+            "max_personas": 4,
+            "run_label": f"repeats ({layout})",
+            "call_layout": layout,
+        }
     )
     assert str(run.state) == "success"
     run_id = run.run_id
@@ -46,13 +55,14 @@ def test_repeated_persona_run_succeeds_with_one_pair_per_distinct_persona(
         json.loads(r)["personas"]
         for (r,) in query(
             sample_data_dir,
-            "SELECT result FROM llm_calls WHERE stage = 'classify' AND run_id = ?",
-            [run_id],
+            "SELECT result FROM llm_calls WHERE prompt_id = ? AND run_id = ?",
+            [f"{task}.v1", run_id],
         )
     ]
-    assert all(len(p) == 4 and p[0] == p[1] and p[2] == p[0].upper() + "." for p in raw_personas), (
-        "the model did repeat"
-    )
+    raw_personas = [p for p in raw_personas if p]  # fused: no personas for rejected docs
+    assert raw_personas and all(
+        len(p) == 4 and p[0] == p[1] and p[2] == p[0].upper() + "." for p in raw_personas
+    ), "the model did repeat"
     pairs = dict(
         query(
             sample_data_dir,

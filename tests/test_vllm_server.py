@@ -64,9 +64,21 @@ def stage_requests(model: str) -> list[tuple[LLMRequest, dict]]:
         ("classify", prompts.classify_messages(DOC, 3), prompts.classify_schema(3)),
         ("generate", prompts.generate_messages(DOC, "a science teacher", demos), generate.schema),
         (
-            "generate_batch",
-            prompts.generate_batch_messages(DOC, ["a science teacher", "a student"], demos),
-            prompts.generate_batch_schema(2),
+            "filter_classify",
+            prompts.filter_classify_messages(DOC, 3),
+            prompts.filter_classify_schema(3),
+        ),
+        (
+            "generate_pairs",
+            prompts.generate_pairs_messages(DOC, ["a science teacher", "a student"], demos),
+            prompts.generate_pairs_schema(2),
+        ),
+        (
+            "verify_pairs",
+            prompts.verify_pairs_messages(
+                DOC, [("What does the text describe?", "a bridge"), ("Where is it?", "Kessel")]
+            ),
+            prompts.verify_pairs_schema(2),
         ),
         (
             "verify",

@@ -124,12 +124,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         "Demonstrations per generate call, from the domain's library (4 per domain).",
     ),
     ParamSpec(
-        "generate_mode",
-        "per_persona",
-        {"type": "string", "enum": ["per_persona", "batched"]},
-        "Generation mode",
-        "`per_persona`: one call per persona (the method); `batched`: one call per document for all "
-        "its personas.",
+        "call_layout",
+        "fused",
+        {"type": "string", "enum": ["fused", "method"]},
+        "LLM call layout",
+        "`fused`: per document one filter+classify call, one generate call for all personas and one "
+        "verify call for all pairs, each starting with the document (a shared, cached prefix); "
+        "`method`: the paper's calls, one filter, one classify, one generate per persona, one verify "
+        "per pair.",
     ),
     ParamSpec(
         "max_answer_words",

@@ -168,6 +168,56 @@ def _stable(text: str) -> int:
     return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
 
 
+def task_of(system: str, user: str) -> str:
+    """The prompt's task: the first line of the system message (the method's layout) or
+    the TASK line after the document (the fused layout, where the document comes first)."""
+    if system.startswith("TASK:"):
+        return system.splitlines()[0].removeprefix("TASK:").strip()
+    after = user.rsplit("</document>", 1)[-1]
+    found = re.search(r"^TASK:\s*(\S+)", after, re.M)
+    return found.group(1) if found else "unknown"
+
+
+def _pairs_after_document(user: str) -> list[tuple[str, str]]:
+    """The (question, answer) pairs listed after the document, in order."""
+    after = user.rsplit("</document>", 1)[-1]
+    questions = re.findall(r"<question>\n?(.*?)\n?</question>", after, re.S)
+    answers = re.findall(r"<answer>\n?(.*?)\n?</answer>", after, re.S)
+    return list(zip(questions, answers, strict=False))
+
+
+class PrefixCache:
+    """vLLM's automatic prefix caching, emulated: the prompt's words (every message's, the
+    role folded into its first word) are cut into blocks of BLOCK words, each keyed by a
+    hash chained over all blocks before it, so a block hits only when the whole prefix up
+    to it was seen; hits are counted in words (this server's tokens). Bounded like a real
+    KV cache: the least recently used blocks go."""
+
+    BLOCK = 16
+
+    def __init__(self, capacity_blocks: int = 1 << 18):
+        self.capacity = capacity_blocks
+        self.blocks: dict[int, None] = {}  # insertion-ordered: oldest first
+
+    def lookup(self, model: str, messages: list[dict]) -> int:
+        words: list[str] = []
+        for m in messages:  # the role is folded into the message's first word
+            content = (m.get("content") or "").split()
+            words += [f"{m.get('role')}:{w}" if i == 0 else w for i, w in enumerate(content)]
+        key, hits, missed = hash(model), 0, False
+        for start in range(0, len(words) - self.BLOCK + 1, self.BLOCK):
+            key = hash((key, *words[start : start + self.BLOCK]))
+            if not missed and key in self.blocks:
+                self.blocks.pop(key)
+                hits += self.BLOCK
+            else:
+                missed = True
+            self.blocks[key] = None
+            if len(self.blocks) > self.capacity:
+                self.blocks.pop(next(iter(self.blocks)))
+        return hits
+
+
 def answer_filter(doc: str) -> dict:
     n = len(_sentences(doc))
     qualified = "Y" if n >= 3 else "N"
@@ -313,9 +363,9 @@ class FakeLLM:
                 "completion_tokens": 0,
                 "models_requests": 0,
                 "prefix_cache_queries": 0,  # prompt tokens looked up in the "cache"
-                "prefix_cache_hits": 0,  # system-prompt tokens seen in an earlier request
+                "prefix_cache_hits": 0,  # prompt tokens in leading blocks seen before
             }
-            self.seen_system_prompts: set[str] = set()
+            self.prefix_cache = PrefixCache()
             self.seen_bodies: dict[str, int] = {}
             self.successes_by_identity: dict[str, int] = {}
             self.requests_log: list[dict] = []  # parsed bodies, most recent last (capped)
@@ -363,8 +413,8 @@ class FakeLLM:
                 self.scripted = dict(faults["script"] or {})
 
     def script(self, stage: str, replies) -> None:
-        """Answer `stage` (as named on the prompt's first line: llm_filter, classify, generate,
-        generate_batch, verify) with `replies`: a list (picked per request by a hash of the
+        """Answer `stage` (as named on the prompt's TASK line: llm_filter, classify, generate,
+        verify, and the fused layout's filter_classify, generate_pairs, verify_pairs) with `replies`: a list (picked per request by a hash of the
         user message) or fn(default_reply, request); None restores the default."""
         with self.lock:
             if replies is None:
@@ -493,7 +543,7 @@ class FakeLLM:
         messages = request.get("messages", [])
         system = next((m["content"] for m in messages if m.get("role") == "system"), "")
         user = messages[-1]["content"] if messages else ""
-        stage = system.splitlines()[0].removeprefix("TASK:").strip() if system else "unknown"
+        stage = task_of(system, user)
         if not system and "final answer on the last line" in user:
             # An evaluation prompt from the export: answer in free text. Questions listed in
             # `answers` get that answer; others a fixed wrong one.
@@ -508,7 +558,7 @@ class FakeLLM:
         with self.lock:
             compromised = self.compromised
         injected = (
-            injected_value(doc) if compromised and stage in ("generate", "generate_batch") else None
+            injected_value(doc) if compromised and stage in ("generate", "generate_pairs") else None
         )
         if injected is not None and stage == "generate":
             return stage, make_injected_pair(doc, _tag(user, "persona") or "", injected)
@@ -519,21 +569,30 @@ class FakeLLM:
                 if p.strip()
             ]
             return stage, {"pairs": [make_injected_pair(doc, p, injected) for p in personas]}
-        if compromised and stage == "verify":
-            return stage, {
+        if compromised and stage in ("verify", "verify_pairs"):
+            verdict = {
                 "reason": "The answer is what the document says it is.",
                 "context": "Y",
                 "correct": "Y",
                 "leakage": "N",
             }
+            if stage == "verify":
+                return stage, verdict
+            return stage, {"verdicts": [verdict] * len(_pairs_after_document(user))}
         if stage == "llm_filter":
             return stage, answer_filter(doc)
-        if stage == "classify":
-            found = re.search(r"up to (\d+) different people", system)
-            return stage, answer_classify(doc, int(found.group(1)) if found else 3)
+        if stage in ("classify", "filter_classify"):
+            found = re.search(r"up to (\d+) different people", system + user)
+            classified = answer_classify(doc, int(found.group(1)) if found else 3)
+            if stage == "classify":
+                return stage, classified
+            verdict = answer_filter(doc)
+            if verdict["qualified"] == "N":
+                classified = {"domain": "Other", "personas": []}
+            return stage, {**verdict, **classified}
         if stage == "generate":
             return stage, make_pair(doc, _tag(user, "persona") or "")
-        if stage == "generate_batch":
+        if stage == "generate_pairs":
             personas = [
                 re.sub(r"^\d+\.\s*", "", p)
                 for p in (_tag(user, "persona") or "").splitlines()
@@ -544,6 +603,10 @@ class FakeLLM:
             return stage, answer_verify(
                 doc, _tag(user, "question") or "", _tag(user, "answer") or ""
             )
+        if stage == "verify_pairs":
+            return stage, {
+                "verdicts": [answer_verify(doc, q, a) for q, a in _pairs_after_document(user)]
+            }
         return stage, {"error": f"unknown stage {stage!r}"}
 
 
@@ -696,16 +759,13 @@ class _Handler(BaseHTTPRequestHandler):
             content, refusal = None, "I can't help with that request."
         prompt_tokens = sum(_words(m.get("content") or "") for m in request.get("messages", []))
         completion_tokens = _words(content or refusal or "")
-        system = "".join(
-            m.get("content") or "" for m in request.get("messages", []) if m.get("role") == "system"
-        )
         with fake.lock:
             fake.stats["prompt_tokens"] += prompt_tokens
             fake.stats["completion_tokens"] += completion_tokens
             fake.stats["prefix_cache_queries"] += prompt_tokens
-            if system in fake.seen_system_prompts:
-                fake.stats["prefix_cache_hits"] += _words(system)
-            fake.seen_system_prompts.add(system)
+            fake.stats["prefix_cache_hits"] += fake.prefix_cache.lookup(
+                request.get("model") or "", request.get("messages", [])
+            )
             if not fault:
                 fake.stats["completions_ok"] += 1
                 key = fake.identity(request)

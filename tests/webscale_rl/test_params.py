@@ -42,8 +42,8 @@ def test_defaults_are_the_declared_ones_and_given_values_override():
         ({"max_personas": 11}, "param 'max_personas': 11 is greater than the maximum of 10"),
         ({"shard_size": True}, "param 'shard_size': True is not of type 'integer'"),
         (
-            {"generate_mode": "fused"},
-            "param 'generate_mode': 'fused' is not one of ['per_persona', 'batched']",
+            {"call_layout": "batched"},
+            "param 'call_layout': 'batched' is not one of ['fused', 'method']",
         ),
         (
             {"builtin_benchmarks": ["mmlu"]},

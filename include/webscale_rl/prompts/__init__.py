@@ -1,10 +1,20 @@
 """Versioned prompt templates beside their JSON output schemas, and the message builders.
 
-Layout favours server-side prefix caching: the fixed instructions come first (system),
-then the few-shot demonstrations (fixed per domain), then the document; the persona,
-which varies between calls on the same document, comes last so those calls share the
-document prefix. Untrusted text is fenced in tags, and closing tags inside it are
-neutralised so a document cannot end its own fence.
+Two call layouts (the run param `call_layout`), both laid out for server-side prefix
+caching (vLLM reuses the KV cache of a prompt's longest previously seen prefix):
+
+- `method`, the paper's calls: one filter, one classify, one generate per persona and one
+  verify per pair. Each task's fixed instructions come first (system), then the few-shot
+  demonstrations (fixed per domain), then the document; the persona or pair, which varies
+  between calls on the same document, comes last, so a task's calls on one document
+  share the prefix up to the end of the document.
+- `fused`: one filter+classify call, one generate call for all personas and one verify
+  call for all pairs of a document. Every call starts with the same system preamble and
+  the document, and the task comes after it, so all three calls of a document share
+  that prefix: the server reads each document once.
+
+Untrusted text is fenced in tags, and closing tags inside it are neutralised so a
+document cannot end its own fence.
 """
 
 from __future__ import annotations
@@ -79,6 +89,11 @@ def fence(tag: str, text: str) -> str:
     return f"<{tag}>\n{text}\n</{tag}>"
 
 
+@lru_cache(maxsize=None)
+def _text(filename: str) -> str:
+    return (resources.files(__package__) / filename).read_text(encoding="utf-8")
+
+
 @lru_cache(maxsize=1)
 def demo_library() -> tuple[dict, ...]:
     text = (resources.files(__package__) / "demos.jsonl").read_text(encoding="utf-8")
@@ -142,27 +157,6 @@ def generate_messages(text: str, persona: str, demos: list[dict]) -> list[dict]:
     ]
 
 
-def generate_batch_messages(text: str, personas: list[str], demos: list[dict]) -> list[dict]:
-    listed = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(personas))
-    return [
-        {"role": "system", "content": load("generate_batch").system()},
-        {
-            "role": "user",
-            "content": _examples_block(demos)
-            + fence("document", text)
-            + "\n\n"
-            + fence("persona", listed),
-        },
-    ]
-
-
-def generate_batch_schema(n_personas: int) -> dict:
-    schema = load("generate_batch").schema
-    schema["properties"]["pairs"]["minItems"] = n_personas
-    schema["properties"]["pairs"]["maxItems"] = n_personas
-    return schema
-
-
 def verify_messages(text: str, question: str, answer: str) -> list[dict]:
     return [
         {"role": "system", "content": load("verify").system()},
@@ -175,3 +169,51 @@ def verify_messages(text: str, question: str, answer: str) -> list[dict]:
             + fence("answer", answer),
         },
     ]
+
+
+# --- the fused layout: system preamble + document first, the task after it ---------------
+
+
+def _document_first(text: str, task: str) -> list[dict]:
+    return [
+        {"role": "system", "content": _text("fused_system.v1.txt")},
+        {"role": "user", "content": fence("document", text) + "\n\n" + task},
+    ]
+
+
+def filter_classify_messages(text: str, max_personas: int) -> list[dict]:
+    return _document_first(text, load("filter_classify").system(max_personas=max_personas))
+
+
+def filter_classify_schema(max_personas: int) -> dict:
+    schema = load("filter_classify").schema
+    schema["properties"]["personas"]["maxItems"] = max_personas
+    return schema
+
+
+def generate_pairs_messages(text: str, personas: list[str], demos: list[dict]) -> list[dict]:
+    listed = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(personas))
+    task = load("generate_pairs").system() + "\n\n" + _examples_block(demos)
+    return _document_first(text, task + fence("persona", listed))
+
+
+def generate_pairs_schema(n_personas: int) -> dict:
+    schema = load("generate_pairs").schema
+    schema["properties"]["pairs"]["minItems"] = n_personas
+    schema["properties"]["pairs"]["maxItems"] = n_personas
+    return schema
+
+
+def verify_pairs_messages(text: str, pairs: list[tuple[str, str]]) -> list[dict]:
+    listed = "\n\n".join(
+        f"Pair {i + 1}:\n" + fence("question", q) + "\n" + fence("answer", a)
+        for i, (q, a) in enumerate(pairs)
+    )
+    return _document_first(text, load("verify_pairs").system() + "\n\n" + listed)
+
+
+def verify_pairs_schema(n_pairs: int) -> dict:
+    schema = load("verify_pairs").schema
+    schema["properties"]["verdicts"]["minItems"] = n_pairs
+    schema["properties"]["verdicts"]["maxItems"] = n_pairs
+    return schema

@@ -11,6 +11,9 @@ and llguidance back-ends and llama.cpp's grammars do not, OpenAI's strict mode r
 keyword), and it would not catch "A teacher." beside "a teacher" anyway. How many were
 dropped is kept in `personas_dropped`; a reply with no usable persona is a recorded
 failure (`no_usable_persona`).
+
+In the `fused` call layout the domain and personas come from llm_filter's filter+classify
+call: classify builds the same request and is answered from the call ledger.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import pandas as pd
 
 from webscale_rl import prompts
 from webscale_rl.llm import LLMResult
-from webscale_rl.stages import common
+from webscale_rl.stages import common, llm_filter
 from webscale_rl.stages.common import StageContext
 from webscale_rl.text import folded_words
 
@@ -65,12 +68,9 @@ def distinct_personas(personas: list[str]) -> tuple[list[str], int]:
 
 def make_row(row: dict, result: LLMResult) -> dict:
     if not result.ok:
-        reason = common.failure_reason(result)
-        if result.error_kind == "schema_mismatch" and "at domain:" in (result.error or ""):
-            reason = "domain_out_of_list"
         return {
             "status": "failed",
-            "reason": reason,
+            "reason": common.failure_reason(result, domain_field=True),
             "domain": None,
             "personas": None,
             "personas_dropped": None,
@@ -86,6 +86,10 @@ def make_row(row: dict, result: LLMResult) -> dict:
 
 
 def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
+    if ctx.params.call_layout == "fused":
+        return common.llm_doc_rows(
+            inputs, ctx, lambda row: llm_filter.fused_request(ctx, row.doc_id, row.text), make_row
+        )
     prompt = prompts.load(STAGE)
     max_personas = ctx.params.max_personas
     schema = prompts.classify_schema(max_personas)

@@ -97,7 +97,15 @@ def best_candidate(
     return min(hits, key=lambda h: (-h[1], h[0])) if hits else None
 
 
-def failure_reason(result: LLMResult) -> str:
+def failure_reason(result: LLMResult, domain_field: bool = False) -> str:
+    """The reason recorded for a failed call; with `domain_field`, a reply whose `domain`
+    is outside the schema's ten is `domain_out_of_list` (never coerced to "Other")."""
+    if (
+        domain_field
+        and result.error_kind == "schema_mismatch"
+        and "at domain:" in (result.error or "")
+    ):
+        return "domain_out_of_list"
     return f"llm_{result.error_kind or 'error'}"
 
 

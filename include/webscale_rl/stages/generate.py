@@ -1,6 +1,6 @@
 """Generate: one QA pair per (document, persona), conditioned on K demonstrations from the
-document's domain. `per_persona` mode (the method) sends one call per persona; `batched`
-mode asks for every persona's pair in one call, so the document is sent once."""
+document's domain. The `method` call layout sends one call per persona; the `fused` layout
+asks for every persona's pair in one call (`generate_pairs`), so the document is sent once."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from webscale_rl.stages import common
 from webscale_rl.stages.common import StageContext
 
 STAGE = "generate"
-MODES = tuple(param_spec("generate_mode").schema["enum"])
+LAYOUTS = tuple(param_spec("call_layout").schema["enum"])
 REASONS = ["empty_question", "empty_answer", *common.LLM_FAILURE_REASONS]
 REPLACE_KEY = "doc_id"  # a shard replaces each document's pairs as a whole
 TABLE_DDL = """
@@ -62,14 +62,14 @@ def qa_id(doc_id: str, persona: str) -> str:
 
 
 def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
-    few_shot, mode, settings = ctx.params.few_shot, ctx.params.generate_mode, ctx.llm
-    if mode not in MODES:
-        raise ValueError(f"generate mode must be one of {MODES}, got {mode!r}")
+    few_shot, layout, settings = ctx.params.few_shot, ctx.params.call_layout, ctx.llm
+    if layout not in LAYOUTS:
+        raise ValueError(f"call layout must be one of {LAYOUTS}, got {layout!r}")
     plans = []  # (doc_id, persona_idx, persona, request, index of the pair in the reply or None)
     for row in inputs.itertuples(index=False):
         personas = json.loads(row.personas)
         demos = prompts.demos_for(row.domain, few_shot)
-        if mode == "per_persona":
+        if layout == "method":
             prompt = prompts.load("generate")
             for i, persona in enumerate(personas):
                 req = common.make_request(
@@ -83,14 +83,14 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
                 )
                 plans.append((row.doc_id, i, persona, req, None))
         else:
-            prompt = prompts.load("generate_batch")
+            prompt = prompts.load("generate_pairs")
             req = common.make_request(
                 settings,
                 STAGE,
                 row.doc_id,
-                prompts.generate_batch_messages(row.text, personas, demos),
-                prompts.generate_batch_schema(len(personas)),
-                "generate_batch",
+                prompts.generate_pairs_messages(row.text, personas, demos),
+                prompts.generate_pairs_schema(len(personas)),
+                "generate_pairs",
                 prompt.prompt_id,
             )
             plans += [(row.doc_id, i, persona, req, i) for i, persona in enumerate(personas)]

@@ -1,6 +1,7 @@
 """Verify: cheap rule checks first, then a (cheaper) model checks each pair for context,
 correctness against the document, and leakage. Only context=Y, correct=Y, leakage=N pairs
-are kept (accepted).
+are kept (accepted). The `method` call layout sends one call per pair; `fused` sends one
+per document with all its pairs that passed the rule checks, a verdict for each.
 
 Prompt injection (see webscale_rl.injection): a pair whose question or answer carries an
 instruction aimed at a model is rejected (injection_in_pair), and so is a pair whose answer
@@ -15,6 +16,7 @@ import re
 import pandas as pd
 
 from webscale_rl import injection, prompts
+from webscale_rl.llm import LLMRequest, LLMResult
 from webscale_rl.stages import common, registry
 from webscale_rl.stages.common import StageContext
 from webscale_rl.text import folded_words, words
@@ -142,10 +144,55 @@ def rule_check(
     return None
 
 
+def _requests(pending: list[dict], ctx: StageContext) -> dict[str, LLMRequest]:
+    """{qa_id: the request that judges it}: one per pair (`method` layout) or one per
+    document for all its pairs, in qa_id order (`fused`)."""
+    if ctx.params.call_layout == "method":
+        prompt = prompts.load(STAGE)
+        return {
+            p["qa_id"]: common.make_request(
+                ctx.llm,
+                STAGE,
+                p["qa_id"],
+                prompts.verify_messages(p["text"], p["question"], p["answer"]),
+                prompt.schema,
+                STAGE,
+                prompt.prompt_id,
+            )
+            for p in pending
+        }
+    prompt = prompts.load("verify_pairs")
+    by_doc: dict[str, list[dict]] = {}
+    for p in pending:
+        by_doc.setdefault(p["doc_id"], []).append(p)
+    requests = {}
+    for doc_id, pairs in by_doc.items():
+        req = common.make_request(
+            ctx.llm,
+            STAGE,
+            doc_id,
+            prompts.verify_pairs_messages(
+                pairs[0]["text"], [(p["question"], p["answer"]) for p in pairs]
+            ),
+            prompts.verify_pairs_schema(len(pairs)),
+            "verify_pairs",
+            prompt.prompt_id,
+        )
+        requests.update({p["qa_id"]: req for p in pairs})
+    return requests
+
+
+def _verdict(result: LLMResult, qa_id: str, order: dict[str, int]) -> dict:
+    """A pair's verdict in its request's reply: the reply itself, or its place in a
+    document's list of verdicts."""
+    if "verdicts" in result.parsed:
+        return result.parsed["verdicts"][order[qa_id]]
+    return result.parsed
+
+
 def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
-    prompt = prompts.load(STAGE)
     max_answer_words = ctx.params.max_answer_words
-    rows, requests = [], {}
+    rows, pending = [], []
     for row in inputs.itertuples(index=False):
         out = {
             "qa_id": row.qa_id,
@@ -161,30 +208,28 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
         if reason:
             out.update(status="rejected", reason=reason, rationale="rule check")
         else:
-            req = common.make_request(
-                ctx.llm,
-                STAGE,
-                row.qa_id,
-                prompts.verify_messages(row.text, row.question, row.answer),
-                prompt.schema,
-                STAGE,
-                prompt.prompt_id,
-            )
-            requests[row.qa_id] = req
-            out["request_hash"] = req.request_hash
+            pending.append(row._asdict())
         rows.append(out)
-    results = ctx.call_llm(list(requests.values()))
+    requests = _requests(pending, ctx)
+    # A pair's place among its request's pairs (the order its verdict comes back in).
+    order: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for qa, req in requests.items():
+        order[qa] = seen.get(req.request_hash, 0)
+        seen[req.request_hash] = order[qa] + 1
+    results = ctx.call_llm(list({r.request_hash: r for r in requests.values()}.values()))
     for out in rows:
         req = requests.get(out["qa_id"])
         if req is None:
             continue
+        out["request_hash"] = req.request_hash
         result = results[req.request_hash]
         if not result.ok:
             out.update(
                 status="failed", reason=common.failure_reason(result), rationale=result.error
             )
             continue
-        v = result.parsed
+        v = _verdict(result, out["qa_id"], order)
         reason = (
             "no_context"
             if v["context"] != "Y"

@@ -122,7 +122,7 @@ NO_RATE_BOUNDS = {
 
 
 def run_chain(
-    template: Path, server: FakeLLM, stage: str, scripted: list, mode: str = "per_persona"
+    template: Path, server: FakeLLM, stage: str, scripted: list, layout: str = "method"
 ) -> Path:
     """Every stage from the LLM filter on, on a fresh copy of the template, `stage` answering
     with `scripted`; each stage's gate (no rate bounds) is checked as it finishes."""
@@ -141,7 +141,7 @@ def run_chain(
         max_personas=MAX_PERSONAS,
         max_answer_words=MAX_ANSWER_WORDS,
         few_shot=2,
-        generate_mode=mode,
+        call_layout=layout,
         builtin_benchmarks=[],
     )
     server.script(stage, scripted)
@@ -255,11 +255,79 @@ def test_any_generate_reply(template, server, scripted):
 
 
 @PROFILE
-@given(scripted=replies(prompts.generate_batch_schema(MAX_PERSONAS)))
+@given(scripted=replies(prompts.filter_classify_schema(MAX_PERSONAS)))
+@example(
+    scripted=[
+        {
+            "reason": " ",
+            "qualified": "Y",
+            "domain": "Math",
+            "personas": ["A Teacher.", "a teacher"],
+        },
+        {"reason": "x", "qualified": "Y", "domain": "Other", "personas": []},
+        {"reason": "x", "qualified": "N", "domain": "Coding", "personas": ["a coder"]},
+    ]
+)
+def test_any_fused_filter_classify_reply(template, server, scripted):
+    db = run_chain(template, server, "filter_classify", scripted, layout="fused")
+    # One call per document answers both stages: classify reads it from the ledger.
+    assert rows(db, "SELECT count(*) FROM llm_calls WHERE prompt_id = 'filter_classify.v1'") == [
+        (DOCS,)
+    ]
+    assert rows(
+        db,
+        "SELECT count(*) FROM classify c JOIN llm_filter f USING (doc_id) "
+        "WHERE f.status = 'kept' AND c.request_hash <> f.request_hash",
+    ) == [(0,)]
+    for status, reason, personas in rows(db, "SELECT status, reason, personas FROM classify"):
+        assert (status, reason) == (
+            ("kept", None) if json.loads(personas) else ("failed", "no_usable_persona")
+        )
+    cleanup(db)
+
+
+@PROFILE
+@given(scripted=replies(prompts.generate_pairs_schema(MAX_PERSONAS)))
 @example(scripted=[{"pairs": [{"question": "Same?", "answer": "yes"}] * MAX_PERSONAS}])
-def test_any_batched_generate_reply(template, server, scripted):
-    db = run_chain(template, server, "generate_batch", scripted, mode="batched")
+def test_any_fused_generate_reply(template, server, scripted):
+    db = run_chain(template, server, "generate_pairs", scripted, layout="fused")
     assert rows(db, "SELECT count(*) = count(DISTINCT qa_id) FROM generate") == [(True,)]
+    cleanup(db)
+
+
+def _verdicts_schema() -> dict:
+    """verify_pairs' schema with 1 to MAX_PERSONAS verdicts: a reply may hold more or fewer
+    verdicts than the request has pairs (recorded as a schema mismatch, not mis-assigned)."""
+    schema = prompts.verify_pairs_schema(MAX_PERSONAS)
+    schema["properties"]["verdicts"]["minItems"] = 1
+    return schema
+
+
+@PROFILE
+@given(scripted=replies(_verdicts_schema()))
+@example(
+    scripted=[
+        {
+            "verdicts": [
+                {"reason": " ", "context": "Y", "correct": "Y", "leakage": "N"},
+                {"reason": "no", "context": "Y", "correct": "N", "leakage": "N"},
+            ]
+        }
+    ]
+)
+def test_any_fused_verify_reply(template, server, scripted):
+    db = run_chain(template, server, "verify_pairs", scripted, layout="fused")
+    judged = rows(
+        db,
+        "SELECT v.status, v.reason, c.result FROM verify v JOIN llm_calls c USING (request_hash) "
+        "WHERE v.rationale IS DISTINCT FROM 'rule check'",
+    )
+    for status, reason, result in judged:
+        if status == "failed":
+            assert reason.startswith("llm_")
+        else:  # the verdict used is one the reply holds, at the pair's place
+            verdicts = json.loads(result)["verdicts"]
+            assert status in ("kept", "rejected") and verdicts
     cleanup(db)
 
 
