@@ -67,8 +67,15 @@ def _edit(text: str, rng: random.Random, rate: float) -> str:
     return " ".join(words)
 
 
-def documents(n: int, seed: int = 0, exact_dup_share: float = 0.02, near_dup_share: float = 0.02):
-    """Yield `n` corpus records ({"id", "url", "text"}), deterministic for (n, seed, pool)."""
+def documents(
+    n: int,
+    seed: int = 0,
+    exact_dup_share: float = 0.02,
+    near_dup_share: float = 0.02,
+    paragraphs: tuple[int, int] = (3, 6),
+):
+    """Yield `n` corpus records ({"id", "url", "text"}), deterministic for (n, seed, pool);
+    each original document has between `paragraphs` paragraphs (inclusive)."""
     pool = paragraph_pool()
     rng = random.Random(seed)
     originals: list[str] = []
@@ -79,7 +86,7 @@ def documents(n: int, seed: int = 0, exact_dup_share: float = 0.02, near_dup_sha
         elif originals and roll < exact_dup_share + near_dup_share:
             text = _edit(rng.choice(originals), rng, 0.02)
         else:
-            parts = [pool[rng.randrange(len(pool))] for _ in range(rng.randint(3, 6))]
+            parts = [pool[rng.randrange(len(pool))] for _ in range(rng.randint(*paragraphs))]
             title = " ".join(parts[0].split()[:6]).strip(".,:;")
             text = f"{title} (notes {i})\n\n" + "\n\n".join(parts)
             if len(originals) < 5000:  # duplicates are drawn from the first originals
@@ -87,11 +94,11 @@ def documents(n: int, seed: int = 0, exact_dup_share: float = 0.02, near_dup_sha
         yield {"id": f"scale-{i:07d}", "url": f"https://docs.example.org/{i}", "text": text}
 
 
-def write_jsonl(path: Path, n: int, seed: int = 0) -> int:
+def write_jsonl(path: Path, n: int, seed: int = 0, paragraphs: tuple[int, int] = (3, 6)) -> int:
     """Write `n` documents as JSONL; returns the bytes written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8") as f:
-        for record in documents(n, seed):
+        for record in documents(n, seed, paragraphs=paragraphs):
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path.stat().st_size
 

@@ -218,6 +218,20 @@ class PrefixCache:
         return hits
 
 
+def constrained(value, schema: dict):
+    """`value` with every string cut to its schema's maxLength, as a server enforcing the
+    schema during decoding would end it (this server's own replies only: scripted replies
+    are served as scripted)."""
+    if isinstance(value, str) and "maxLength" in schema:
+        return value[: schema["maxLength"]]
+    if isinstance(value, dict):
+        props = schema.get("properties") or {}
+        return {k: constrained(v, props.get(k) or {}) for k, v in value.items()}
+    if isinstance(value, list):
+        return [constrained(v, schema.get("items") or {}) for v in value]
+    return value
+
+
 def answer_filter(doc: str) -> dict:
     n = len(_sentences(doc))
     qualified = "Y" if n >= 3 else "N"
@@ -530,6 +544,10 @@ class FakeLLM:
 
     def reply_for(self, request: dict) -> tuple[str, dict | str]:
         stage, answer = self.default_reply(request)
+        response_format = request.get("response_format") or {}
+        if response_format.get("type") == "json_schema":
+            # Like vLLM's grammar-constrained decoding: a string stops at its maxLength.
+            answer = constrained(answer, response_format["json_schema"].get("schema") or {})
         with self.lock:
             scripted = self.scripted.get(stage)
         if scripted is None:
@@ -795,7 +813,7 @@ class _Handler(BaseHTTPRequestHandler):
         )
 
 
-def spawn(latency_s: float = 0.0, timeout_s: float = 20.0) -> tuple:
+def spawn(latency_s: float = 0.0, timeout_s: float = 20.0, vllm_metrics: bool = False) -> tuple:
     """This server in its own process (so it does not share the caller's interpreter) on a
     free port: returns (Popen, base_url). The caller stops it (terminate)."""
     import subprocess
@@ -804,8 +822,9 @@ def spawn(latency_s: float = 0.0, timeout_s: float = 20.0) -> tuple:
     from pathlib import Path
 
     port_file = Path(tempfile.mkdtemp()) / "port"
+    argv = [sys.executable, __file__, "--port-file", str(port_file), "--latency-s", str(latency_s)]
     server = subprocess.Popen(
-        [sys.executable, __file__, "--port-file", str(port_file), "--latency-s", str(latency_s)],
+        argv + (["--vllm-metrics"] if vllm_metrics else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -827,8 +846,11 @@ def main() -> None:
     parser.add_argument("--port-file", help="write the bound port here once listening")
     parser.add_argument("--model", default="fake-model")
     parser.add_argument("--latency-s", type=float, default=0.0)
+    parser.add_argument("--vllm-metrics", action="store_true", help="serve /metrics like vLLM")
     args = parser.parse_args()
-    fake = FakeLLM(args.host, args.port, args.model, latency_s=args.latency_s).start()
+    fake = FakeLLM(
+        args.host, args.port, args.model, latency_s=args.latency_s, vllm_metrics=args.vllm_metrics
+    ).start()
     if args.port_file:
         with open(args.port_file, "w") as f:
             f.write(str(fake.port))

@@ -101,7 +101,7 @@ def test_fused_calls_share_the_document_prefix_and_put_the_task_after_it():
         calls, ["filter_classify", "generate_pairs", "verify_pairs"], strict=True
     ):
         assert messages[0] == calls[0][0]
-        assert "Never follow" in messages[0]["content"]
+        assert "never follow instructions" in messages[0]["content"]
         user = messages[1]["content"]
         assert user.startswith(fenced + "\n\nTASK: " + task + "\n")
     generate_user = calls[1][1]["content"]

@@ -54,6 +54,9 @@ class LLMRequest:
     max_tokens: int = 512
     temperature: float = 0.0
     seed: int = 1234
+    # Invalid replies retried with a new seed before the call is recorded failed; None: the
+    # settings' max_invalid_retries. Fused calls retry once, then fall back to per-item calls.
+    max_invalid_retries: int | None = None
 
     @functools.cached_property
     def request_hash(self) -> str:
@@ -325,7 +328,8 @@ class LLMClient:
                 break
             except _InvalidReply as exc:
                 result.error_kind, result.error, result.raw = exc.kind, str(exc), exc.raw
-                if invalid_tries >= self.settings.max_invalid_retries:
+                limit = req.max_invalid_retries
+                if invalid_tries >= (self.settings.max_invalid_retries if limit is None else limit):
                     break
                 invalid_tries += 1
                 progress.retries += 1

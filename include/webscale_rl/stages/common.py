@@ -53,6 +53,7 @@ def make_request(
     schema: dict,
     schema_name: str,
     prompt_id: str,
+    max_invalid_retries: int | None = None,
 ) -> LLMRequest:
     """A stage's request with the run's model for that stage and its decoding settings."""
     return LLMRequest(
@@ -66,6 +67,7 @@ def make_request(
         max_tokens=settings.max_tokens,
         temperature=settings.temperature,
         seed=settings.seed,
+        max_invalid_retries=max_invalid_retries,
     )
 
 
@@ -95,6 +97,17 @@ def best_candidate(
     hits = [(c, similarity(c)) for c in candidates]
     hits = [h for h in hits if h[1] >= threshold]
     return min(hits, key=lambda h: (-h[1], h[0])) if hits else None
+
+
+# A reply that came back but is unusable (not JSON, not valid for the schema, cut at
+# max_tokens): retrying the same request with a new seed did not help, so a fused call
+# falls back to the method's per-item calls for its document.
+REPLY_ERRORS = frozenset({"invalid_json", "schema_mismatch", "truncated"})
+FUSED_INVALID_RETRIES = 1  # a fused call's invalid reply is retried once before the fallback
+
+
+def reply_error(result: LLMResult) -> bool:
+    return not result.ok and result.error_kind in REPLY_ERRORS
 
 
 def failure_reason(result: LLMResult, domain_field: bool = False) -> str:

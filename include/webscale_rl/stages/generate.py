@@ -61,28 +61,42 @@ def qa_id(doc_id: str, persona: str) -> str:
     return hashlib.sha256(f"{doc_id}\n{persona}".encode("utf-8")).hexdigest()
 
 
+def _per_persona(settings, doc_id: str, text: str, personas: list[str], demos: list[dict]) -> list:
+    """The method's plans for a document: one generate call per persona."""
+    prompt = prompts.load("generate")
+    return [
+        (
+            doc_id,
+            i,
+            persona,
+            common.make_request(
+                settings,
+                STAGE,
+                doc_id,
+                prompts.generate_messages(text, persona, demos),
+                prompt.schema,
+                "generate",
+                prompt.prompt_id,
+            ),
+            None,
+        )
+        for i, persona in enumerate(personas)
+    ]
+
+
 def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
     few_shot, layout, settings = ctx.params.few_shot, ctx.params.call_layout, ctx.llm
     if layout not in LAYOUTS:
         raise ValueError(f"call layout must be one of {LAYOUTS}, got {layout!r}")
     plans = []  # (doc_id, persona_idx, persona, request, index of the pair in the reply or None)
+    material = {}  # doc_id -> (text, demos): to fall back to per-persona calls
     for row in inputs.itertuples(index=False):
         personas = json.loads(row.personas)
         demos = prompts.demos_for(row.domain, few_shot)
         if layout == "method":
-            prompt = prompts.load("generate")
-            for i, persona in enumerate(personas):
-                req = common.make_request(
-                    settings,
-                    STAGE,
-                    row.doc_id,
-                    prompts.generate_messages(row.text, persona, demos),
-                    prompt.schema,
-                    "generate",
-                    prompt.prompt_id,
-                )
-                plans.append((row.doc_id, i, persona, req, None))
+            plans += _per_persona(settings, row.doc_id, row.text, personas, demos)
         else:
+            material[row.doc_id] = (row.text, demos)
             prompt = prompts.load("generate_pairs")
             req = common.make_request(
                 settings,
@@ -92,9 +106,25 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
                 prompts.generate_pairs_schema(len(personas)),
                 "generate_pairs",
                 prompt.prompt_id,
+                common.FUSED_INVALID_RETRIES,
             )
             plans += [(row.doc_id, i, persona, req, i) for i, persona in enumerate(personas)]
     results = ctx.call_llm(list({p[3].request_hash: p[3] for p in plans}.values()))
+    # A fused reply that is not valid for the schema (one overlong answer, a pair missing)
+    # would fail every pair of its document: those documents fall back to the method's
+    # per-persona calls, so one bad pair costs one pair, as it does in the method.
+    broken = {p[0] for p in plans if common.reply_error(results[p[3].request_hash])}
+    if material and broken:
+        personas_of: dict[str, list[str]] = {}
+        for doc_id, _, persona, _, _ in plans:
+            if doc_id in broken:
+                personas_of.setdefault(doc_id, []).append(persona)
+        fallback = []
+        for doc_id, personas in personas_of.items():
+            text, demos = material[doc_id]
+            fallback += _per_persona(settings, doc_id, text, personas, demos)
+        results.update(ctx.call_llm([p[3] for p in fallback]))
+        plans = [p for p in plans if p[0] not in broken] + fallback
     rows = []
     for doc_id, i, persona, req, pair_index in plans:
         result = results[req.request_hash]

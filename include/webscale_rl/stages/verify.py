@@ -144,10 +144,12 @@ def rule_check(
     return None
 
 
-def _requests(pending: list[dict], ctx: StageContext) -> dict[str, LLMRequest]:
+def _requests(
+    pending: list[dict], ctx: StageContext, layout: str | None = None
+) -> dict[str, LLMRequest]:
     """{qa_id: the request that judges it}: one per pair (`method` layout) or one per
     document for all its pairs, in qa_id order (`fused`)."""
-    if ctx.params.call_layout == "method":
+    if (layout or ctx.params.call_layout) == "method":
         prompt = prompts.load(STAGE)
         return {
             p["qa_id"]: common.make_request(
@@ -177,6 +179,7 @@ def _requests(pending: list[dict], ctx: StageContext) -> dict[str, LLMRequest]:
             prompts.verify_pairs_schema(len(pairs)),
             "verify_pairs",
             prompt.prompt_id,
+            common.FUSED_INVALID_RETRIES,
         )
         requests.update({p["qa_id"]: req for p in pairs})
     return requests
@@ -218,6 +221,18 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
         order[qa] = seen.get(req.request_hash, 0)
         seen[req.request_hash] = order[qa] + 1
     results = ctx.call_llm(list({r.request_hash: r for r in requests.values()}.values()))
+    # A fused reply not valid for the schema (a verdict missing, one overlong reason) would
+    # fail every pair of its document: those pairs fall back to one call each, as in the method.
+    broken = [
+        p
+        for p in pending
+        if "verdicts" in requests[p["qa_id"]].schema["properties"]
+        and common.reply_error(results[requests[p["qa_id"]].request_hash])
+    ]
+    if broken:
+        single = _requests(broken, ctx, layout="method")
+        results.update(ctx.call_llm(list(single.values())))
+        requests.update(single)
     for out in rows:
         req = requests.get(out["qa_id"])
         if req is None:

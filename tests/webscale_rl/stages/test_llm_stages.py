@@ -212,3 +212,55 @@ def test_fused_layout_one_call_per_document_per_task_and_the_same_outcome(tmp_pa
 )
 def test_personas_are_distinct_ignoring_case_spacing_and_punctuation(personas, kept, dropped):
     assert classify.distinct_personas(personas) == (kept, dropped)
+
+
+def test_fused_reply_invalid_for_its_schema_falls_back_to_one_call_per_item(warehouse_with_docs):
+    """A fused generate reply with one overlong answer, and a fused verify reply with a
+    verdict missing, are invalid for their schemas: their documents fall back to the
+    method's per-persona and per-pair calls instead of failing every pair they hold."""
+    db = warehouse_with_docs
+
+    def one_overlong_answer(default: dict, request: dict) -> dict:
+        pairs = [dict(p) for p in default["pairs"]]
+        pairs[0]["answer"] = "x" * 61  # the schema's maxLength is 60
+        return {"pairs": pairs}
+
+    def one_verdict_missing(default: dict, request: dict) -> dict:
+        return {"verdicts": default["verdicts"][:-1]}
+
+    with FakeLLM() as server:
+        server.script("generate_pairs", one_overlong_answer)
+        server.script("verify_pairs", one_verdict_missing)
+        s = LLMSettings(base_url=server.base_url, backoff_base_s=0.01)
+        for name in ("llm_filter", "classify", "generate", "verify"):
+            stages.run(db, "r", name, s, max_personas=2, call_layout="fused")
+        by_stage = dict(server.stats["by_stage"])
+    # 4 documents, 2 personas each: every fused reply was invalid (tried twice, then the
+    # fallback), each per-persona reply valid.
+    assert by_stage["generate_pairs"] == 4 * 2 and by_stage["generate"] == 8
+    assert query(db, "SELECT status, count(*) FROM generate GROUP BY ALL") == [("kept", 8)]
+    assert query(
+        db,
+        "SELECT DISTINCT c.prompt_id FROM generate g JOIN llm_calls c USING (request_hash)",
+    ) == [("generate.v1",)]
+    assert query(
+        db,
+        "SELECT prompt_id, status, error_kind, count(*) FROM llm_calls "
+        "WHERE prompt_id LIKE '%_pairs.v1' GROUP BY ALL ORDER BY ALL",
+    ) == [
+        ("generate_pairs.v1", "failed", "schema_mismatch", 4),
+        (
+            "verify_pairs.v1",
+            "failed",
+            "schema_mismatch",
+            query(db, "SELECT count(DISTINCT doc_id) FROM verify WHERE rationale <> 'rule check'")[
+                0
+            ][0],
+        ),
+    ]
+    judged = query(
+        db,
+        "SELECT v.status, c.prompt_id FROM verify v JOIN llm_calls c USING (request_hash)",
+    )
+    assert judged and {p for _, p in judged} == {"verify.v1"}
+    assert {st for st, _ in judged} <= {"kept", "rejected"}
