@@ -132,9 +132,10 @@ down:
 	  || echo "nothing to stop (no $(AIRFLOW_HOME)/up.pid)"
 
 ## make bench: the benchmarks in bench/ (nothing asserted): each prints its figures with
-## their targets and whether they hold, and all of them go to bench/results.md. About 22
-## minutes on 2 cores: the cost curve at 500 and 5,000 documents (make bench-scale: 1k-100k),
-## vLLM at 1 and 16 requests in flight.
+## their targets and whether they hold, and all of them go to bench/results.md. Sized for
+## 15 minutes on 2 cores: the cost curve at 400 and 4,000 documents (make bench-scale:
+## 1k-100k), the call layouts on the test server and on 3 documents of the embedded vLLM,
+## vLLM at 1 and 16 requests in flight on 6 documents.
 BENCH_RESULTS := $(ROOT)/bench/.results.jsonl
 BENCH_RUN := BENCH_RESULTS=$(BENCH_RESULTS) $(BIN)/python
 
@@ -144,8 +145,9 @@ bench: $(STAMP) airflow-db vllm bench-venv
 	$(BENCH_RUN) bench/heuristic_filter.py
 	BENCH_RESULTS=$(BENCH_RESULTS) $(BENCH_VENV)/bin/python bench/heuristic_stage.py
 	$(BENCH_RUN) bench/near_dedup.py
-	$(BENCH_RUN) bench/scale.py --docs 500 5000
-	$(BENCH_RUN) bench/vllm_concurrency.py --levels 1,16
+	$(BENCH_RUN) bench/scale.py --docs 400 4000
+	$(BENCH_RUN) bench/call_layout.py --docs 400 --real-docs 3
+	$(BENCH_RUN) bench/vllm_concurrency.py --levels 1,16 --docs 6
 	$(BIN)/python bench/results.py write $(BENCH_RESULTS) bench/results.md
 
 ## make bench-venv: datatrove (the P3 baseline, bench/heuristic_stage.py) and what the project's

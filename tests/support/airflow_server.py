@@ -182,8 +182,16 @@ class AirflowServer:
                 method="POST",
                 headers={"Content-Type": "application/json"},
             )
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                self._token = json.load(resp)["access_token"]
+            # Beside a busy test worker on 2 cores the API server has taken over 30 s to
+            # answer; a token request is safe to repeat.
+            for attempt in range(3):
+                try:
+                    with urllib.request.urlopen(req, timeout=60) as resp:
+                        self._token = json.load(resp)["access_token"]
+                    break
+                except TimeoutError:
+                    if attempt == 2:
+                        raise
         return self._token
 
     def api(self, method: str, path: str, body: dict | None = None):
