@@ -132,8 +132,8 @@ down:
 	  || echo "nothing to stop (no $(AIRFLOW_HOME)/up.pid)"
 
 ## make bench: the benchmarks in bench/ (nothing asserted): each prints its figures with
-## their targets and whether they hold, and all of them go to bench/results.md. Sized for
-## 15 minutes on 2 cores: the cost curve at 400 and 4,000 documents (make bench-scale:
+## their targets and whether they hold, and all of them go to bench/results.md. 18.8
+## minutes on 2 cores as measured: the cost curve at 400 and 4,000 documents (make bench-scale:
 ## 1k-100k), the call layouts on the test server and on 3 documents of the embedded vLLM,
 ## vLLM at 1 and 16 requests in flight on 6 documents.
 BENCH_RESULTS := $(ROOT)/bench/.results.jsonl
