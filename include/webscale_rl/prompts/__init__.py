@@ -197,11 +197,16 @@ def generate_pairs_messages(text: str, personas: list[str], demos: list[dict]) -
     return _document_first(text, task + fence("persona", listed))
 
 
-def generate_pairs_schema(n_personas: int) -> dict:
-    schema = load("generate_pairs").schema
-    schema["properties"]["pairs"]["minItems"] = n_personas
-    schema["properties"]["pairs"]["maxItems"] = n_personas
+def _exactly(name: str, field: str, n: int) -> dict:
+    """Prompt `name`'s schema with its list `field` holding exactly `n` items (one per
+    persona or pair of the request, matched by position)."""
+    schema = load(name).schema
+    schema["properties"][field].update(minItems=n, maxItems=n)
     return schema
+
+
+def generate_pairs_schema(n_personas: int) -> dict:
+    return _exactly("generate_pairs", "pairs", n_personas)
 
 
 def verify_pairs_messages(text: str, pairs: list[tuple[str, str]]) -> list[dict]:
@@ -213,7 +218,4 @@ def verify_pairs_messages(text: str, pairs: list[tuple[str, str]]) -> list[dict]
 
 
 def verify_pairs_schema(n_pairs: int) -> dict:
-    schema = load("verify_pairs").schema
-    schema["properties"]["verdicts"]["minItems"] = n_pairs
-    schema["properties"]["verdicts"]["maxItems"] = n_pairs
-    return schema
+    return _exactly("verify_pairs", "verdicts", n_pairs)
