@@ -15,7 +15,7 @@ cache already held. Figures:
   and vLLM's own prefix-cache hit rate. Reported, no target: such a small model accepts
   few pairs and its judgement differs between layouts.
 
-    .venv/bin/python bench/call_layout.py [--docs 400] [--real-docs 6] [--no-real]
+    .venv/bin/python bench/call_layout.py [--docs 400] [--real-docs 6] [--no-real | --real-only]
 """
 
 from __future__ import annotations
@@ -244,14 +244,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--docs", type=int, default=400)
     parser.add_argument("--real-docs", type=int, default=6)
-    parser.add_argument("--no-real", action="store_true")
+    parser.add_argument("--no-real", action="store_true", help="the test server only")
+    parser.add_argument("--real-only", action="store_true", help="the real model only")
     parser.add_argument("--keep", action="store_true", help="keep the warehouses")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="webscale-rl-layout-"))
     (workdir / "real").mkdir()
     try:
-        figures = test_server(args.docs, workdir, (3, 6), "short")
-        figures += test_server(args.docs // 2, workdir, (12, 18), "long")
+        figures = []
+        if not args.real_only:
+            figures += test_server(args.docs, workdir, (3, 6), "short")
+            figures += test_server(args.docs // 2, workdir, (12, 18), "long")
         if not args.no_real:
             figures += real_model(args.real_docs, workdir)
     finally:

@@ -4,7 +4,10 @@ P1: achieved requests/s through the stage path (client, ledger, parsing) at conc
 C = 8, 64, 256 with server latency L, as a ratio to the ideal C/L (target >= 0.9 at C=64,
 L=200 ms, in the worst of 3 runs), and the method's reference layout (a pool of 10
 threads, one call at a time each) measured beside it on the same server. The server runs
-in its own process so it does not share the client's interpreter.
+in its own process so it does not share the client's interpreter. Each level sends 50
+requests per slot (at most 4,000), about 10 s at the ideal rate, into a warehouse that
+already exists (as a stage's does), so the client's fixed costs per batch (ledger lookup,
+health check, last flush: ~0.3 s) weigh as they would in a stage of that size.
 
     .venv/bin/python bench/llm_client.py [--levels 8,64,256] [--latency-ms 200]
 """
@@ -25,7 +28,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import results  # noqa: E402
 
 from support.fake_llm import spawn  # noqa: E402
-from webscale_rl import prompts  # noqa: E402
+from webscale_rl import prompts, warehouse  # noqa: E402
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings  # noqa: E402
 
 
@@ -50,7 +53,10 @@ def make_requests(n: int, tag: str) -> list[LLMRequest]:
 
 
 def timed_run(url: str, concurrency: int, requests: list[LLMRequest]) -> float:
+    # A stage's warehouse exists before its first call: its creation is not timed.
     db = Path(tempfile.mkdtemp()) / "bench.duckdb"
+    with warehouse.write(db):
+        pass
     client = LLMClient(
         LLMSettings(base_url=url, model="fake-model", max_concurrency=concurrency), db, "bench"
     )
@@ -92,7 +98,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--levels", default="8,64,256", help="concurrency levels C")
     parser.add_argument("--latency-ms", type=float, default=200)
-    parser.add_argument("--per-slot", type=int, default=20, help="requests per level = C x this")
+    parser.add_argument(
+        "--per-slot",
+        type=int,
+        default=50,
+        help="requests per level = C x this (at most --max-requests): ~10 s at the ideal rate",
+    )
+    parser.add_argument("--max-requests", type=int, default=4000)
     parser.add_argument("--repeats", type=int, default=3, help="runs per level; the worst counts")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -107,7 +119,7 @@ def main() -> None:
         )
         ours = {}
         for level in (int(x) for x in args.levels.split(",")):
-            n = level * args.per_slot
+            n = min(level * args.per_slot, args.max_requests)
             ideal = level / latency
             rates = [
                 n / timed_run(url, level, make_requests(n, f"C{level}r{r}"))
