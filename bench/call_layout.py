@@ -92,6 +92,13 @@ def per_pair(run: dict, key: str = "tokens") -> float | None:
     return value / n if n else None
 
 
+def computed_per_pair(run: dict, cache_hits: int) -> float | None:
+    """Tokens a prefix-caching server computes per accepted pair: prompt tokens its cache
+    did not hold, plus completion tokens."""
+    n = len(run["accepted"])
+    return (run["prompt_tokens"] - cache_hits + run["completion_tokens"]) / n if n else None
+
+
 def compare(runs: dict, cache: dict, label: str) -> None:
     print(f"\n{label}")
     print(
@@ -99,12 +106,10 @@ def compare(runs: dict, cache: dict, label: str) -> None:
         f"{'accepted':>9} {'tok/pair':>9} {'computed tok/pair':>18} {'seconds':>8}"
     )
     for layout, r in runs.items():
-        n = len(r["accepted"])
-        computed = r["prompt_tokens"] - cache[layout] + r["completion_tokens"]
         print(
             f"  {layout:8} {r['calls']:7,} {r['prompt_tokens']:11,} {r['completion_tokens']:11,} "
-            f"{cache[layout]:11,} {n:9,} {per_pair(r) or 0:9.0f} "
-            f"{(computed / n) if n else 0:18.0f} {r['wall_s']:8.1f}"
+            f"{cache[layout]:11,} {len(r['accepted']):9,} {per_pair(r) or 0:9.0f} "
+            f"{computed_per_pair(r, cache[layout]) or 0:18.0f} {r['wall_s']:8.1f}"
         )
 
 
@@ -136,10 +141,6 @@ def test_server(n_docs: int, workdir: Path, paragraphs: tuple[int, int], size: s
     same = method["accepted"] == fused["accepted"]
     ratio = per_pair(fused) / per_pair(method)
 
-    def computed(layout: str) -> float:
-        r = runs[layout]
-        return (r["prompt_tokens"] - cache[layout] + r["completion_tokens"]) / len(r["accepted"])
-
     return [
         results.Figure(
             "P4 tokens per pair",
@@ -162,7 +163,7 @@ def test_server(n_docs: int, workdir: Path, paragraphs: tuple[int, int], size: s
             "P4 tokens per pair",
             f"{size} docs: tokens a prefix-caching server computes per accepted pair, "
             "fused / method",
-            computed("fused") / computed("method"),
+            computed_per_pair(fused, cache["fused"]) / computed_per_pair(method, cache["method"]),
             "(reported)",
             None,
         ),
