@@ -22,6 +22,7 @@ Admin endpoints: GET /admin/stats, POST /admin/faults (JSON), POST /admin/reset.
 from __future__ import annotations
 
 import argparse
+import collections
 import hashlib
 import json
 import re
@@ -197,7 +198,11 @@ class PrefixCache:
 
     def __init__(self, capacity_blocks: int = 1 << 18):
         self.capacity = capacity_blocks
-        self.blocks: dict[int, None] = {}  # insertion-ordered: oldest first
+        # Least recently used first. An OrderedDict, not a dict: evicting a dict's first key
+        # scans the holes its earlier evictions left, which made a full cache's every request
+        # slower until the dict was next resized (a saw-tooth that capped this server at
+        # ~40 req/s in a 100k-document run).
+        self.blocks: collections.OrderedDict[int, None] = collections.OrderedDict()
 
     def lookup(self, model: str, messages: list[dict]) -> int:
         words: list[str] = []
@@ -208,13 +213,16 @@ class PrefixCache:
         for start in range(0, len(words) - self.BLOCK + 1, self.BLOCK):
             key = hash((key, *words[start : start + self.BLOCK]))
             if not missed and key in self.blocks:
-                self.blocks.pop(key)
+                self.blocks.move_to_end(key)
                 hits += self.BLOCK
             else:
                 missed = True
-            self.blocks[key] = None
-            if len(self.blocks) > self.capacity:
-                self.blocks.pop(next(iter(self.blocks)))
+                if key in self.blocks:
+                    self.blocks.move_to_end(key)
+                else:
+                    self.blocks[key] = None
+                    if len(self.blocks) > self.capacity:
+                        self.blocks.popitem(last=False)
         return hits
 
 

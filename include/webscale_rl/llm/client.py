@@ -12,6 +12,7 @@ batches, and logs progress every few seconds.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import hashlib
 import json
@@ -23,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import httpx
 import httpx2
 import jsonschema
@@ -198,6 +200,102 @@ def parse_reply(content: str | None, schema: dict) -> dict:
     return value
 
 
+def _connection_failure(exc: BaseException) -> str | None:
+    """What really happened behind an APITimeoutError, when it was no timeout: the SDK's
+    aiohttp transport maps every aiohttp connection error it has no closer match for
+    (refused, reset, server disconnected) to httpx's ConnectTimeout."""
+    cause = exc.__cause__
+    while cause is not None:
+        if isinstance(cause, aiohttp.ClientConnectionError) and not isinstance(
+            cause, aiohttp.ServerTimeoutError
+        ):
+            return f"{type(cause).__name__}: {cause}"
+        cause = cause.__cause__
+    return None
+
+
+@dataclass(eq=False)
+class _Replica:
+    url: str
+    api: openai.AsyncOpenAI
+    in_flight: int = 0
+    down: bool = False
+
+
+class _Replicas:
+    """The server's replicas (one, usually). Each call goes to the live replica with the
+    fewest calls in flight, at most `cap` each. A replica that refused or dropped a
+    connection is down: it gets no calls while another is live, and a probe (GET /models,
+    backing off from 0.5 s to 10 s) brings it back. With every replica down, calls still go
+    to them, so a lone server that restarts is reached by the callers' own retries."""
+
+    PROBE_FIRST_S, PROBE_MAX_S = 0.5, 10.0
+
+    def __init__(self, replicas: list[_Replica], cap: int):
+        self.replicas, self.cap = replicas, cap
+        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._probes: list[asyncio.Task] = []
+
+    def _pick(self) -> _Replica | None:
+        live = [r for r in self.replicas if not r.down] or self.replicas
+        free = [r for r in live if r.in_flight < self.cap]
+        return min(free, key=lambda r: r.in_flight) if free else None
+
+    async def acquire(self) -> _Replica:
+        # One event loop, no await between the pick and the count: no lock needed.
+        while (replica := self._pick()) is None:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake(1)  # pass on the wake-up this caller will not use
+                raise
+        replica.in_flight += 1
+        return replica
+
+    def release(self, replica: _Replica) -> None:
+        replica.in_flight -= 1
+        self._wake(1)
+
+    def _wake(self, n: int | None = None) -> None:
+        """Wake `n` waiters (None: all); each re-checks for a free replica."""
+        while self._waiters and (n is None or n > 0):
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                n = None if n is None else n - 1
+
+    def mark_down(self, replica: _Replica | None) -> None:
+        if replica is None or replica.down or len(self.replicas) == 1:
+            return  # a lone server is never avoided: there is nowhere else to send
+        replica.down = True
+        log.warning("LLM replica %s is down: sending to the others until it answers", replica.url)
+        self._probes.append(asyncio.create_task(self._probe(replica)))
+
+    async def _probe(self, replica: _Replica) -> None:
+        wait = self.PROBE_FIRST_S
+        while True:
+            await asyncio.sleep(wait)
+            try:
+                await replica.api.get("/models", cast_to=httpx2.Response)
+            except openai.OpenAIError:
+                wait = min(wait * 2, self.PROBE_MAX_S)
+                continue
+            replica.down = False
+            log.info("LLM replica %s answers again", replica.url)
+            self._wake()
+            return
+
+    async def close(self) -> None:
+        for probe in self._probes:
+            probe.cancel()
+        await asyncio.gather(*self._probes, return_exceptions=True)
+        for replica in self.replicas:
+            await replica.api.close()
+
+
 class LLMClient:
     def __init__(
         self,
@@ -225,8 +323,29 @@ class LLMClient:
 
     # -- health ----------------------------------------------------------------------
     def health_check(self) -> list[str]:
-        """GET {base_url}/models; raises LLMUnavailable with the URL and the fix."""
-        url = f"{self.settings.base_url}/models"
+        """GET /models on every replica: the models of the first that answers. Raises
+        LLMUnavailable naming each URL and the fix only when none answers."""
+        return self._health()[0]
+
+    def _health(self) -> tuple[list[str], set[str]]:
+        """(models of the first replica that answers, the replicas that did not)."""
+        models, down, problems = None, set(), []
+        for base_url in self.settings.replica_urls:
+            try:
+                found = self._models(base_url)
+            except LLMUnavailable as exc:
+                down.add(base_url)
+                problems.append(str(exc))
+                continue
+            models = found if models is None else models
+        if models is None:
+            raise LLMUnavailable(" ".join(problems))
+        for problem in problems:
+            log.warning("%s Sending to the other replicas meanwhile.", problem)
+        return models, down
+
+    def _models(self, base_url: str) -> list[str]:
+        url = f"{base_url}/models"
         try:
             response = httpx.get(
                 url,
@@ -266,9 +385,8 @@ class LLMClient:
 
     async def _call(
         self,
-        api: openai.AsyncOpenAI,
+        replicas: _Replicas,
         req: LLMRequest,
-        slots: asyncio.Semaphore,
         progress: _Progress,
     ) -> LLMResult:
         result = LLMResult(request=req, status="failed")
@@ -282,12 +400,14 @@ class LLMClient:
         while True:
             result.attempts += 1
             retry_after = None
+            replica = None
             try:
-                async with slots:  # at most max_concurrency calls in flight
+                replica = await replicas.acquire()
+                try:
                     # The body is already plain JSON: post it through the official client
                     # (auth, headers, timeouts, typed status errors) without create()'s
                     # recursive param transform, which cost ~25 % of the client's CPU.
-                    response = await api.post(
+                    response = await replica.api.post(
                         "/chat/completions",
                         cast_to=httpx2.Response,
                         # Serialised here: the SDK sends bytes as they are, where a dict
@@ -306,6 +426,8 @@ class LLMClient:
                             ensure_ascii=False,
                         ).encode("utf-8"),
                     )
+                finally:
+                    replicas.release(replica)
                 # Read the few fields we need from the JSON reply (a typed pydantic model of
                 # every completion cost more CPU than the rest of the call).
                 try:
@@ -348,12 +470,18 @@ class LLMClient:
                 log.debug("retrying %s for %s after invalid reply: %s", req.stage, req.item_id, exc)
                 continue
             except openai.APITimeoutError as exc:
-                result.error_kind, result.error = (
-                    "timeout",
-                    f"no reply within {self.settings.timeout_s}s: {exc}",
-                )
+                cause = _connection_failure(exc)
+                if cause:
+                    result.error_kind, result.error = "connection", cause
+                    replicas.mark_down(replica)
+                else:
+                    result.error_kind, result.error = (
+                        "timeout",
+                        f"no reply within {self.settings.timeout_s}s: {exc}",
+                    )
             except openai.APIConnectionError as exc:
                 result.error_kind, result.error = "connection", f"{type(exc).__name__}: {exc}"
+                replicas.mark_down(replica)  # the retry goes to another replica, if one is up
             except openai.APIStatusError as exc:
                 code = exc.status_code
                 kind = "http_429" if code == 429 else "http_5xx" if code >= 500 else "http_4xx"
@@ -406,27 +534,35 @@ class LLMClient:
         todo = [req for h, req in unique.items() if h not in results]
         log.info(
             "%s: %d calls: %d answered from the ledger, %d to send to %s (model %s, "
-            "max concurrency %d, structured output %s)",
+            "max concurrency %d per replica, structured output %s)",
             stage,
             len(unique),
             len(results),
             len(todo),
-            self.settings.base_url,
+            ", ".join(self.settings.replica_urls),
             todo[0].model if todo else "-",
             self.settings.max_concurrency,
             self.settings.structured_output,
         )
         if not todo:
             return results
-        self.health_check()
+        down = self._health()[1]
         progress = _Progress(stage, len(todo), self.progress_every_s)
-        api = self._api(self.settings.max_concurrency)
-        slots = asyncio.Semaphore(self.settings.max_concurrency)
+        replicas = _Replicas(
+            [
+                _Replica(url, self._api(url, self.settings.max_concurrency))
+                for url in self.settings.replica_urls
+            ],
+            self.settings.max_concurrency,
+        )
+        for replica in replicas.replicas:
+            if replica.url in down:
+                replicas.mark_down(replica)
         pending_rows: list[dict] = []
         last_flush = time.monotonic()
         journal = ledger.Journal(self.db_path, self.run_id, stage)
         try:
-            tasks = [asyncio.create_task(self._call(api, req, slots, progress)) for req in todo]
+            tasks = [asyncio.create_task(self._call(replicas, req, progress)) for req in todo]
             for next_done in asyncio.as_completed(tasks):
                 result = await next_done
                 results[result.request.request_hash] = result
@@ -448,7 +584,7 @@ class LLMClient:
                 )
                 journal.close()  # only once its rows are in the ledger; a failed flush leaves it to adopt
             finally:
-                await api.close()
+                await replicas.close()
         log.info("%s: done. %s", stage, progress.line())
         unreachable = sum(
             1 for r in results.values() if not r.ok and r.error_kind in ("connection", "timeout")
@@ -467,11 +603,11 @@ class LLMClient:
                 ) from None
         return results
 
-    def _api(self, connections: int) -> openai.AsyncOpenAI:
+    def _api(self, base_url: str, connections: int) -> openai.AsyncOpenAI:
         # The SDK's aiohttp transport (openai[aiohttp]): per call it costs about a third
         # less CPU than httpx/httpcore, whose pool scan also grows with the pool's size.
         return openai.AsyncOpenAI(
-            base_url=self.settings.base_url,
+            base_url=base_url,
             api_key=self.settings.api_key,
             max_retries=0,  # retries are ours: every transient kind, with jitter and Retry-After
             timeout=self.settings.timeout_s,

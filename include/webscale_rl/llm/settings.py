@@ -15,7 +15,10 @@ class LLMSettings:
     api_key: str = field(default="EMPTY", repr=False)  # never printed, logged or stored
     model: str = "default"
     structured_output: str = "json_schema"
-    max_concurrency: int = 64
+    max_concurrency: int = 64  # requests in flight per replica
+    # More replicas of the same server (the same model behind each), besides base_url:
+    # requests go to the live one with the fewest in flight.
+    base_urls: tuple = ()
     stage_models: dict = field(default_factory=dict)
     timeout_s: float = 120.0
     max_retries: int = 8  # transient failures: connection, timeout, 429, 5xx
@@ -27,6 +30,7 @@ class LLMSettings:
     seed: int = 1234
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "base_urls", tuple(self.base_urls))
         if self.structured_output not in DIALECTS:
             raise ValueError(
                 f"llm_default extra 'structured_output' must be one of {DIALECTS}, "
@@ -36,10 +40,14 @@ class LLMSettings:
             raise ValueError(
                 f"llm_default extra 'max_concurrency' must be >= 1, got {self.max_concurrency}"
             )
-        if not self.base_url.startswith(("http://", "https://")):
-            raise ValueError(
-                f"LLM base URL must start with http:// or https://, got {self.base_url!r}"
-            )
+        for url in self.replica_urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"LLM base URL must start with http:// or https://, got {url!r}")
+
+    @property
+    def replica_urls(self) -> tuple[str, ...]:
+        """base_url first, then the other replicas, each once."""
+        return tuple(dict.fromkeys((self.base_url, *self.base_urls)))
 
     def model_for(self, stage: str) -> str:
         return self.stage_models.get(stage) or self.model
@@ -59,7 +67,8 @@ class LLMSettings:
     ) -> LLMSettings:
         """Fields of an `openai`-type connection: host = base URL (or a bare host with port and
         schema as the path), password = API key, extras = model, structured_output,
-        max_concurrency, stage_models, timeout_s, max_retries, max_tokens."""
+        max_concurrency (per replica), base_urls (more replicas: a list or a comma-separated
+        string of base URLs), stage_models, timeout_s, max_retries, max_tokens."""
         if not host:
             raise ValueError(
                 f"connection '{CONN_ID}' has no host: set it to the server's base URL, "
@@ -77,6 +86,10 @@ class LLMSettings:
                 f"connection '{CONN_ID}' has unknown extras {unknown}; known: {sorted(known)}"
             )
         values = dict(extras)
+        if "base_urls" in values:
+            urls = values["base_urls"]
+            urls = urls.split(",") if isinstance(urls, str) else list(urls or [])
+            values["base_urls"] = tuple(u.strip().rstrip("/") for u in urls if u.strip())
         for name in ("max_concurrency", "max_retries", "max_invalid_retries", "max_tokens", "seed"):
             if name in values:
                 values[name] = int(values[name])

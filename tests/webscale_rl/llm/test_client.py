@@ -285,3 +285,115 @@ def test_a_reply_holding_an_unpaired_surrogate_is_invalid_and_stored_safely(serv
 def test_server_text_with_a_raw_surrogate_is_stored_with_a_replacement_mark(server, tmp_path):
     c = client(server, tmp_path)
     assert c.redact("cut \ud83d here") == "cut ? here"
+
+
+# -- several replicas (llm_default extra `base_urls`) ----------------------------------------
+
+
+def replicas_client(urls: list[str], tmp_path, **kw) -> LLMClient:
+    settings = LLMSettings(
+        base_url=urls[0],
+        base_urls=tuple(urls[1:]),
+        model="fake-model",
+        backoff_base_s=0.05,
+        backoff_cap_s=0.2,
+        timeout_s=5.0,
+        **kw,
+    )
+    return LLMClient(settings, tmp_path / "w.duckdb", "run-1")
+
+
+def test_calls_spread_over_replicas_each_capped_at_max_concurrency(tmp_path):
+    with FakeLLM(latency_s=0.1) as a, FakeLLM(latency_s=0.1) as b:
+        results = replicas_client([a.base_url, b.base_url], tmp_path, max_concurrency=3).run(
+            requests(24)
+        )
+        assert all(r.ok and r.attempts == 1 for r in results.values())
+        assert a.stats["completions_ok"] + b.stats["completions_ok"] == 24
+        assert a.max_inflight == 3 and b.max_inflight == 3  # both used, neither past its cap
+
+
+def test_a_replica_down_from_the_start_gets_no_calls(tmp_path):
+    dead = FakeLLM().start()
+    dead_url = dead.base_url
+    dead.stop()
+    with FakeLLM() as live:
+        results = replicas_client([dead_url, live.base_url], tmp_path).run(requests(10))
+        assert all(r.ok and r.attempts == 1 for r in results.values())
+        assert live.stats["completions_ok"] == 10
+
+
+def test_a_replica_killed_mid_stage_its_calls_finish_on_the_other(tmp_path):
+    with FakeLLM(latency_s=0.05) as a:
+        b = FakeLLM(latency_s=0.05).start()
+
+        def kill_b():
+            deadline = time.monotonic() + 30
+            while b.stats["completions_ok"] < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            b.stop()
+
+        threading.Thread(target=kill_b, daemon=True).start()
+        results = replicas_client([a.base_url, b.base_url], tmp_path, max_concurrency=2).run(
+            requests(30)
+        )
+        assert all(r.ok for r in results.values()), [r.error for r in results.values() if not r.ok]
+        assert b.stats["completions_ok"] >= 3  # b answered until it died
+        assert a.stats["completions_ok"] >= 30 - b.stats["completions_ok"]
+        assert any(r.attempts > 1 for r in results.values())  # the calls cut by the kill
+
+
+def test_a_replica_that_comes_back_is_probed_and_used_again(tmp_path):
+    with FakeLLM(latency_s=0.1) as a:
+        b = FakeLLM(latency_s=0.1).start()
+        port = b.port
+        revived: list[FakeLLM] = []
+
+        def bounce_b():
+            deadline = time.monotonic() + 30
+            while b.stats["completions_ok"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            b.stop()
+            time.sleep(0.3)
+            revived.append(FakeLLM(port=port, latency_s=0.1).start())
+
+        threading.Thread(target=bounce_b, daemon=True).start()
+        try:
+            results = replicas_client([a.base_url, b.base_url], tmp_path, max_concurrency=2).run(
+                requests(80)
+            )
+            assert all(r.ok for r in results.values())
+            assert revived and revived[0].stats["completions_ok"] > 0
+        finally:
+            for server in revived:
+                server.stop()
+
+
+def test_all_replicas_down_fails_fast_naming_each_url(tmp_path):
+    urls = []
+    for _ in range(2):
+        dead = FakeLLM().start()
+        urls.append(dead.base_url)
+        dead.stop()
+    with pytest.raises(LLMUnavailable) as err:
+        replicas_client(urls, tmp_path).run(requests(2))
+    assert all(f"LLM server at {u}/models is not reachable" in str(err.value) for u in urls)
+    assert ledger(tmp_path) == []
+
+
+def test_a_refused_or_cut_connection_is_recorded_as_connection_not_timeout(tmp_path):
+    """The SDK's aiohttp transport reports a refused connection as a connect timeout; the
+    ledger must say what happened (a dead server, not a slow one)."""
+    server = FakeLLM(latency_s=0.2).start()
+
+    def kill():
+        deadline = time.monotonic() + 30
+        while server.stats["completions_ok"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.stop()
+
+    threading.Thread(target=kill, daemon=True).start()
+    with pytest.raises(LLMUnavailable, match="stopped answering mid-stage"):
+        client(server, tmp_path, max_concurrency=2, max_retries=0, timeout_s=10).run(requests(10))
+    failed = [row for row in ledger(tmp_path) if row[0] == "failed"]
+    assert failed and {row[1] for row in failed} == {"connection"}

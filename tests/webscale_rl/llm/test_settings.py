@@ -44,8 +44,34 @@ def test_run_params_override_stage_models():
         ({"host": "http://x/v1", "extra": {"structured_output": "xml"}}, "structured_output"),
         ({"host": "http://x/v1", "extra": {"modle": "typo"}}, "unknown extras"),
         ({"host": "http://x/v1", "extra": {"max_concurrency": 0}}, "max_concurrency"),
+        ({"host": "http://x/v1", "extra": {"base_urls": ["vllm-2:8000/v1"]}}, "http://"),
     ],
 )
 def test_bad_connections_are_refused_with_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
         LLMSettings.from_connection(**kwargs)
+
+
+@pytest.mark.parametrize(
+    "base_urls",
+    [
+        ["http://vllm-2:8000/v1/", "http://vllm-3:8000/v1"],
+        "http://vllm-2:8000/v1, http://vllm-3:8000/v1/,",
+    ],
+)
+def test_replicas_from_the_base_urls_extra_follow_the_host_each_once(base_urls):
+    s = LLMSettings.from_connection(
+        "http://vllm-1:8000/v1",
+        extra={
+            "base_urls": base_urls
+            + (["http://vllm-1:8000/v1"] if isinstance(base_urls, list) else "")
+        },
+    )
+    assert s.replica_urls == (
+        "http://vllm-1:8000/v1",
+        "http://vllm-2:8000/v1",
+        "http://vllm-3:8000/v1",
+    )
+    assert LLMSettings.from_connection("http://vllm-1:8000/v1").replica_urls == (
+        "http://vllm-1:8000/v1",
+    )
