@@ -3,7 +3,8 @@
 P1: achieved requests/s through the stage path (client, ledger, parsing) at concurrency
 C = 8, 64, 256 with server latency L, as a ratio to the ideal C/L (target >= 0.9 at C=64,
 L=200 ms, in the worst of 3 runs), and the method's reference layout (a pool of 10
-threads, one call at a time each) measured beside it on the same server. The server runs
+threads, one call at a time each) measured beside it on the same server; and two server
+replicas against one (llm_default's base_urls), then one of them killed mid-run. The server runs
 in its own process so it does not share the client's interpreter. Each level sends 50
 requests per slot (at most 4,000), about 10 s at the ideal rate, into a warehouse that
 already exists (as a stage's does), so the client's fixed costs per batch (ledger lookup,
@@ -18,6 +19,7 @@ import argparse
 import logging
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -52,19 +54,69 @@ def make_requests(n: int, tag: str) -> list[LLMRequest]:
     ]
 
 
-def timed_run(url: str, concurrency: int, requests: list[LLMRequest]) -> float:
+def timed_run(urls: str | list[str], concurrency: int, requests: list[LLMRequest]) -> float:
+    return timed_results(urls, concurrency, requests)[0]
+
+
+def timed_results(
+    urls: str | list[str], concurrency: int, requests: list[LLMRequest], check: bool = True
+) -> tuple[float, dict]:
+    urls = [urls] if isinstance(urls, str) else urls
     # A stage's warehouse exists before its first call: its creation is not timed.
     db = Path(tempfile.mkdtemp()) / "bench.duckdb"
     with warehouse.write(db):
         pass
-    client = LLMClient(
-        LLMSettings(base_url=url, model="fake-model", max_concurrency=concurrency), db, "bench"
+    settings = LLMSettings(
+        base_url=urls[0], base_urls=tuple(urls[1:]), model="fake-model", max_concurrency=concurrency
     )
+    client = LLMClient(settings, db, "bench")
     started = time.perf_counter()
     results = client.run(requests)
     elapsed = time.perf_counter() - started
-    assert all(r.ok for r in results.values()), "bench calls failed"
-    return elapsed
+    assert not check or all(r.ok for r in results.values()), "bench calls failed"
+    return elapsed, results
+
+
+def replicas(latency_s: float, concurrency: int = 16, per_slot: int = 50) -> list:
+    """Two test-server replicas against one, the client capped at `concurrency` in flight per
+    replica; then one of the two killed (SIGKILL) 2 s into a run."""
+    servers = [spawn(latency_s=latency_s) for _ in range(2)]
+    urls = [url for _, url in servers]
+    try:
+        n = concurrency * per_slot
+        one = n / timed_run(urls[:1], concurrency, make_requests(n, "one"))
+        two = 2 * n / timed_run(urls, concurrency, make_requests(2 * n, "two"))
+        killer = threading.Timer(2.0, servers[1][0].kill)
+        killer.start()
+        _, answered = timed_results(urls, concurrency, make_requests(2 * n, "kill"), check=False)
+        killer.join()
+    finally:
+        for server, _ in servers:
+            server.kill()
+            server.wait(10)
+    ok = sum(r.ok for r in answered.values())
+    retried = sum(r.attempts > 1 for r in answered.values())
+    print(
+        f"  replicas, {concurrency} in flight each: one {one:.1f} req/s, two {two:.1f} req/s "
+        f"({two / one:.2f}x); one of two killed mid-run: {ok}/{len(answered)} calls answered, "
+        f"{retried} of them after a retry on the other"
+    )
+    return [
+        results.Figure(
+            "P1 stage efficiency",
+            f"req/s with two test-server replicas / one, C={concurrency} in flight per replica",
+            two / one,
+            ">= 1.8",
+            two / one >= 1.8,
+        ),
+        results.Figure(
+            "P1 stage efficiency",
+            "share of calls answered when one of two replicas is killed mid-run",
+            ok / len(answered),
+            "= 1",
+            ok == len(answered),
+        ),
+    ]
 
 
 def thread_pool_run(url: str, requests: list[LLMRequest], threads: int = 10) -> float:
@@ -147,6 +199,7 @@ def main() -> None:
             f"  reference layout (10 threads, one call each at a time): {reference:.1f} req/s; "
             f"ideal 10/L = {10 / latency:.1f}"
         )
+        figures += replicas(latency)
         pick = 64 if 64 in ours else max(ours)
         figures.append(
             results.Figure(
