@@ -66,6 +66,21 @@ def ledger(tmp_path) -> list[tuple]:
         con.close()
 
 
+def kill_after(server: FakeLLM, answered: int, then=None) -> None:
+    """In the background: once `server` has answered `answered` calls, stop it (mid-stage,
+    after the health check, not at a fixed time a slow start could miss), then call `then`."""
+
+    def kill() -> None:
+        deadline = time.monotonic() + 30
+        while server.stats["completions_ok"] < answered and time.monotonic() < deadline:
+            time.sleep(0.01)
+        server.stop()
+        if then is not None:
+            then()
+
+    threading.Thread(target=kill, daemon=True).start()
+
+
 @pytest.mark.parametrize(
     ("dialect", "expected"),
     [
@@ -218,17 +233,11 @@ def test_server_that_dies_mid_stage_and_comes_back(tmp_path):
     server = FakeLLM(latency_s=0.05).start()
     port = server.port
 
-    def bounce():
-        # Die mid-stage: after the health check and a few answered calls, not at a fixed time
-        # (a slow start would otherwise make the health check itself meet the dead server).
-        deadline = time.monotonic() + 30
-        while server.stats["completions_ok"] < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        server.stop()
+    def come_back():
         time.sleep(0.6)
         FakeLLM(port=port).start()
 
-    threading.Thread(target=bounce, daemon=True).start()
+    kill_after(server, 3, then=come_back)
     # Full-jitter backoff can draw tiny delays: give the retries enough room (expected ~4 s
     # in all) that no request runs out of tries during the 0.6 s outage on a loaded machine.
     c = LLMClient(
@@ -326,14 +335,7 @@ def test_a_replica_down_from_the_start_gets_no_calls(tmp_path):
 def test_a_replica_killed_mid_stage_its_calls_finish_on_the_other(tmp_path):
     with FakeLLM(latency_s=0.05) as a:
         b = FakeLLM(latency_s=0.05).start()
-
-        def kill_b():
-            deadline = time.monotonic() + 30
-            while b.stats["completions_ok"] < 3 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            b.stop()
-
-        threading.Thread(target=kill_b, daemon=True).start()
+        kill_after(b, 3)
         results = replicas_client([a.base_url, b.base_url], tmp_path, max_concurrency=2).run(
             requests(30)
         )
@@ -349,15 +351,11 @@ def test_a_replica_that_comes_back_is_probed_and_used_again(tmp_path):
         port = b.port
         revived: list[FakeLLM] = []
 
-        def bounce_b():
-            deadline = time.monotonic() + 30
-            while b.stats["completions_ok"] < 2 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            b.stop()
+        def come_back():
             time.sleep(0.3)
             revived.append(FakeLLM(port=port, latency_s=0.1).start())
 
-        threading.Thread(target=bounce_b, daemon=True).start()
+        kill_after(b, 2, then=come_back)
         try:
             results = replicas_client([a.base_url, b.base_url], tmp_path, max_concurrency=2).run(
                 requests(80)
@@ -385,14 +383,7 @@ def test_a_refused_or_cut_connection_is_recorded_as_connection_not_timeout(tmp_p
     """The SDK's aiohttp transport reports a refused connection as a connect timeout; the
     ledger must say what happened (a dead server, not a slow one)."""
     server = FakeLLM(latency_s=0.2).start()
-
-    def kill():
-        deadline = time.monotonic() + 30
-        while server.stats["completions_ok"] < 2 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        server.stop()
-
-    threading.Thread(target=kill, daemon=True).start()
+    kill_after(server, 2)
     with pytest.raises(LLMUnavailable, match="stopped answering mid-stage"):
         client(server, tmp_path, max_concurrency=2, max_retries=0, timeout_s=10).run(requests(10))
     failed = [row for row in ledger(tmp_path) if row[0] == "failed"]
