@@ -118,8 +118,12 @@ def test_planted_key_authenticates_the_run_and_is_found_nowhere_after_it(
     ]
     [(run_id, status)] = query(sample_data_dir, "SELECT run_id, status FROM runs")
     assert status == "success"
-    [(error,)] = query(sample_data_dir, "SELECT error FROM llm_calls WHERE status = 'failed'")
-    assert "HTTP 400" in error
+    # Which other calls fail depends on the injected faults' draws (a hash of each request's
+    # bytes): the permanent 400 is always among them.
+    failed = [
+        e for (e,) in query(sample_data_dir, "SELECT error FROM llm_calls WHERE status = 'failed'")
+    ]
+    assert any("HTTP 400" in e for e in failed), failed
 
     # 1. The run's output: `dags test` prints the task logs (their lines are there).
     output = out.stdout + out.stderr
