@@ -478,10 +478,12 @@ SCANNED = [ROOT / "include" / "webscale_rl", ROOT / "dags", ROOT / "plugins"]
 # Every expression interpolated into SQL text, per file, and where its value comes from.
 # None is a param: a run's values always go in as `?`/`$name` parameters or registered frames.
 SQL_INTERPOLATIONS = {
+    ("include/webscale_rl/card.py", "key"): "literal column name: doc_id or qa_id",
+    ("include/webscale_rl/card.py", "example"): "literal SQL expression chosen by the stage's unit",
     (
         "include/webscale_rl/card.py",
-        "_examples_sql(stage)",
-    ): "SQL text built from such a stage name",
+        "example_join",
+    ): "literal JOIN text naming documents or registry.first_pair_stage()",
     ("include/webscale_rl/card.py", "ACCEPTED_SQL"): "module constant (a fixed query)",
     ("include/webscale_rl/card.py", "EXAMPLES_PER_REASON"): "int constant",
     (

@@ -50,24 +50,30 @@ class AuditFileError(ValueError):
 def sample(con, run_id: str, per_stratum: int = PER_STRATUM) -> pd.DataFrame:
     """Up to `per_stratum` pairs per (domain, verifier verdict), chosen by a stable hash
     (sha256 of run id and qa_id). DuckDB picks them, so only the sample leaves the warehouse."""
+    # Strata are drawn on keys only; texts are joined for the picked pairs alone, so the
+    # query's memory does not grow with the run's pairs.
     picked = con.execute(
-        """SELECT g.qa_id, g.doc_id, c.domain, g.persona,
-                  CASE WHEN v.status = 'kept' THEN 'accepted' ELSE 'rejected' END AS verifier_verdict,
-                  v.reason AS verifier_reason,
-                  CASE WHEN coalesce(x.status, v.status) = 'kept' THEN 'accepted' ELSE 'rejected'
-                  END AS final_status,
-                  g.question, g.answer, left(d.text, 1500) AS document_excerpt,
-                  sha256($run || chr(10) || g.qa_id) AS _order
-           FROM run_docs r JOIN generate g ON g.doc_id = r.doc_id AND g.status = 'kept'
-           JOIN verify v ON v.qa_id = g.qa_id AND v.status IN ('kept', 'rejected')
-           LEFT JOIN decontaminate x ON x.qa_id = g.qa_id
-           JOIN classify c ON c.doc_id = g.doc_id
-           JOIN documents d ON d.doc_id = g.doc_id
-           WHERE r.run_id = $run AND c.domain IS NOT NULL
-           QUALIFY row_number() OVER (
-               PARTITION BY c.domain, verifier_verdict ORDER BY _order
-           ) <= $per_stratum
-           ORDER BY c.domain, verifier_verdict, _order""",
+        """WITH keyed AS (
+               SELECT g.qa_id, g.doc_id, c.domain,
+                      CASE WHEN v.status = 'kept' THEN 'accepted' ELSE 'rejected' END AS verifier_verdict,
+                      v.reason AS verifier_reason,
+                      CASE WHEN coalesce(x.status, v.status) = 'kept' THEN 'accepted' ELSE 'rejected'
+                      END AS final_status,
+                      sha256($run || chr(10) || g.qa_id) AS _order
+               FROM run_docs r JOIN generate g ON g.doc_id = r.doc_id AND g.status = 'kept'
+               JOIN verify v ON v.qa_id = g.qa_id AND v.status IN ('kept', 'rejected')
+               LEFT JOIN decontaminate x ON x.qa_id = g.qa_id
+               JOIN classify c ON c.doc_id = g.doc_id
+               WHERE r.run_id = $run AND c.domain IS NOT NULL
+               QUALIFY row_number() OVER (
+                   PARTITION BY c.domain, verifier_verdict ORDER BY _order
+               ) <= $per_stratum
+           )
+           SELECT k.qa_id, k.doc_id, k.domain, g.persona, k.verifier_verdict, k.verifier_reason,
+                  k.final_status, g.question, g.answer, left(d.text, 1500) AS document_excerpt
+           FROM keyed k JOIN generate g ON g.qa_id = k.qa_id
+           JOIN documents d ON d.doc_id = k.doc_id
+           ORDER BY k.domain, k.verifier_verdict, k._order""",
         {"run": run_id, "per_stratum": per_stratum},
     ).df()
     if picked.empty:

@@ -74,16 +74,31 @@ def _unit(stage) -> str:
     return "docs" if stage.unit == "doc" else "pairs"
 
 
-def _examples_sql(stage) -> str:
+def _reasons_sql(stage) -> str:
+    """Per reason of a stage's non-kept rows: the count and the first examples by id.
+
+    The examples are picked on ids alone and only they are joined to their text, so the
+    query's memory does not grow with the number of rejected rows."""
+    key = "doc_id" if stage.unit == "doc" else "qa_id"
     if stage.unit == "doc":
-        return f"""SELECT s.reason, s.doc_id AS id, left(d.text, 160) AS example FROM run_docs r
-                   JOIN {stage.name} s USING (doc_id) JOIN documents d ON d.doc_id = s.doc_id
-                   WHERE r.run_id = ? AND s.status <> 'kept'"""
-    return f"""SELECT s.reason, s.qa_id AS id,
-                      'Q: ' || left(coalesce(g.question, ''), 140) || ' | A: ' || coalesce(g.answer, '') AS example
-               FROM run_docs r JOIN {stage.name} s USING (doc_id)
-               JOIN {registry.first_pair_stage().name} g ON g.qa_id = s.qa_id
-               WHERE r.run_id = ? AND s.status <> 'kept'"""
+        example_join = "JOIN documents d ON d.doc_id = p.id"
+        example = "left(d.text, 160)"
+    else:
+        example_join = f"JOIN {registry.first_pair_stage().name} g ON g.qa_id = p.id"
+        example = (
+            "'Q: ' || left(coalesce(g.question, ''), 140) || ' | A: ' || coalesce(g.answer, '')"
+        )
+    return f"""
+        WITH x AS (SELECT s.reason, s.{key} AS id FROM run_docs r JOIN {stage.name} s USING (doc_id)
+                   WHERE r.run_id = ? AND s.status <> 'kept'),
+        counts AS (SELECT reason, count(*) AS n FROM x GROUP BY reason),
+        picked AS (SELECT reason, id FROM x
+                   QUALIFY row_number() OVER (PARTITION BY reason ORDER BY id) <= {EXAMPLES_PER_REASON}),
+        examples AS (SELECT p.reason, list({{'id': p.id, 'example': {example}}} ORDER BY p.id) AS examples
+                     FROM picked p {example_join} GROUP BY p.reason)
+        SELECT c.reason, c.n, coalesce(e.examples, []) FROM counts c
+        LEFT JOIN examples e ON e.reason IS NOT DISTINCT FROM c.reason
+        ORDER BY c.n DESC, c.reason"""
 
 
 def stage_table(con, run_id: str) -> list[dict]:
@@ -91,13 +106,7 @@ def stage_table(con, run_id: str) -> list[dict]:
     out = []
     for stage in registry.stages():
         inputs, by_status = _stage_rows(con, run_id, stage.name)
-        reasons = con.execute(
-            f"""WITH x AS ({_examples_sql(stage)})
-                SELECT reason, count(*) AS n,
-                       list({{'id': id, 'example': example}} ORDER BY id)[1:{EXAMPLES_PER_REASON}] AS examples
-                FROM x GROUP BY reason ORDER BY n DESC, reason""",
-            [run_id],
-        ).fetchall()
+        reasons = con.execute(_reasons_sql(stage), [run_id]).fetchall()
         out.append(
             {
                 "stage": stage.name,

@@ -20,6 +20,45 @@ import duckdb
 
 LOCK_TIMEOUT_S = 600.0
 
+# DuckDB's own default cap is 80 % of the machine's RAM, and it keeps what it read or built
+# (pages, hash tables) up to that cap: a task's memory then grows with the warehouse. A fixed
+# cap, with larger joins and sorts spilling to `<db>.tmp`, keeps it flat in corpus size.
+MEMORY_LIMIT_ENV = "WEBSCALE_RL_DUCKDB_MEMORY_LIMIT"
+DEFAULT_MEMORY_LIMIT = "512MB"
+
+
+def memory_limit() -> str:
+    return os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
+
+
+def connect(db_path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """A connection with the warehouse's memory cap; a bad cap is named with its variable."""
+    try:
+        return duckdb.connect(
+            str(db_path), read_only=read_only, config={"memory_limit": memory_limit()}
+        )
+    except (duckdb.ParserException, duckdb.InvalidInputException) as exc:
+        raise ValueError(
+            f"{MEMORY_LIMIT_ENV}={memory_limit()!r} is not a DuckDB memory size "
+            f"(use e.g. 512MB or 4GB): {exc}"
+        ) from None
+
+
+class WarehouseOutOfMemory(RuntimeError):
+    """DuckDB hit the warehouse's memory cap on something it cannot spill."""
+
+
+@contextlib.contextmanager
+def _memory_cap_named() -> Iterator[None]:
+    try:
+        yield
+    except duckdb.OutOfMemoryException as exc:
+        raise WarehouseOutOfMemory(
+            f"DuckDB needed more than the warehouse's {memory_limit()} memory cap: set "
+            f"{MEMORY_LIMIT_ENV} higher (e.g. 4GB) and re-run. {str(exc).splitlines()[0]}"
+        ) from exc
+
+
 # Every stage table (webscale_rl.stages.registry: its module's TABLE_DDL) has a status in
 # STATUSES and a reason; the doc_outcomes and accepted_pairs views are built from the registry.
 STATUSES = ("kept", "rejected", "failed")
@@ -181,8 +220,8 @@ def file_lock(db_path: Path, exclusive: bool, timeout_s: float = LOCK_TIMEOUT_S)
 @contextlib.contextmanager
 def write(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     """Exclusive connection inside one transaction: all of the block commits, or none."""
-    with file_lock(db_path, exclusive=True):
-        con = duckdb.connect(str(db_path))
+    with _memory_cap_named(), file_lock(db_path, exclusive=True):
+        con = connect(db_path)
         try:
             con.execute(SCHEMA)
             con.execute(stage_schema())
@@ -213,12 +252,13 @@ def read(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
     if os.environ.get("WEBSCALE_RL_STAGING_DIR", "").strip():
         con = _connect_read_only_retrying(db_path)
         try:
-            yield con
+            with _memory_cap_named():
+                yield con
         finally:
             con.close()
         return
-    with file_lock(db_path, exclusive=False):
-        con = duckdb.connect(str(db_path), read_only=True)
+    with _memory_cap_named(), file_lock(db_path, exclusive=False):
+        con = connect(db_path, read_only=True)
         try:
             yield con
         finally:
@@ -231,7 +271,7 @@ def _connect_read_only_retrying(
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return duckdb.connect(str(db_path), read_only=True)
+            return connect(db_path, read_only=True)
         except duckdb.IOException:
             if time.monotonic() > deadline:
                 raise WarehouseBusy(

@@ -3,6 +3,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from datetime import UTC, datetime
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -173,3 +174,51 @@ def test_failed_block_rolls_back(tmp_path):
         pass
     with warehouse.read(db) as con:
         assert con.execute("SELECT count(*) FROM run_docs").fetchall() == [(0,)]
+
+
+def _cap_as_duckdb_prints_it(value: str) -> str:
+    con = duckdb.connect(":memory:", config={"memory_limit": value})
+    try:
+        return con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_every_connection_carries_the_memory_cap(tmp_path, monkeypatch):
+    db = tmp_path / "w.duckdb"
+    monkeypatch.delenv(warehouse.MEMORY_LIMIT_ENV, raising=False)
+    default = _cap_as_duckdb_prints_it(warehouse.DEFAULT_MEMORY_LIMIT)
+    with warehouse.write(db) as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == default
+    monkeypatch.setenv(warehouse.MEMORY_LIMIT_ENV, "3GB")
+    with warehouse.read(db) as con:
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[
+            0
+        ] == _cap_as_duckdb_prints_it("3GB")
+    assert _cap_as_duckdb_prints_it("3GB") != default
+
+
+def test_a_bad_memory_cap_names_its_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv(warehouse.MEMORY_LIMIT_ENV, "lots")
+    with pytest.raises(ValueError, match=warehouse.MEMORY_LIMIT_ENV):
+        with warehouse.write(tmp_path / "w.duckdb"):
+            pass
+
+
+def test_running_out_of_the_cap_says_which_variable_to_raise(tmp_path, monkeypatch):
+    db = tmp_path / "w.duckdb"
+    with warehouse.write(db):
+        pass
+    monkeypatch.setenv(warehouse.MEMORY_LIMIT_ENV, "2MB")
+    # A primary-key index must fit in memory: 200k long keys do not fit in 2 MB.
+    with pytest.raises(warehouse.WarehouseOutOfMemory, match=warehouse.MEMORY_LIMIT_ENV):
+        with warehouse.write(db) as con:
+            con.execute("CREATE TABLE big (k VARCHAR PRIMARY KEY)")
+            con.execute(
+                "INSERT INTO big SELECT range::VARCHAR || repeat('x', 100) FROM range(200000)"
+            )
+    monkeypatch.delenv(warehouse.MEMORY_LIMIT_ENV)
+    with warehouse.read(db) as con:  # rolled back, and the warehouse still opens
+        assert con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'big'"
+        ).fetchone() == (0,)

@@ -20,10 +20,14 @@ cost of more false merges of templated pages.
 
 from __future__ import annotations
 
+import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from webscale_rl import warehouse
@@ -85,34 +89,137 @@ def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b)) / len(a)
 
 
+class _KeptIndex:
+    """The documents kept so far, banded for LSH, in an in-memory DuckDB database that
+    spills to a temporary folder past the warehouse's memory cap (WEBSCALE_RL_DUCKDB_MEMORY_LIMIT):
+    the index of a corpus never has to fit in Python's memory.
+
+    Band layout (b bands of r rows) is datasketch's for the threshold and LSH_WEIGHTS; a
+    band's bucket is DuckDB's 64-bit hash of the band's bytes, so two signatures share a
+    bucket when the band's r values are equal (or, once in ~2^64, by collision)."""
+
+    def __init__(self, threshold: float):
+        layout = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+        self.bands, self.band_bytes = layout.b, layout.r * 4  # uint32 values
+        self._spill = tempfile.TemporaryDirectory(prefix="webscale-rl-near-dedup-")
+        self.con = duckdb.connect(
+            ":memory:",
+            config={"memory_limit": warehouse.memory_limit(), "temp_directory": self._spill.name},
+        )
+        # Bands point at the kept row's position: 18 bytes a band instead of a 64-char id.
+        self.con.execute("CREATE TABLE kept (pos BIGINT, doc_id VARCHAR, hv BLOB)")
+        self.con.execute("CREATE TABLE bands (band USMALLINT, bucket UBIGINT, pos BIGINT)")
+        self.size = 0
+
+    def _banded(self, source: str, key: str) -> str:
+        return f"""SELECT b.band::USMALLINT AS band,
+                          hash(hv[b.band * {self.band_bytes} + 1 : (b.band + 1) * {self.band_bytes}]) AS bucket,
+                          {key}
+                   FROM {source}, range({self.bands}) b(band)"""
+
+    @staticmethod
+    def _frame(docs: list[tuple[str, np.ndarray]], first_pos: int = 0) -> pa.Table:
+        return pa.table(
+            {
+                "pos": pa.array(range(first_pos, first_pos + len(docs)), pa.int64()),
+                "doc_id": pa.array([d for d, _ in docs], pa.string()),
+                "hv": pa.array([hv.tobytes() for _, hv in docs], pa.binary()),
+            }
+        )
+
+    def add(self, docs: list[tuple[str, np.ndarray]]) -> None:
+        if not docs:
+            return
+        self.con.register("_add", self._frame(docs, self.size))
+        self.con.execute("INSERT INTO kept SELECT pos, doc_id, hv FROM _add")
+        self.con.execute(f"INSERT INTO bands {self._banded('_add', 'pos')}")
+        self.con.unregister("_add")
+        self.size += len(docs)
+
+    def candidates(
+        self, docs: list[tuple[str, np.ndarray]]
+    ) -> dict[str, list[tuple[str, np.ndarray]]]:
+        """Per document of `docs`: the kept documents sharing at least one band bucket."""
+        if not docs or not self.size:
+            return {}
+        self.con.register("_query", self._frame(docs))
+        rows = self.con.execute(
+            f"""WITH q AS ({self._banded("_query", "doc_id")}),
+                     hits AS (SELECT DISTINCT q.doc_id AS doc_id, i.pos AS pos
+                              FROM q JOIN bands i ON i.band = q.band AND i.bucket = q.bucket)
+                SELECT h.doc_id, k.doc_id, k.hv FROM hits h JOIN kept k ON k.pos = h.pos"""
+        ).fetchall()
+        self.con.unregister("_query")
+        found: dict[str, list[tuple[str, np.ndarray]]] = {}
+        for doc_id, candidate, hv in rows:
+            found.setdefault(doc_id, []).append((candidate, np.frombuffer(hv, dtype=np.uint32)))
+        return found
+
+    def close(self) -> None:
+        self.con.close()
+        self._spill.cleanup()
+
+
+def _chunks(items: Iterable[tuple[str, np.ndarray]], size: int):
+    chunk: list[tuple[str, np.ndarray]] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _batches(con, sql: str, params: list):
+    """A query's rows as dicts of columns, DOCS_BATCH_ROWS at a time. The reader is opened
+    on first use: DuckDB keeps one open result per connection, so the prior documents'
+    stream must end before the run's starts."""
+    for batch in con.sql(sql, params=params).to_arrow_reader(DOCS_BATCH_ROWS):
+        yield batch.to_pydict()
+
+
 def find_duplicates(
-    prior: list[tuple[str, np.ndarray]],
-    new: list[tuple[str, np.ndarray]],
+    prior: Iterable[tuple[str, np.ndarray]],
+    new: Iterable[tuple[str, np.ndarray]],
     threshold: float = DEFAULT_THRESHOLD,
+    batch_rows: int = DOCS_BATCH_ROWS,
 ) -> dict[str, tuple[str, float]]:
     """For each new document that near-duplicates one kept before it: (kept doc_id, Jaccard).
 
-    Prior documents are all in the index; new ones are queried in order and inserted only
-    when kept, so a chain of copies links every copy to the first one. LSH candidates are
-    confirmed on the signatures' estimated Jaccard (LSH alone lets some far pairs through).
+    Prior documents are all in the index; new ones are taken in order and indexed only when
+    kept, so a chain of copies links every copy to the first one. They go in batches: a
+    batch is matched against the index in one DuckDB join and against its own earlier
+    kept documents in a batch-sized in-memory LSH, then its kept documents join the index.
+    LSH candidates are confirmed on the signatures' estimated Jaccard (LSH alone lets some
+    far pairs through). Memory is bounded by the batch, not by the corpus; the join's work
+    grows with (index size x batches), fine to millions of documents.
     """
-    lsh = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
-    sigs: dict[str, np.ndarray] = {}
-    with lsh.insertion_session() as session:
-        for doc_id, hv in prior:
-            session.insert(doc_id, _lean(hv), check_duplication=False)
-            sigs[doc_id] = hv
-    duplicates: dict[str, tuple[str, float]] = {}
-    for doc_id, hv in new:
-        best = common.best_candidate(
-            lsh.query(_lean(hv)), lambda c, hv=hv: estimated_jaccard(hv, sigs[c]), threshold
-        )
-        if best:
-            duplicates[doc_id] = best
-        else:
-            lsh.insert(doc_id, _lean(hv), check_duplication=False)
-            sigs[doc_id] = hv
-    return duplicates
+    index = _KeptIndex(threshold)
+    try:
+        for chunk in _chunks(prior, batch_rows):
+            index.add(chunk)
+        duplicates: dict[str, tuple[str, float]] = {}
+        for batch in _chunks(new, batch_rows):
+            earlier = index.candidates(batch)
+            local = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
+            local_sigs: dict[str, np.ndarray] = {}
+            kept: list[tuple[str, np.ndarray]] = []
+            for doc_id, hv in batch:
+                similarity = {c: estimated_jaccard(hv, c_hv) for c, c_hv in earlier.get(doc_id, ())}
+                for c in local.query(_lean(hv)):
+                    similarity[c] = estimated_jaccard(hv, local_sigs[c])
+                best = common.best_candidate(similarity, similarity.__getitem__, threshold)
+                if best:
+                    duplicates[doc_id] = best
+                else:
+                    local.insert(doc_id, _lean(hv), check_duplication=False)
+                    local_sigs[doc_id] = hv
+                    kept.append((doc_id, hv))
+            index.add(kept)
+        return duplicates
+    finally:
+        index.close()
 
 
 def run(ctx: StageContext) -> dict:
@@ -124,48 +231,53 @@ def run(ctx: StageContext) -> dict:
 def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Dedup this run's documents kept by `previous` against each other and against every
     document kept by this stage in earlier runs; replace the run's rows."""
-    new_sigs: dict[str, np.ndarray] = {}
+    new_sigs: dict[str, bytes] = {}
     order: list[str] = []
+    prior_count = 0
     with warehouse.read(db_path) as con:
-        # Everything kept before this run (a re-run of this run must not see itself).
-        prior_rows = con.execute(
-            f"""SELECT s.doc_id, m.hashvalues FROM {STAGE} s
-                JOIN doc_minhash m ON m.doc_id = s.doc_id AND m.version = ?
-                WHERE s.status = 'kept'
-                  AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
-                ORDER BY s.doc_id""",
-            [SIGNATURE_VERSION, run_id],
-        ).fetchall()
-        prior = [(doc_id, np.frombuffer(blob, dtype=np.uint32)) for doc_id, blob in prior_rows]
-        del prior_rows
-        # The run's documents stream in arrival order, in batches; a text is read only where
-        # its signature is not stored yet.
-        reader = con.sql(
-            f"""SELECT d.doc_id, CASE WHEN m.hashvalues IS NULL THEN d.text END AS text,
-                       m.hashvalues FROM run_docs r
-                JOIN documents d USING (doc_id)
-                JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
-                LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = ?
-                WHERE r.run_id = ? ORDER BY d.ingest_seq""",
-            params=[SIGNATURE_VERSION, run_id],
-        ).to_arrow_reader(DOCS_BATCH_ROWS)
+
+        def prior():
+            """Everything kept before this run (a re-run of this run must not see itself)."""
+            nonlocal prior_count
+            for docs in _batches(
+                con,
+                f"""SELECT s.doc_id, m.hashvalues FROM {STAGE} s
+                    JOIN doc_minhash m ON m.doc_id = s.doc_id AND m.version = ?
+                    WHERE s.status = 'kept'
+                      AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
+                    ORDER BY s.doc_id""",
+                [SIGNATURE_VERSION, run_id],
+            ):
+                prior_count += len(docs["doc_id"])
+                for doc_id, blob in zip(docs["doc_id"], docs["hashvalues"], strict=True):
+                    yield doc_id, np.frombuffer(blob, dtype=np.uint32)
 
         def ordered():
-            for batch in reader:
-                docs = batch.to_pydict()
+            """The run's documents in arrival order; a text is read only where its signature
+            is not stored yet."""
+            for docs in _batches(
+                con,
+                f"""SELECT d.doc_id, CASE WHEN m.hashvalues IS NULL THEN d.text END AS text,
+                           m.hashvalues FROM run_docs r
+                    JOIN documents d USING (doc_id)
+                    JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
+                    LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = ?
+                    WHERE r.run_id = ? ORDER BY d.ingest_seq""",
+                [SIGNATURE_VERSION, run_id],
+            ):
                 missing = [i for i, blob in enumerate(docs["hashvalues"]) if blob is None]
                 computed = signatures([docs["text"][i] for i in missing]) if missing else []
                 fresh = dict(zip(missing, computed, strict=True))
                 for i, doc_id in enumerate(docs["doc_id"]):
                     if i in fresh:
-                        new_sigs[doc_id] = fresh[i]
                         hv = fresh[i]
+                        new_sigs[doc_id] = hv.tobytes()
                     else:
                         hv = np.frombuffer(docs["hashvalues"][i], dtype=np.uint32)
                     order.append(doc_id)
                     yield doc_id, hv
 
-        duplicates = find_duplicates(prior, ordered(), threshold)
+        duplicates = find_duplicates(prior(), ordered(), threshold)
     rows = pd.DataFrame(
         [
             {
@@ -185,7 +297,7 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
         {
             "doc_id": list(new_sigs),
             "version": SIGNATURE_VERSION,
-            "hashvalues": [hv.tobytes() for hv in new_sigs.values()],
+            "hashvalues": list(new_sigs.values()),
         }
     )
     with warehouse.write(db_path) as con:
@@ -196,7 +308,7 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
         "docs": len(rows),
         "kept": len(rows) - len(duplicates),
         "rejected": len(duplicates),
-        "compared_with_prior": len(prior),
+        "compared_with_prior": prior_count,
         "signatures_computed": len(new_sigs),
         "threshold": threshold,
     }

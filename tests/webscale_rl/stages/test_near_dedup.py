@@ -64,6 +64,53 @@ def test_distinct_documents_and_heavily_edited_copies_are_kept():
     assert dups == {}
 
 
+def _in_memory_reference(prior, new, threshold):
+    """The plain sequential algorithm with datasketch's own in-memory LSH: every kept
+    document in one index, each new one queried then inserted when kept."""
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(
+        threshold=threshold, num_perm=near_dedup.NUM_PERM, weights=near_dedup.LSH_WEIGHTS
+    )
+    sigs = {}
+    for doc_id, hv in prior:
+        lsh.insert(doc_id, near_dedup._lean(hv))
+        sigs[doc_id] = hv
+    found = {}
+    for doc_id, hv in new:
+        hits = [
+            (c, near_dedup.estimated_jaccard(hv, sigs[c])) for c in lsh.query(near_dedup._lean(hv))
+        ]
+        hits = [h for h in hits if h[1] >= threshold]
+        if hits:
+            found[doc_id] = min(hits, key=lambda h: (-h[1], h[0]))
+        else:
+            lsh.insert(doc_id, near_dedup._lean(hv))
+            sigs[doc_id] = hv
+    return found
+
+
+def test_the_batched_duckdb_index_finds_what_one_in_memory_index_finds():
+    """Copies, copies of copies and copies of earlier runs' documents, spread so that they
+    fall in other batches than their originals: any batch size gives the reference's answer."""
+    rng = random.Random(7)
+    base = [d["text"] for d in sample_texts(30)]
+    texts = list(base[10:])
+    for i in range(40):  # edited copies of this run's documents and of the prior ones
+        texts.append(edited(rng.choice(base), rng.choice([0.01, 0.02, 0.03, 0.3]), i))
+    texts.append(edited(texts[-1], 0.01, 99))  # a copy of a copy
+    rng.shuffle(texts)
+    prior = list(zip([f"p{i}" for i in range(10)], near_dedup.signatures(base[:10]), strict=True))
+    new = list(
+        zip([f"n{i:02d}" for i in range(len(texts))], near_dedup.signatures(texts), strict=True)
+    )
+    expected = _in_memory_reference(prior, new, 0.7)
+    assert len(expected) >= 20  # the corpus really has copies, across batches
+    assert any(dup.startswith("p") for dup, _ in expected.values())
+    for batch_rows in (1, 3, 16, 1000):
+        assert near_dedup.find_duplicates(prior, new, 0.7, batch_rows=batch_rows) == expected
+
+
 def _ingest_and_filter(tmp_path, db, run_id: str, records: list[dict]):
     path = tmp_path / f"{run_id}.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in records))
