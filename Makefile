@@ -110,7 +110,7 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,$(EMBEDDED_SERVER))
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
 TEST_WORKERS ?= 2
 test: airflow-db embedded-llm vllm browser lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
 
 ## make test-fast: unit tests and the DAG integrity test (no DAG runs, no llama.cpp build, no
 ## browser; `slow` tests and the end-to-end files in tests/ are left out): about a minute.
