@@ -173,8 +173,8 @@ def _chunks(items: Iterable[tuple[str, np.ndarray]], size: int):
 
 def _batches(con, sql: str, params: list):
     """A query's rows as dicts of columns, DOCS_BATCH_ROWS at a time. The reader is opened
-    on first use: DuckDB keeps one open result per connection, so the prior documents'
-    stream must end before the run's starts."""
+    on first use: DuckDB keeps one open result per connection, so this stream must end
+    before the next query on the connection."""
     for batch in con.sql(sql, params=params).to_arrow_reader(DOCS_BATCH_ROWS):
         yield batch.to_pydict()
 
@@ -244,8 +244,7 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
                 f"""SELECT s.doc_id, m.hashvalues FROM {STAGE} s
                     JOIN doc_minhash m ON m.doc_id = s.doc_id AND m.version = ?
                     WHERE s.status = 'kept'
-                      AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
-                    ORDER BY s.doc_id""",
+                      AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)""",
                 [SIGNATURE_VERSION, run_id],
             ):
                 prior_count += len(docs["doc_id"])
@@ -254,17 +253,38 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
 
         def ordered():
             """The run's documents in arrival order; a text is read only where its signature
-            is not stored yet."""
-            for docs in _batches(
-                con,
-                f"""SELECT d.doc_id, CASE WHEN m.hashvalues IS NULL THEN d.text END AS text,
-                           m.hashvalues FROM run_docs r
-                    JOIN documents d USING (doc_id)
-                    JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
-                    LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = ?
-                    WHERE r.run_id = ? ORDER BY d.ingest_seq""",
-                [SIGNATURE_VERSION, run_id],
-            ):
+            is not stored yet. Read a window of ingest_seq at a time: documents are stored in
+            that order, so DuckDB's zone maps prune each window's scan, and only the
+            window's texts are sorted (a sort of the whole run's texts would need memory in
+            proportion to the run)."""
+            windows = [
+                w
+                for (w,) in con.execute(
+                    """SELECT DISTINCT d.ingest_seq // $rows FROM run_docs r
+                       JOIN documents d USING (doc_id) WHERE r.run_id = $run ORDER BY 1""",
+                    {"rows": DOCS_BATCH_ROWS, "run": run_id},
+                ).fetchall()
+            ]
+            for window in windows:
+                docs = (
+                    con.sql(
+                        f"""SELECT d.doc_id, CASE WHEN m.hashvalues IS NULL THEN d.text END AS text,
+                               m.hashvalues FROM run_docs r
+                        JOIN documents d USING (doc_id)
+                        JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
+                        LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = $version
+                        WHERE r.run_id = $run AND d.ingest_seq >= $lo AND d.ingest_seq < $hi
+                        ORDER BY d.ingest_seq""",
+                        params={
+                            "version": SIGNATURE_VERSION,
+                            "run": run_id,
+                            "lo": window * DOCS_BATCH_ROWS,
+                            "hi": (window + 1) * DOCS_BATCH_ROWS,
+                        },
+                    )
+                    .to_arrow_table()
+                    .to_pydict()
+                )
                 missing = [i for i, blob in enumerate(docs["hashvalues"]) if blob is None]
                 computed = signatures([docs["text"][i] for i in missing]) if missing else []
                 fresh = dict(zip(missing, computed, strict=True))
