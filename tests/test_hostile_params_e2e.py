@@ -594,6 +594,18 @@ SQL_INTERPOLATIONS = {
         "include/webscale_rl/stages/near_dedup.py",
         "previous",
     ): "registry.previous(): a stage name from the stage registry (fixed Stage declarations)",
+    ("include/webscale_rl/lsh_index.py", "width"): "int: LSH rows per band x 4 bytes",
+    ("include/webscale_rl/lsh_index.py", "self.bands"): "int: the LSH band count",
+    ("include/webscale_rl/lsh_index.py", "source"): "literal name of a registered frame",
+    ("include/webscale_rl/lsh_index.py", "ref"): "literal column name: pos or key",
+    (
+        "include/webscale_rl/lsh_index.py",
+        "self._banded('_add', 'pos')",
+    ): "SQL text built from the literals above",
+    (
+        "include/webscale_rl/lsh_index.py",
+        'self._banded("_query", "key")',
+    ): "SQL text built from the literals above",
     ("include/webscale_rl/stages/registry.py", "kept"): "JOIN text built from registry stage names",
     (
         "include/webscale_rl/stages/registry.py",

@@ -45,6 +45,23 @@ ORDER BY d.doc_id
 """
 
 
+def ingest_windows(con, run_id: str, rows: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of ingest_seq, `rows` wide, that hold the run's documents, in order.
+
+    A run-level stage that must read the run's documents in arrival order reads one window
+    at a time: documents are stored in ingest_seq order, so DuckDB's zone maps prune each
+    window's scan, and only the window's rows are sorted (a sort of the whole run's texts
+    needs memory in proportion to the run)."""
+    return [
+        (w * rows, (w + 1) * rows)
+        for (w,) in con.execute(
+            """SELECT DISTINCT d.ingest_seq // $rows FROM run_docs r
+               JOIN documents d USING (doc_id) WHERE r.run_id = $run ORDER BY 1""",
+            {"rows": rows, "run": run_id},
+        ).fetchall()
+    ]
+
+
 def make_request(
     settings: LLMSettings,
     stage: str,

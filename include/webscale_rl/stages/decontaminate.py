@@ -20,13 +20,15 @@ import gzip
 import hashlib
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 
-from webscale_rl import warehouse
+from webscale_rl import lsh_index, warehouse
 from webscale_rl.config import ConfigError, load_settings
 from webscale_rl.params import default as param_default
 from webscale_rl.params import spec as param_spec
@@ -56,6 +58,8 @@ CREATE TABLE IF NOT EXISTS decontaminate (
     similarity     DOUBLE
 );"""
 QUESTION_PERM = 64
+PAIRS_BATCH_ROWS = 20_000  # questions matched against the index at a time
+DOCS_WINDOW_ROWS = 5_000  # documents' pairs read at a time
 
 
 @dataclass(frozen=True)
@@ -165,73 +169,55 @@ def jaccard(a: set, b: set) -> float:
     return len(a & b) / len(a | b) if a or b else 1.0
 
 
-class QuestionIndex:
-    """Questions kept so far; finds a near-identical one (confirmed on exact Jaccard)."""
-
-    def __init__(self, threshold: float = DEFAULT_QUESTION_THRESHOLD):
-        self.threshold = threshold
-        self.lsh = MinHashLSH(threshold=threshold, num_perm=QUESTION_PERM)
-        self.features: dict[str, set[str]] = {}
-
-    def _minhash(self, features: set[str]) -> MinHash:
-        m = MinHash(num_perm=QUESTION_PERM)
-        m.update_batch([f.encode() for f in features] or [b""])
-        return m
-
-    def add(self, qa_id: str, question: str) -> None:
-        features = question_features(question)
-        self.lsh.insert(qa_id, self._minhash(features), check_duplication=False)
-        self.features[qa_id] = features
-
-    def find(self, question: str) -> tuple[str, float] | None:
-        features = question_features(question)
-        return common.best_candidate(
-            self.lsh.query(self._minhash(features)),
-            lambda c: jaccard(features, self.features[c]),
-            self.threshold,
-        )
+def question_signature(question: str) -> np.ndarray:
+    m = MinHash(num_perm=QUESTION_PERM)
+    m.update_batch([f.encode() for f in question_features(question)] or [b""])
+    return m.hashvalues.astype(np.uint32)
 
 
-def check_pairs(
-    pairs: list[dict], ngrams: NgramIndex, questions: QuestionIndex, check_documents: bool = False
-) -> list[dict]:
-    """The stage's decision for each pair (in the given order); kept questions join the index."""
-    rows = []
-    for p in pairs:
-        row = {
-            "qa_id": p["qa_id"],
-            "doc_id": p["doc_id"],
-            "status": "kept",
-            "reason": None,
-            "benchmark": None,
-            "benchmark_item": None,
-            "ngram": None,
-            "duplicate_of": None,
-            "similarity": None,
-        }
-        hit = ngrams.match(f"{p['question']}\n{p['answer']}")
-        if hit is None and check_documents:
-            hit = ngrams.match(p["text"])
-        duplicate = None if hit else questions.find(p["question"])
-        if hit:
-            row.update(
-                status="rejected",
-                reason="benchmark_contamination",
-                benchmark=hit[0],
-                benchmark_item=hit[1],
-                ngram=hit[2],
-            )
-        elif duplicate:
-            row.update(
-                status="rejected",
-                reason="duplicate_question",
-                duplicate_of=duplicate[0],
-                similarity=round(duplicate[1], 4),
-            )
-        else:
-            questions.add(p["qa_id"], p["question"])
-        rows.append(row)
-    return rows
+def _question_similarity(a: bytes, b: bytes) -> float:
+    return jaccard(question_features(a.decode()), question_features(b.decode()))
+
+
+def duplicate_questions(
+    prior: Iterable[tuple[str, str]],
+    new: Iterable[tuple[str, str]],
+    threshold: float = DEFAULT_QUESTION_THRESHOLD,
+    batch_rows: int = PAIRS_BATCH_ROWS,
+) -> dict[str, tuple[str, float]]:
+    """(qa_id, question) in order -> {qa_id: (kept qa_id, Jaccard)} for each question that
+    near-duplicates one kept before it (every prior question counts as kept). Candidates
+    from the LSH index (webscale_rl.lsh_index, in DuckDB) are confirmed on the exact
+    Jaccard of the word 1+2-gram sets."""
+
+    def items(questions):
+        for qa_id, question in questions:
+            yield qa_id, question_signature(question), question.encode()
+
+    return lsh_index.keep_first(
+        items(prior),
+        items(new),
+        threshold=threshold,
+        num_perm=QUESTION_PERM,
+        weights=(0.5, 0.5),  # datasketch's default, as the in-memory index used before
+        similarity=_question_similarity,
+        batch_rows=batch_rows,
+    )
+
+
+def _row(pair: dict, **decision) -> dict:
+    return {
+        "qa_id": pair["qa_id"],
+        "doc_id": pair["doc_id"],
+        "status": "kept",
+        "reason": None,
+        "benchmark": None,
+        "benchmark_item": None,
+        "ngram": None,
+        "duplicate_of": None,
+        "similarity": None,
+        **decision,
+    }
 
 
 def run(ctx: StageContext) -> dict:
@@ -259,9 +245,6 @@ def run(ctx: StageContext) -> dict:
     )
 
 
-PAIRS_BATCH_ROWS = 20_000
-
-
 def decontaminate_pairs(
     db_path: Path,
     run_id: str,
@@ -274,31 +257,79 @@ def decontaminate_pairs(
     """Check the pairs `previous` kept; replace the run's rows."""
     pairs_table = registry.first_pair_stage().name
     index = NgramIndex(benchmarks, ngram)
-    questions = QuestionIndex(question_threshold)
-    rows: list[dict] = []
+    contaminated: dict[str, dict] = {}  # qa_id -> its rejected row (few)
+    order: list[tuple[str, str]] = []  # (qa_id, doc_id) of every pair, in arrival order
+    earlier = 0
     with warehouse.read(db_path) as con:
-        earlier = 0
-        for qa_id, question in con.execute(
-            f"""SELECT s.qa_id, g.question FROM {STAGE} s JOIN {pairs_table} g USING (qa_id)
-                WHERE s.status = 'kept' AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)
-                ORDER BY s.qa_id""",
-            [run_id],
-        ).fetchall():
-            questions.add(qa_id, question)
-            earlier += 1
-        # Streamed in batches, each pair with its document's text only when documents are
-        # checked too: a run's pairs with their texts would not fit in memory at scale.
-        reader = con.sql(
-            f"""SELECT g.qa_id, g.doc_id, g.question, g.answer,
-                       CASE WHEN ? THEN d.text END AS text FROM run_docs r
-                JOIN documents d USING (doc_id)
-                JOIN {pairs_table} g ON g.doc_id = d.doc_id
-                JOIN {previous} v ON v.qa_id = g.qa_id AND v.status = 'kept'
-                WHERE r.run_id = ? ORDER BY d.ingest_seq, g.persona_idx, g.qa_id""",
-            params=[check_documents, run_id],
-        ).to_arrow_reader(PAIRS_BATCH_ROWS)
-        for batch in reader:
-            rows += check_pairs(batch.to_pylist(), index, questions, check_documents)
+
+        def prior():
+            """Questions kept by earlier runs, streamed."""
+            nonlocal earlier
+            for batch in con.sql(
+                f"""SELECT s.qa_id, g.question FROM {STAGE} s JOIN {pairs_table} g USING (qa_id)
+                    WHERE s.status = 'kept'
+                      AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)""",
+                params=[run_id],
+            ).to_arrow_reader(PAIRS_BATCH_ROWS):
+                columns = batch.to_pydict()
+                earlier += len(columns["qa_id"])
+                yield from zip(columns["qa_id"], columns["question"], strict=True)
+
+        def clean():
+            """The run's pairs in arrival order, a window of documents at a time (each pair
+            with its document's text only when documents are checked too); the ones that
+            hit a benchmark are set aside and never join the question index."""
+            for lo, hi in common.ingest_windows(con, run_id, DOCS_WINDOW_ROWS):
+                pairs = (
+                    con.sql(
+                        f"""SELECT g.qa_id, g.doc_id, g.question, g.answer,
+                                   CASE WHEN $docs THEN d.text END AS text FROM run_docs r
+                            JOIN documents d USING (doc_id)
+                            JOIN {pairs_table} g ON g.doc_id = d.doc_id
+                            JOIN {previous} v ON v.qa_id = g.qa_id AND v.status = 'kept'
+                            WHERE r.run_id = $run AND d.ingest_seq >= $lo AND d.ingest_seq < $hi
+                            ORDER BY d.ingest_seq, g.persona_idx, g.qa_id""",
+                        params={"docs": check_documents, "run": run_id, "lo": lo, "hi": hi},
+                    )
+                    .to_arrow_table()
+                    .to_pylist()
+                )
+                for p in pairs:
+                    order.append((p["qa_id"], p["doc_id"]))
+                    hit = index.match(f"{p['question']}\n{p['answer']}")
+                    if hit is None and check_documents:
+                        hit = index.match(p["text"])
+                    if hit:
+                        contaminated[p["qa_id"]] = _row(
+                            p,
+                            status="rejected",
+                            reason="benchmark_contamination",
+                            benchmark=hit[0],
+                            benchmark_item=hit[1],
+                            ngram=hit[2],
+                        )
+                    else:
+                        yield p["qa_id"], p["question"]
+
+        duplicates = duplicate_questions(prior(), clean(), question_threshold)
+    rows = []
+    for qa_id, doc_id in order:
+        pair = {"qa_id": qa_id, "doc_id": doc_id}
+        if qa_id in contaminated:
+            rows.append(contaminated[qa_id])
+        elif qa_id in duplicates:
+            kept, similarity = duplicates[qa_id]
+            rows.append(
+                _row(
+                    pair,
+                    status="rejected",
+                    reason="duplicate_question",
+                    duplicate_of=kept,
+                    similarity=round(similarity, 4),
+                )
+            )
+        else:
+            rows.append(_row(pair))
     frame = pd.DataFrame(
         rows,
         columns=[

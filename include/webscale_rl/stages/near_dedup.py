@@ -20,17 +20,14 @@ cost of more false merges of templated pages.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch import MinHash
 
-from webscale_rl import warehouse
+from webscale_rl import lsh_index, warehouse
 from webscale_rl.params import default as param_default
 from webscale_rl.stages import common
 from webscale_rl.stages.common import StageContext
@@ -81,94 +78,12 @@ def signatures(texts: list[str]) -> list[np.ndarray]:
     return [np.asarray(m.hashvalues, dtype=np.uint32) for m in sigs]
 
 
-def _lean(hashvalues: np.ndarray) -> LeanMinHash:
-    return LeanMinHash(seed=SEED, hashvalues=hashvalues, scheme=SCHEME)
-
-
 def estimated_jaccard(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.count_nonzero(a == b)) / len(a)
 
 
-class _KeptIndex:
-    """The documents kept so far, banded for LSH, in an in-memory DuckDB database that
-    spills to a temporary folder past the warehouse's memory cap (WEBSCALE_RL_DUCKDB_MEMORY_LIMIT):
-    the index of a corpus never has to fit in Python's memory.
-
-    Band layout (b bands of r rows) is datasketch's for the threshold and LSH_WEIGHTS; a
-    band's bucket is DuckDB's 64-bit hash of the band's bytes, so two signatures share a
-    bucket when the band's r values are equal (or, once in ~2^64, by collision)."""
-
-    def __init__(self, threshold: float):
-        layout = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
-        self.bands, self.band_bytes = layout.b, layout.r * 4  # uint32 values
-        self._spill = tempfile.TemporaryDirectory(prefix="webscale-rl-near-dedup-")
-        self.con = duckdb.connect(
-            ":memory:",
-            config={"memory_limit": warehouse.memory_limit(), "temp_directory": self._spill.name},
-        )
-        # Bands point at the kept row's position: 18 bytes a band instead of a 64-char id.
-        self.con.execute("CREATE TABLE kept (pos BIGINT, doc_id VARCHAR, hv BLOB)")
-        self.con.execute("CREATE TABLE bands (band USMALLINT, bucket UBIGINT, pos BIGINT)")
-        self.size = 0
-
-    def _banded(self, source: str, key: str) -> str:
-        return f"""SELECT b.band::USMALLINT AS band,
-                          hash(hv[b.band * {self.band_bytes} + 1 : (b.band + 1) * {self.band_bytes}]) AS bucket,
-                          {key}
-                   FROM {source}, range({self.bands}) b(band)"""
-
-    @staticmethod
-    def _frame(docs: list[tuple[str, np.ndarray]], first_pos: int = 0) -> pa.Table:
-        return pa.table(
-            {
-                "pos": pa.array(range(first_pos, first_pos + len(docs)), pa.int64()),
-                "doc_id": pa.array([d for d, _ in docs], pa.string()),
-                "hv": pa.array([hv.tobytes() for _, hv in docs], pa.binary()),
-            }
-        )
-
-    def add(self, docs: list[tuple[str, np.ndarray]]) -> None:
-        if not docs:
-            return
-        self.con.register("_add", self._frame(docs, self.size))
-        self.con.execute("INSERT INTO kept SELECT pos, doc_id, hv FROM _add")
-        self.con.execute(f"INSERT INTO bands {self._banded('_add', 'pos')}")
-        self.con.unregister("_add")
-        self.size += len(docs)
-
-    def candidates(
-        self, docs: list[tuple[str, np.ndarray]]
-    ) -> dict[str, list[tuple[str, np.ndarray]]]:
-        """Per document of `docs`: the kept documents sharing at least one band bucket."""
-        if not docs or not self.size:
-            return {}
-        self.con.register("_query", self._frame(docs))
-        rows = self.con.execute(
-            f"""WITH q AS ({self._banded("_query", "doc_id")}),
-                     hits AS (SELECT DISTINCT q.doc_id AS doc_id, i.pos AS pos
-                              FROM q JOIN bands i ON i.band = q.band AND i.bucket = q.bucket)
-                SELECT h.doc_id, k.doc_id, k.hv FROM hits h JOIN kept k ON k.pos = h.pos"""
-        ).fetchall()
-        self.con.unregister("_query")
-        found: dict[str, list[tuple[str, np.ndarray]]] = {}
-        for doc_id, candidate, hv in rows:
-            found.setdefault(doc_id, []).append((candidate, np.frombuffer(hv, dtype=np.uint32)))
-        return found
-
-    def close(self) -> None:
-        self.con.close()
-        self._spill.cleanup()
-
-
-def _chunks(items: Iterable[tuple[str, np.ndarray]], size: int):
-    chunk: list[tuple[str, np.ndarray]] = []
-    for item in items:
-        chunk.append(item)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk
+def _signature_similarity(a: bytes, b: bytes) -> float:
+    return estimated_jaccard(np.frombuffer(a, dtype=np.uint32), np.frombuffer(b, dtype=np.uint32))
 
 
 def _batches(con, sql: str, params: list):
@@ -188,38 +103,24 @@ def find_duplicates(
     """For each new document that near-duplicates one kept before it: (kept doc_id, Jaccard).
 
     Prior documents are all in the index; new ones are taken in order and indexed only when
-    kept, so a chain of copies links every copy to the first one. They go in batches: a
-    batch is matched against the index in one DuckDB join and against its own earlier
-    kept documents in a batch-sized in-memory LSH, then its kept documents join the index.
-    LSH candidates are confirmed on the signatures' estimated Jaccard (LSH alone lets some
-    far pairs through). Memory is bounded by the batch, not by the corpus; the join's work
-    grows with (index size x batches), fine to millions of documents.
+    kept, so a chain of copies links every copy to the first one. The index lives in DuckDB
+    (webscale_rl.lsh_index), so memory is bounded by `batch_rows`, not by the corpus;
+    candidates are confirmed on the signatures' estimated Jaccard.
     """
-    index = _KeptIndex(threshold)
-    try:
-        for chunk in _chunks(prior, batch_rows):
-            index.add(chunk)
-        duplicates: dict[str, tuple[str, float]] = {}
-        for batch in _chunks(new, batch_rows):
-            earlier = index.candidates(batch)
-            local = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, weights=LSH_WEIGHTS)
-            local_sigs: dict[str, np.ndarray] = {}
-            kept: list[tuple[str, np.ndarray]] = []
-            for doc_id, hv in batch:
-                similarity = {c: estimated_jaccard(hv, c_hv) for c, c_hv in earlier.get(doc_id, ())}
-                for c in local.query(_lean(hv)):
-                    similarity[c] = estimated_jaccard(hv, local_sigs[c])
-                best = common.best_candidate(similarity, similarity.__getitem__, threshold)
-                if best:
-                    duplicates[doc_id] = best
-                else:
-                    local.insert(doc_id, _lean(hv), check_duplication=False)
-                    local_sigs[doc_id] = hv
-                    kept.append((doc_id, hv))
-            index.add(kept)
-        return duplicates
-    finally:
-        index.close()
+
+    def items(docs):
+        for doc_id, hv in docs:
+            yield doc_id, hv, hv.tobytes()
+
+    return lsh_index.keep_first(
+        items(prior),
+        items(new),
+        threshold=threshold,
+        num_perm=NUM_PERM,
+        weights=LSH_WEIGHTS,
+        similarity=_signature_similarity,
+        batch_rows=batch_rows,
+    )
 
 
 def run(ctx: StageContext) -> dict:
@@ -253,19 +154,8 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
 
         def ordered():
             """The run's documents in arrival order; a text is read only where its signature
-            is not stored yet. Read a window of ingest_seq at a time: documents are stored in
-            that order, so DuckDB's zone maps prune each window's scan, and only the
-            window's texts are sorted (a sort of the whole run's texts would need memory in
-            proportion to the run)."""
-            windows = [
-                w
-                for (w,) in con.execute(
-                    """SELECT DISTINCT d.ingest_seq // $rows FROM run_docs r
-                       JOIN documents d USING (doc_id) WHERE r.run_id = $run ORDER BY 1""",
-                    {"rows": DOCS_BATCH_ROWS, "run": run_id},
-                ).fetchall()
-            ]
-            for window in windows:
+            is not stored yet; a window of ingest_seq at a time (common.ingest_windows)."""
+            for lo, hi in common.ingest_windows(con, run_id, DOCS_BATCH_ROWS):
                 docs = (
                     con.sql(
                         f"""SELECT d.doc_id, CASE WHEN m.hashvalues IS NULL THEN d.text END AS text,
@@ -278,8 +168,8 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
                         params={
                             "version": SIGNATURE_VERSION,
                             "run": run_id,
-                            "lo": window * DOCS_BATCH_ROWS,
-                            "hi": (window + 1) * DOCS_BATCH_ROWS,
+                            "lo": lo,
+                            "hi": hi,
                         },
                     )
                     .to_arrow_table()

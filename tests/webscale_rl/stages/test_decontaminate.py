@@ -15,7 +15,7 @@ from webscale_rl.config import ConfigError
 from webscale_rl.stages import decontaminate, registry
 from webscale_rl.stages.decontaminate import (
     NgramIndex,
-    QuestionIndex,
+    duplicate_questions,
     load_benchmark_file,
     load_benchmarks,
 )
@@ -70,15 +70,17 @@ def test_ngram_index_reports_the_benchmark_item_and_the_overlapping_13_gram():
 
 
 def test_near_identical_questions_are_found_and_different_ones_are_not():
-    index = QuestionIndex(0.8)
-    index.add("q1", "What is the boiling point of water at sea level, in degrees Celsius?")
-    assert (
-        index.find("what is the boiling point of water at sea level in degrees celsius")[0] == "q1"
-    )
-    assert (
-        index.find("What is the boiling point of ethanol at sea level, in degrees Celsius?") is None
-    )
-    assert index.find("Which river does the Meridian Bridge cross?") is None
+    prior = [("q1", "What is the boiling point of water at sea level, in degrees Celsius?")]
+    new = [
+        ("n1", "what is the boiling point of water at sea level in degrees celsius"),
+        ("n2", "What is the boiling point of ethanol at sea level, in degrees Celsius?"),
+        ("n3", "Which river does the Meridian Bridge cross?"),
+        ("n4", "Which river does the Meridian Bridge cross"),  # a copy of a new one
+    ]
+    for batch_rows in (1, 2, 100):  # copies found across batches and within one
+        found = duplicate_questions(prior, new, 0.8, batch_rows=batch_rows)
+        assert {k: v[0] for k, v in found.items()} == {"n1": "q1", "n4": "n3"}
+        assert found["n1"][1] == 1.0
 
 
 def check(db, benchmarks, **kw) -> dict:

@@ -67,25 +67,32 @@ def test_distinct_documents_and_heavily_edited_copies_are_kept():
 def _in_memory_reference(prior, new, threshold):
     """The plain sequential algorithm with datasketch's own in-memory LSH: every kept
     document in one index, each new one queried then inserted when kept."""
-    from datasketch import MinHashLSH
+    from datasketch import LeanMinHash, MinHashLSH
 
     lsh = MinHashLSH(
         threshold=threshold, num_perm=near_dedup.NUM_PERM, weights=near_dedup.LSH_WEIGHTS
     )
     sigs = {}
     for doc_id, hv in prior:
-        lsh.insert(doc_id, near_dedup._lean(hv))
+        lsh.insert(
+            doc_id, LeanMinHash(seed=near_dedup.SEED, hashvalues=hv, scheme=near_dedup.SCHEME)
+        )
         sigs[doc_id] = hv
     found = {}
     for doc_id, hv in new:
         hits = [
-            (c, near_dedup.estimated_jaccard(hv, sigs[c])) for c in lsh.query(near_dedup._lean(hv))
+            (c, near_dedup.estimated_jaccard(hv, sigs[c]))
+            for c in lsh.query(
+                LeanMinHash(seed=near_dedup.SEED, hashvalues=hv, scheme=near_dedup.SCHEME)
+            )
         ]
         hits = [h for h in hits if h[1] >= threshold]
         if hits:
             found[doc_id] = min(hits, key=lambda h: (-h[1], h[0]))
         else:
-            lsh.insert(doc_id, near_dedup._lean(hv))
+            lsh.insert(
+                doc_id, LeanMinHash(seed=near_dedup.SEED, hashvalues=hv, scheme=near_dedup.SCHEME)
+            )
             sigs[doc_id] = hv
     return found
 
