@@ -123,7 +123,8 @@ def _fill_and_trigger(driver, run_label: str) -> None:
 
 
 def _find_run(af: AirflowServer, run_label: str) -> dict:
-    deadline = time.monotonic() + UI_TIMEOUT_S
+    # An API bound, not a UI one: the server can be slow to answer while the run starts.
+    deadline = time.monotonic() + 5 * UI_TIMEOUT_S
     while time.monotonic() < deadline:
         runs = af.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns?limit=50")["dag_runs"]
         mine = [r for r in runs if (r.get("conf") or {}).get("run_label") == run_label]
