@@ -66,7 +66,7 @@ def outside(tmp_path) -> Path:
 def world(tmp_path_factory):
     """(data dir, outside folder): a data dir with a legitimate run already ingested (so every
     table exists and holds rows) and symlinks planted inside it that point outside. Shared by
-    the refusal tests, which change nothing (each checks that)."""
+    the refusal tests, which add only their refused run's row (each checks that)."""
     base = tmp_path_factory.mktemp("world")
     outside = base / "outside"
     outside.mkdir()
@@ -251,13 +251,16 @@ def test_start_run_refuses_a_corpus_outside_the_roots_with_its_message(world, co
     data, outside = world
     before = table_counts(data)
     corpus = corpus.replace("{o}", str(outside))
+    run_id = f"hostile-{uuid.uuid4().hex[:8]}"
     with pytest.raises(ConfigError) as refused:
-        pipeline.start_run({"corpus": corpus}, "hostile")
+        pipeline.start_run({"corpus": corpus}, run_id)
     assert str(refused.value) == expected(data, outside)
-    # Refused before anything was registered or read (a refused run leaves no runs row: the
-    # message is in start_run's task log, see the DAG test below).
-    assert table_counts(data) == before
-    assert query(data, "SELECT count(*) FROM runs WHERE run_id = 'hostile'") == [(0,)]
+    # Refused before anything was read: the run's one row says so, with the message, and
+    # nothing else was written.
+    assert table_counts(data) == {**before, "runs": before["runs"] + 1}
+    assert query(
+        data, "SELECT status, failed_stage, message, files FROM runs WHERE run_id = ?", [run_id]
+    ) == [("refused", "start_run", expected(data, outside)[:4000], None)]
     assert_nothing_outside_was_read(data)
 
 
@@ -282,8 +285,16 @@ def test_dag_run_with_an_escaping_corpus_fails_start_run_at_once(dags, world, ca
         "upstream_failed"
     }
     out, err = capfd.readouterr()
-    assert f"corpus 'evil' resolves to {outside}, outside the allowed roots ({data})" in out + err
-    assert table_counts(data) == before
+    reason = f"corpus 'evil' resolves to {outside}, outside the allowed roots ({data})"
+    assert reason in out + err
+    assert table_counts(data) == {**before, "runs": before["runs"] + 1}
+    [(label, corpus, status, stage, message)] = query(
+        data,
+        "SELECT run_label, corpus, status, failed_stage, message FROM runs WHERE run_id = ?",
+        [run.run_id],
+    )
+    assert (label, corpus, status, stage) == ("escape", "evil", "refused", "start_run")
+    assert reason in message
     assert_nothing_outside_was_read(data)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from webscale_rl import card, conservation, gates, lease, runner, staging, warehouse
 from webscale_rl.config import Settings, load_settings, resolve_corpus
+from webscale_rl.errors import FatalError
 from webscale_rl.llm import LLMSettings, ledger, server_metrics
 from webscale_rl.params import RunParams
 from webscale_rl.stages import (
@@ -49,6 +50,46 @@ def task_step(settings: Settings, run_id: str, stage: str):
         raise
 
 
+def _storable(text: str) -> str:
+    """Text DuckDB stores as given: UTF-8 (unpaired surrogates replaced), NULs spelled out."""
+    return text.encode("utf-8", "replace").decode("utf-8").replace("\x00", "\\x00")
+
+
+def _bounded(value, limit: int = 1000) -> str | None:
+    """A param as given, if it is a short string (a refused run's label or corpus)."""
+    return _storable(value) if isinstance(value, str) and len(value) <= limit else None
+
+
+def _record_refused(
+    db_path: Path, run_id: str, params: dict, started_at: datetime, exc: Exception
+) -> None:
+    """A run refused before it started (bad params, a corpus outside the roots) still gets
+    its `runs` row, status 'refused' with the reason, so the run list says why nothing
+    happened. Nothing else is written and no lease is taken: the row names another run_id
+    than any running one, and the write is one short locked statement."""
+    given = json.dumps(params, default=repr)  # ASCII: any character arrives escaped
+    if len(given) > 10_000:
+        given = json.dumps({"omitted": f"the params were {len(given)} characters of JSON"})
+    params = params if isinstance(params, dict) else {}
+    with warehouse.write(db_path) as con:
+        con.execute(
+            """
+            INSERT OR REPLACE INTO runs
+                (run_id, run_label, corpus, params, started_at, ended_at, status, failed_stage, message)
+            VALUES (?, ?, ?, ?, ?, ?, 'refused', 'start_run', ?)
+            """,
+            [
+                run_id,
+                _bounded(params.get("run_label")),
+                _bounded(params.get("corpus")),
+                given,
+                started_at,
+                _now(),
+                _storable(str(exc)[:4000]),
+            ],
+        )
+
+
 def start_run(
     params: dict,
     run_id: str,
@@ -60,13 +101,22 @@ def start_run(
     A run started by the new-documents Asset processes the files its events name (checked
     against the allowed roots like any corpus) instead of the `corpus` param."""
     settings = load_settings()
-    p = RunParams.from_params(params)
-    if event_files:
-        files = sorted({f for path in event_files for f in resolve_corpus(path, settings)})
-        p = RunParams.from_params({**asdict(p), "corpus": f"asset:{len(files)} landing file(s)"})
-    else:
-        files = resolve_corpus(p.corpus, settings)
     started_at = started_at or _now()
+    try:
+        p = RunParams.from_params(params)
+        if event_files:
+            files = sorted({f for path in event_files for f in resolve_corpus(path, settings)})
+            p = RunParams.from_params(
+                {**asdict(p), "corpus": f"asset:{len(files)} landing file(s)"}
+            )
+        else:
+            files = resolve_corpus(p.corpus, settings)
+    except FatalError as exc:
+        try:
+            _record_refused(settings.db_path, run_id, params, started_at, exc)
+        except Exception as record_exc:  # the refusal's own message matters more
+            log.warning("could not record refused run %s: %s", run_id, record_exc)
+        raise
     # One run at a time per warehouse: wait for a live run, take over from a dead one.
     abandoned = lease.acquire(settings.db_path, run_id)
     with warehouse.write(settings.db_path) as con:

@@ -71,7 +71,7 @@ def create_app() -> FastAPI:
                 f"<tr><td>{html.escape(run_id)}</td><td>{html.escape(label or '')}</td>"
                 f"<td class='{html.escape(status or '')}'>{html.escape(status or '')}</td>"
                 f"<td>{'' if pairs is None else pairs}</td><td>{html.escape(str(started or ''))}</td>"
-                f"<td>{links}</td><td>{html.escape(why[:300])}</td></tr>"
+                f"<td>{links}</td><td>{html.escape(why[:1000])}</td></tr>"
             )
         body = (
             "".join(rows)
@@ -79,7 +79,7 @@ def create_app() -> FastAPI:
         )
         return f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>webscale_rl runs</title>
 <style>body{{font-family:sans-serif;margin:1.5em}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.failed{{color:#b00}}.success{{color:#070}}</style>
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.failed,.refused{{color:#b00}}.success{{color:#070}}</style>
 </head><body><h1>webscale_rl runs</h1>
 <p><a href="data-docs/index.html">Data quality reports (Great Expectations Data Docs)</a></p>
 <table id="runs"><thead><tr><th>run</th><th>label</th><th>status</th><th>accepted pairs</th><th>started</th>

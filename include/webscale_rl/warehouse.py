@@ -181,7 +181,7 @@ CREATE TABLE IF NOT EXISTS runs (
     files        JSON,
     started_at   TIMESTAMPTZ,
     ended_at     TIMESTAMPTZ,
-    status       VARCHAR,                -- running, success, failed
+    status       VARCHAR,                -- running, success, failed, refused
     failed_stage VARCHAR,
     message      VARCHAR,
     counts       JSON

@@ -4,6 +4,7 @@ and nothing outside the exports and Data Docs folders."""
 from __future__ import annotations
 
 import json
+from html import escape as html_escape
 
 import pytest
 from fastapi.testclient import TestClient
@@ -49,6 +50,19 @@ def test_runs_page_lists_runs_and_links_their_cards(data_dir, client, monkeypatc
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "Dataset card" in report.text and "data:image/png;base64," in report.text
     assert client.get(f"/runs/{folder}/card").text.startswith("# Dataset card")
+
+
+def test_a_refused_run_is_listed_with_its_reason(data_dir, client):
+    from webscale_rl import pipeline
+    from webscale_rl.config import ConfigError
+
+    with pytest.raises(ConfigError) as refused:
+        pipeline.start_run({"corpus": "../elsewhere", "run_label": "typo <b>"}, "r-refused")
+    page = client.get("/runs")
+    assert page.status_code == 200
+    row = next(line for line in page.text.splitlines() if "r-refused" in line)
+    assert "<td class='refused'>refused</td>" in row and "typo &lt;b&gt;" in row
+    assert html_escape(f"start_run: {refused.value}"[:1000]) in row
 
 
 def test_data_docs_are_served_and_nothing_else(data_dir, client):
