@@ -4,7 +4,8 @@ P1: achieved requests/s through the stage path (client, ledger, parsing) at conc
 C = 8, 64, 256 with server latency L, as a ratio to the ideal C/L (target >= 0.9 at C=64,
 L=200 ms, in the worst of 3 runs), and the method's reference layout (a pool of 10
 threads, one call at a time each) measured beside it on the same server; and two server
-replicas against one (llm_default's base_urls), then one of them killed mid-run. The server runs
+replicas against one (llm_default's base_urls), then one of them killed mid-run; and what
+the ledger journal costs per success with no fsync, fsync in batches and one per line. The server runs
 in its own process so it does not share the client's interpreter. Each level sends 50
 requests per slot (at most 4,000), about 10 s at the ideal rate, into a warehouse that
 already exists (as a stage's does), so the client's fixed costs per batch (ledger lookup,
@@ -165,6 +166,53 @@ def replicas(latency_s: float, concurrency: int = 16, per_slot: int = 50) -> lis
     ]
 
 
+def journal_cost(rows: int = 2000) -> list:
+    """Microseconds per success the ledger journal adds (a write + flush per line), with no
+    fsync, fsync in batches (the default) and an fsync per line; the batched cost is also a
+    share of the 3.1 ms between calls of a C=64, L=200 ms stage."""
+    from webscale_rl.llm import ledger
+
+    row = {c: "x" * 40 for c in ledger.COLUMNS} | {"raw": "y" * 600, "result": '{"a": 1}'}
+    modes = {
+        "no fsync": {"fsync_rows": 10**9, "fsync_every_s": float("inf")},
+        "fsync in batches": {},
+        "fsync per line": {"fsync_rows": 1},
+    }
+    cost = {}
+    for mode, kwargs in modes.items():
+        journal = ledger.Journal(
+            Path(tempfile.mkdtemp()) / "j.duckdb", "bench", "journal", **kwargs
+        )
+        started = time.perf_counter()
+        for i in range(rows):
+            journal.append(row | {"request_hash": str(i)})
+        cost[mode] = (time.perf_counter() - started) / rows * 1e6
+        journal.close()
+    print(
+        "  journal, microseconds per success: "
+        + ", ".join(f"{mode} {us:.1f}" for mode, us in cost.items())
+    )
+    budget_us = 1e6 / (64 / 0.2)
+    return [
+        results.Figure(
+            "P1 stage efficiency",
+            f"journal with {mode}: microseconds per success",
+            us,
+            "(reported)",
+            None,
+        )
+        for mode, us in cost.items()
+    ] + [
+        results.Figure(
+            "P1 stage efficiency",
+            "journal with fsync in batches: share of a C=64, L=200 ms stage's time per call",
+            cost["fsync in batches"] / budget_us,
+            "<= 0.05",
+            cost["fsync in batches"] / budget_us <= 0.05,
+        )
+    ]
+
+
 def thread_pool_run(url: str, requests: list[LLMRequest], threads: int = 10) -> float:
     """The method's reference layout: a pool of `threads` threads, each sending one request
     at a time with the synchronous client (no ledger). Returns seconds."""
@@ -265,6 +313,7 @@ def main() -> None:
             f"ideal 10/L = {10 / latency:.1f}"
         )
         figures += replicas(latency)
+        figures += journal_cost()
         pick = 64 if 64 in ours else max(ours)
         figures.append(
             results.Figure(

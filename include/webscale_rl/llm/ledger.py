@@ -7,6 +7,9 @@ next run and their row replaced.
 Between ledger flushes every success is also appended to a per-process journal file the
 moment its reply is parsed, so a crash (even SIGKILL) loses no call that was paid for: the
 next client adopts the journals of dead writers into the ledger before it looks anything up.
+A write reaches the OS at once (a killed process loses nothing); it is fsynced to the disk
+in batches (every FSYNC_ROWS rows or FSYNC_EVERY_S seconds), so a power loss or kernel
+crash loses at most that window of successes, which the next run sends again.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import logging
 import os
 import socket
+import time
 import uuid
 from pathlib import Path
 
@@ -106,23 +110,65 @@ def journal_dir(db_path: Path) -> Path:
     return (staging.staging_dir() or db_path.parent) / f"{db_path.stem}.llm_journal"
 
 
+# An fsync costs about a disk round trip; one per success would cap a stage's call rate
+# (bench/llm_client.py measures the three choices). Batched, the window a power loss can
+# take is a quarter-second's calls or FSYNC_ROWS of them.
+FSYNC_ROWS = 256
+FSYNC_EVERY_S = 0.25
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a new file's name durable (its folder's entry), not only its bytes."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 class Journal:
     """This process's append-only record of successful calls not yet flushed to the ledger.
     The file name carries host and pid, so a later client can tell whether its writer died."""
 
-    def __init__(self, db_path: Path, run_id: str, stage: str):
+    def __init__(
+        self,
+        db_path: Path,
+        run_id: str,
+        stage: str,
+        fsync_rows: int = FSYNC_ROWS,
+        fsync_every_s: float = FSYNC_EVERY_S,
+    ):
         folder = journal_dir(db_path)
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{socket.gethostname()}--{os.getpid()}--{run_folder_name(run_id)}--{stage}--{uuid.uuid4().hex[:8]}"
         self.path = folder / f"{name}.jsonl"
+        self.fsync_rows, self.fsync_every_s = fsync_rows, fsync_every_s
+        self.fsyncs = 0  # how many times the file was synced to the disk
         self._handle = None
+        self._unsynced = 0
+        self._synced_at = 0.0
 
     def append(self, row: dict) -> None:
         if self._handle is None:
             self._handle = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            _fsync_dir(self.path.parent)
+            self._synced_at = time.monotonic()
         # One write + flush per line: the OS has it even if this process is killed next.
         self._handle.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._handle.flush()
+        self._unsynced += 1
+        if (
+            self._unsynced >= self.fsync_rows
+            or time.monotonic() - self._synced_at >= self.fsync_every_s
+        ):
+            self.sync()
+
+    def sync(self) -> None:
+        """fsync what was appended: it survives a power loss from here on."""
+        if self._handle is not None and self._unsynced:
+            os.fsync(self._handle.fileno())
+            self.fsyncs += 1
+            self._unsynced, self._synced_at = 0, time.monotonic()
 
     def close(self) -> None:
         """Called once every row is in the ledger: the journal is then redundant."""

@@ -1,0 +1,65 @@
+"""The ledger's journal: every success reaches the OS at once, and the disk in batches."""
+
+from __future__ import annotations
+
+import json
+
+from webscale_rl import warehouse
+from webscale_rl.llm import ledger
+
+
+def _row(i: int) -> dict:
+    return {"request_hash": f"h{i}", "stage": "generate", "status": "success", "raw": "é" * 3}
+
+
+def test_each_append_is_readable_at_once_and_synced_in_batches(tmp_path):
+    journal = ledger.Journal(
+        tmp_path / "w.duckdb", "run-1", "generate", fsync_rows=3, fsync_every_s=3600
+    )
+    for i in range(7):
+        journal.append(_row(i))
+        # Another reader (the adopting client after a kill) sees every line written so far.
+        lines = journal.path.read_text(encoding="utf-8").splitlines()
+        assert [json.loads(line)["request_hash"] for line in lines] == [
+            f"h{j}" for j in range(i + 1)
+        ]
+    assert journal.fsyncs == 2  # after rows 3 and 6; row 7 waits for the next batch
+    journal.sync()
+    assert journal.fsyncs == 3
+    journal.sync()  # nothing new: no second fsync
+    assert journal.fsyncs == 3
+    journal.close()
+    assert not journal.path.exists()
+
+
+def test_a_slow_trickle_is_synced_row_by_row(tmp_path):
+    journal = ledger.Journal(
+        tmp_path / "w.duckdb", "run-1", "verify", fsync_rows=256, fsync_every_s=0
+    )
+    for i in range(4):
+        journal.append(_row(i))
+    assert journal.fsyncs == 4
+    journal.close()
+
+
+def test_a_dead_writers_journal_is_adopted_into_the_ledger(tmp_path):
+    db = tmp_path / "w.duckdb"
+    journal = ledger.Journal(db, "run-1", "generate")
+    rows = [
+        {c: None for c in ledger.COLUMNS}
+        | {"request_hash": f"h{i}", "stage": "generate", "status": "success"}
+        for i in range(5)
+    ]
+    for row in rows:
+        journal.append(row)
+    journal._handle.close()
+    # Its writer "died": a pid that cannot be alive on this host.
+    host, _, rest = journal.path.name.partition("--")
+    dead = journal.path.with_name(f"{host}--999999999--{rest.partition('--')[2]}")
+    journal.path.rename(dead)
+    assert ledger.adopt_orphans(db, "run-1", "generate") == 5
+    assert not dead.exists()
+    with warehouse.read(db) as con:
+        assert con.execute(
+            "SELECT count(*) FROM llm_calls WHERE status = 'success'"
+        ).fetchone() == (5,)
