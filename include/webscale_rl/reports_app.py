@@ -8,8 +8,10 @@ dataset cards where users already work.
 
 Plain FastAPI (no Airflow import), testable on its own. Files are served only from the
 exports and Data Docs folders under WEBSCALE_RL_DATA_DIR; a folder name must match an
-existing export exactly, so no path reaches outside them. Like every Airflow plugin app,
-it is not behind Airflow's login: expose the API server accordingly.
+existing export exactly, so no path reaches outside them. Airflow does not authenticate a
+plugin's app by itself: the plugin (plugins/webscale_rl_reports.py) builds this app with
+Airflow's own user dependency on every route, so only a logged-in user with read access
+to the webscale_rl DAG gets a page (the UI's session cookie or an API bearer token).
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from __future__ import annotations
 import html
 import json
 import re
+from collections.abc import Sequence
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, params
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse
 
 from webscale_rl import warehouse
@@ -50,8 +53,15 @@ def _runs() -> list[tuple]:
                               ORDER BY started_at DESC LIMIT 200""").fetchall()
 
 
-def create_app() -> FastAPI:
-    app = FastAPI(title="webscale_rl reports", docs_url=None, redoc_url=None, openapi_url=None)
+def create_app(dependencies: Sequence[params.Depends] = ()) -> FastAPI:
+    """The app; `dependencies` run before every route (the plugin passes Airflow's login)."""
+    app = FastAPI(
+        title="webscale_rl reports",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        dependencies=list(dependencies),
+    )
 
     @app.get("/runs", response_class=HTMLResponse)
     def runs() -> str:
@@ -102,6 +112,3 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}}.failed,.refused{{
         return FileResponse(target)
 
     return app
-
-
-app = create_app()

@@ -94,13 +94,42 @@ def test_airflow_loads_the_plugin_with_its_app_and_nav_entries():
 
 
 @pytest.mark.slow
-def test_airflow_api_server_serves_the_reports_under_its_prefix(data_dir):
-    """The real Airflow API app (what `airflow api-server` runs) mounts the plugin's app."""
-    from airflow.api_fastapi.app import create_app
+def test_airflow_api_server_serves_the_reports_only_to_logged_in_readers(data_dir):
+    """The real Airflow API app (what `airflow api-server` runs) mounts the plugin's app
+    behind Airflow's login: every route refuses an anonymous caller (401) and a user
+    without read access to the DAG (403), and serves a reader by bearer token or by the
+    UI's session cookie; traversal is still refused after login."""
+    from airflow.api_fastapi.app import create_app, get_auth_manager
+    from airflow.api_fastapi.auth.managers.simple.user import SimpleAuthManagerUser
+    from airflow.api_fastapi.core_api.security import COOKIE_NAME_JWT_TOKEN
 
     client = TestClient(create_app())
-    page = client.get("/webscale-rl/runs")
-    assert page.status_code == 200 and "<h1>webscale_rl runs</h1>" in page.text
-    assert (
-        client.get("/webscale-rl/data-docs/index.html").status_code == 404
-    )  # no gate has run in this data dir
+    folder = "r1"
+    (load_settings().exports_dir / folder).mkdir(parents=True)
+    (load_settings().exports_dir / folder / "report.html").write_text("<html>card</html>")
+    (load_settings().exports_dir / folder / "card.md").write_text("# Dataset card")
+    (data_dir / "data_docs").mkdir()
+    (data_dir / "data_docs" / "index.html").write_text("<html>gx index</html>")
+    routes = [
+        "/webscale-rl/runs",
+        f"/webscale-rl/runs/{folder}/report",
+        f"/webscale-rl/runs/{folder}/card",
+        "/webscale-rl/data-docs/index.html",
+    ]
+    auth = get_auth_manager()
+    reader = auth.generate_jwt(SimpleAuthManagerUser(username="ana", role="viewer"))
+    nobody = auth.generate_jwt(SimpleAuthManagerUser(username="eve", role=None))
+    for route in routes:
+        assert client.get(route).status_code == 401, route
+        assert client.get(route, headers={"Authorization": "Bearer forged"}).status_code == 403
+        assert (
+            client.get(route, headers={"Authorization": f"Bearer {nobody}"}).status_code == 403
+        ), route
+        by_token = client.get(route, headers={"Authorization": f"Bearer {reader}"})
+        assert by_token.status_code == 200, (route, by_token.text[:200])
+        by_cookie = TestClient(create_app(), cookies={COOKIE_NAME_JWT_TOKEN: reader}).get(route)
+        assert by_cookie.status_code == 200, route
+    page = client.get("/webscale-rl/runs", headers={"Authorization": f"Bearer {reader}"})
+    assert "<h1>webscale_rl runs</h1>" in page.text
+    for escape in ("/webscale-rl/data-docs/../warehouse.duckdb", "/webscale-rl/runs/.hidden/card"):
+        assert client.get(escape, headers={"Authorization": f"Bearer {reader}"}).status_code == 404
