@@ -132,7 +132,7 @@ def _env(home: Path, data: Path, base_url: str) -> dict:
         WEBSCALE_RL_DATA_DIR=str(data),
         AIRFLOW_CONN_LLM_DEFAULT=json.dumps(
             {
-                "conn_type": "openai",
+                "conn_type": "webscale_rl_llm",
                 "host": base_url,
                 "password": "EMPTY",
                 "extra": {"model": "fake-model", "max_concurrency": 64},

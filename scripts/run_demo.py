@@ -62,7 +62,7 @@ def main() -> int:
             label = f"OpenAI-compatible server at {url}, model {args.model}"
             wait_for_models(url, 60)
             conn = {
-                "conn_type": "openai",
+                "conn_type": "webscale_rl_llm",
                 "host": url,
                 "password": os.environ.get("LLM_API_KEY", "EMPTY"),
                 "extra": {"model": args.model, "structured_output": args.dialect},
@@ -72,7 +72,7 @@ def main() -> int:
             wait_for_models(url, 60)
             label = f"scripted test server (pid {server.pid}) at {url}: deterministic answers, NOT a language model"
             conn = {
-                "conn_type": "openai",
+                "conn_type": "webscale_rl_llm",
                 "host": url,
                 "password": "EMPTY",
                 "extra": {"model": "fake-model"},

@@ -46,7 +46,7 @@ def main() -> int:
     llm = None
     if os.environ.get("LLM_URL"):
         conn = {
-            "conn_type": "openai",
+            "conn_type": "webscale_rl_llm",
             "host": os.environ["LLM_URL"],
             "password": os.environ.get("LLM_API_KEY", "EMPTY"),
             "extra": {
@@ -59,7 +59,7 @@ def main() -> int:
 
         llm = FakeLLM().start()
         conn = {
-            "conn_type": "openai",
+            "conn_type": "webscale_rl_llm",
             "host": llm.base_url,
             "password": "EMPTY",
             "extra": {"model": "fake-model"},

@@ -109,7 +109,7 @@ def local_connection(
     """The `llm_default` connection (AIRFLOW_CONN_LLM_DEFAULT JSON) for an embedded server:
     a long timeout and short replies, whichever server it is; `extra` overrides."""
     return {
-        "conn_type": "openai",
+        "conn_type": "webscale_rl_llm",
         "host": base_url,
         "password": "EMPTY",
         "extra": {

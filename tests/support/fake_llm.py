@@ -461,7 +461,7 @@ class FakeLLM:
         """The `llm_default` connection (as AIRFLOW_CONN_LLM_DEFAULT takes it) for this server,
         with fast retries for tests; `extra` overrides the connection extras."""
         return {
-            "conn_type": "openai",
+            "conn_type": "webscale_rl_llm",
             "host": self.base_url,
             "password": password,
             "extra": {

@@ -65,7 +65,7 @@ class LLMSettings:
         schema: str | None = None,
         extra: dict | str | None = None,
     ) -> LLMSettings:
-        """Fields of an `openai`-type connection: host = base URL (or a bare host with port and
+        """Fields of the `webscale_rl_llm` (or an `openai`) connection: host = base URL (or a bare host with port and
         schema as the path), password = API key, extras = model, structured_output,
         max_concurrency (per replica), base_urls (more replicas: a list or a comma-separated
         string of base URLs), stage_models, timeout_s, max_retries, max_tokens."""
@@ -85,7 +85,18 @@ class LLMSettings:
             raise ValueError(
                 f"connection '{CONN_ID}' has unknown extras {unknown}; known: {sorted(known)}"
             )
-        values = dict(extras)
+        # The UI's form sends every field, unset ones as null or "": those take the defaults.
+        values = {k: v for k, v in extras.items() if v is not None and v != ""}
+        if isinstance(values.get("stage_models"), str):
+            try:
+                values["stage_models"] = json.loads(values["stage_models"])
+            except ValueError:
+                raise ValueError(
+                    f"connection '{CONN_ID}' extra 'stage_models' is not a JSON object: "
+                    f"{values['stage_models'][:200]!r}"
+                ) from None
+        if not isinstance(values.get("stage_models", {}), dict):
+            raise ValueError(f"connection '{CONN_ID}' extra 'stage_models' must be a JSON object")
         if "base_urls" in values:
             urls = values["base_urls"]
             urls = urls.split(",") if isinstance(urls, str) else list(urls or [])
