@@ -4,14 +4,17 @@ A real Airflow (`airflow standalone` in a temporary AIRFLOW_HOME on a free port)
 deterministic test LLM behind `llm_default`; headless Chromium logs in, opens `webscale_rl`,
 fills the trigger form, triggers, waits for the run to succeed, then opens the run's report
 through the plugin's "Dataset cards" nav entry. Screenshots land in tests/artifacts/:
-ui_trigger_form.png, ui_run_grid.png, ui_dataset_cards.png, ui_report.png (and
-ui_failure.png plus airflow-standalone.log when something goes wrong).
+ui_trigger_form.png, ui_run_grid.png, ui_dataset_cards.png, ui_report.png; then the
+`webscale_rl_llm` connection's edit form (ui_connection_form.png) and its Test button's
+answer from the test server (ui_connection_test.png); ui_failure.png plus
+airflow-standalone.log when something goes wrong.
 
 Needs Chromium and chromedriver (`make browser`); takes about four minutes.
 """
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.parse
 import uuid
@@ -44,6 +47,8 @@ def airflow(sample_data_dir, fake_llm):
         data_dir=sample_data_dir,
         llm_conn=fake_llm.connection(),
         log_copy=artifacts_dir() / "airflow-standalone.log",
+        # The connection form's Test button (off by default in Airflow).
+        extra_env={"AIRFLOW__CORE__TEST_CONNECTION": "Enabled"},
     )
     server.start()
     try:
@@ -196,7 +201,78 @@ def _open_report_via_nav(driver, af: AirflowServer, run_id: str, run_label: str)
     return url
 
 
-def test_trigger_from_the_ui_and_read_the_report(airflow, sample_data_dir):
+def _button(label: str) -> tuple[str, str]:
+    """A button by its accessible name: aria-label, title or its text."""
+    return (
+        By.XPATH,
+        f".//button[@aria-label='{label}' or @title='{label}' or normalize-space(.)='{label}']",
+    )
+
+
+def _connection_form_and_test(driver, af: AirflowServer, server) -> None:
+    """Admin → Connections: a webscale_rl_llm connection's edit form shows the client's
+    fields under their labels, and its Test button reaches the test server."""
+    conn_id = "llm_ui_form"
+    af.api(
+        "POST",
+        "/api/v2/connections",
+        {
+            "connection_id": conn_id,
+            "conn_type": "webscale_rl_llm",
+            "host": server.base_url,
+            "password": "EMPTY",
+            # The edit form lists the extras a connection holds: every field, set.
+            "extra": json.dumps(
+                {
+                    "model": server.model,
+                    "structured_output": "json_schema",
+                    "max_concurrency": 16,
+                    "base_urls": server.base_url,
+                    "stage_models": json.dumps({"verify": server.model}),
+                    "timeout_s": 30,
+                    "max_tokens": 512,
+                }
+            ),
+        },
+    )
+    wait = _wait(driver)
+    driver.get(f"{af.base_url}/connections")
+    row_xpath = f"//tr[.//*[normalize-space(text())='{conn_id}']]"
+    row = wait.until(EC.presence_of_element_located((By.XPATH, row_xpath)))
+    row.find_element(*_button("Edit Connection")).click()
+
+    def text(label: str) -> tuple[str, str]:
+        return (By.XPATH, f"//*[normalize-space(text())='{label}']")
+
+    # Standard fields relabelled for this type; the client's own under "Extra Fields".
+    for label in ("LLM server (OpenAI-compatible, webscale_rl)", "Base URL", "API key"):
+        wait.until(EC.visibility_of_element_located(text(label)))
+    wait.until(EC.element_to_be_clickable(text("Extra Fields"))).click()
+    for label in (
+        "Model",
+        "Structured output",
+        "Max concurrency",
+        "More replicas",
+        "Per-stage models",
+        "Timeout (s)",
+        "Max tokens",
+    ):
+        wait.until(EC.visibility_of_element_located(text(label)))
+    save_screenshot(driver, "ui_connection_form.png", full_page=False)
+    driver.switch_to.active_element.send_keys(Keys.ESCAPE)
+    wait.until(EC.invisibility_of_element_located(text("Extra Fields")))
+    # The row's Test button: the server's answer comes back as a toast.
+    row = wait.until(EC.presence_of_element_located((By.XPATH, row_xpath)))
+    row.find_element(*_button("Test Connection")).click()
+    wait.until(
+        EC.visibility_of_element_located(
+            (By.XPATH, "//*[contains(normalize-space(.), 'replica(s) answer, serving fake-model')]")
+        )
+    )
+    save_screenshot(driver, "ui_connection_test.png", full_page=False)
+
+
+def test_trigger_from_the_ui_and_read_the_report(airflow, sample_data_dir, fake_llm):
     run_label = f"ui-browser-{uuid.uuid4().hex[:8]}"
     (artifacts_dir() / "ui_failure.png").unlink(missing_ok=True)  # only ever from this run
     with chromium_driver() as driver:
@@ -242,6 +318,8 @@ def test_trigger_from_the_ui_and_read_the_report(airflow, sample_data_dir):
             assert driver.title.startswith("Dataset card"), driver.title
             shot = save_screenshot(driver, "ui_report.png")
             assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+            _connection_form_and_test(driver, airflow, fake_llm)
         except BaseException:
             save_screenshot(driver, "ui_failure.png", full_page=False)
             raise
