@@ -43,6 +43,9 @@ def main() -> int:
     airflow_home = Path(os.environ.get("AIRFLOW_HOME", ROOT / ".airflow"))
     pid_file = airflow_home / "up.pid"
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
+    # A local UI: the connection form's Test button on (Airflow ships it off, since it lets
+    # UI users make the API server send requests; the compose deployment leaves it off).
+    env.setdefault("AIRFLOW__CORE__TEST_CONNECTION", "Enabled")
     llm = None
     if os.environ.get("LLM_URL"):
         conn = {
