@@ -35,7 +35,10 @@ from webscale_rl.llm import ledger
 from webscale_rl.llm.settings import LLMSettings
 
 log = logging.getLogger(__name__)
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+# Both HTTP stacks (httpx for health checks, the SDK's httpx2) log one INFO line per request:
+# 240k lines of task log at 100k documents, and formatting each costs CPU between calls.
+for _name in ("httpx", "httpx2"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 _FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 

@@ -3,6 +3,7 @@ the ledger cache, bounded concurrency, health check."""
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 import time
@@ -388,3 +389,12 @@ def test_a_refused_or_cut_connection_is_recorded_as_connection_not_timeout(tmp_p
         client(server, tmp_path, max_concurrency=2, max_retries=0, timeout_s=10).run(requests(10))
     failed = [row for row in ledger(tmp_path) if row[0] == "failed"]
     assert failed and {row[1] for row in failed} == {"connection"}
+
+
+def test_the_task_log_gets_progress_not_a_line_per_request(server, tmp_path, caplog):
+    caplog.set_level(logging.INFO)
+    results = client(server, tmp_path).run(requests(20))
+    assert all(r.ok for r in results.values())
+    http_lines = [r for r in caplog.records if r.name in ("httpx", "httpx2")]
+    assert http_lines == []
+    assert any("llm_filter: done." in r.getMessage() for r in caplog.records)
