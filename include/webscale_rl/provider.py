@@ -8,7 +8,10 @@ host, password and extras from either type."""
 
 from __future__ import annotations
 
+# Literals, not imports: Airflow loads this in every process that lists providers, and the
+# LLM package pulls in the client (~2 s). A test checks the defaults against LLMSettings.
 CONN_TYPE = "webscale_rl_llm"
+HOOK_NAME = "LLM server (OpenAI-compatible, webscale_rl)"
 
 
 def _field(label: str, schema: dict, description: str) -> dict:
@@ -70,7 +73,7 @@ def get_provider_info() -> dict:
             {
                 "connection-type": CONN_TYPE,
                 "hook-class-name": "webscale_rl.llm.hook.LLMServerHook",
-                "hook-name": "LLM server (OpenAI-compatible, webscale_rl)",
+                "hook-name": HOOK_NAME,
                 "conn-fields": CONN_FIELDS,
                 "ui-field-behaviour": {
                     "hidden-fields": ["login", "schema", "port"],

@@ -6,13 +6,14 @@ from __future__ import annotations
 from airflow.sdk import BaseHook
 
 from webscale_rl.llm.settings import CONN_ID, LLMSettings
+from webscale_rl.provider import CONN_TYPE, HOOK_NAME
 
 
 class LLMServerHook(BaseHook):
     conn_name_attr = "llm_conn_id"
     default_conn_name = CONN_ID
-    conn_type = "webscale_rl_llm"
-    hook_name = "LLM server (OpenAI-compatible, webscale_rl)"
+    conn_type = CONN_TYPE
+    hook_name = HOOK_NAME
 
     def __init__(self, llm_conn_id: str = CONN_ID, **kwargs) -> None:
         super().__init__(**kwargs)

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from support.airflow_server import free_port
-from webscale_rl.llm.settings import LLMSettings
+from webscale_rl.llm.settings import DIALECTS, LLMSettings
 from webscale_rl.provider import CONN_FIELDS, CONN_TYPE
 
 
@@ -24,8 +24,13 @@ def test_airflow_discovers_the_connection_type_with_the_clients_fields():
     assert widgets == {f"extra__{CONN_TYPE}__{name}" for name in CONN_FIELDS}
     behaviour = manager.field_behaviours[CONN_TYPE]
     assert behaviour["relabeling"] == {"host": "Base URL", "password": "API key"}
-    # Every form field is an extra the client reads: none is shown and then ignored.
-    assert set(CONN_FIELDS) <= set(LLMSettings.__dataclass_fields__)
+    # Every form field is an extra the client reads, and shows the client's own default.
+    fields = LLMSettings.__dataclass_fields__
+    for name, spec in CONN_FIELDS.items():
+        assert spec["schema"].get("default") == (
+            fields[name].default if name not in ("base_urls", "stage_models") else None
+        ), name
+    assert CONN_FIELDS["structured_output"]["schema"]["enum"] == list(DIALECTS)
 
 
 def test_what_the_form_saves_is_what_the_client_reads():
