@@ -300,7 +300,13 @@ def test_corpus_outside_the_data_dir_is_refused_before_anything_is_read(dag, sam
     run = dag.test(run_conf={"corpus": "../../etc/passwd"})
     s = states(run)
     assert s["start_run"] == "failed" and s["ingest"] == "upstream_failed"
-    assert not (sample_data_dir / "warehouse.duckdb").exists()
+    # Nothing read or ingested; the refusal is the warehouse's only row.
+    [(status, stage, message)] = query(
+        sample_data_dir, "SELECT status, failed_stage, message FROM runs"
+    )
+    assert (status, stage) == ("refused", "start_run") and "../../etc/passwd" in message
+    assert query(sample_data_dir, "SELECT count(*) FROM documents") == [(0,)]
+    assert query(sample_data_dir, "SELECT count(*) FROM ingest_errors") == [(0,)]
 
 
 def test_airflow_cli_dags_test_runs_the_pipeline(sample_data_dir, fake_llm):
