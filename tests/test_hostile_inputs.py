@@ -181,9 +181,12 @@ def test_hostile_fixture_gives_its_recorded_reason_or_message(hostile_data_dir, 
         with pytest.raises(ConfigError) as refused:
             pipeline.start_run({"corpus": f"hostile/{name}"}, run_id)
         assert str(refused.value) == expected.message.format(data=data)
-        assert not (data / "warehouse.duckdb").exists(), (
-            "a refused run must not touch the warehouse"
-        )
+        # A refused run leaves its runs row, with the message, and touches nothing else.
+        assert query(data, "SELECT run_id, status, failed_stage, message FROM runs") == [
+            (run_id, "refused", "start_run", str(refused.value))
+        ]
+        assert query(data, "SELECT count(*) FROM documents") == [(0,)]
+        assert query(data, "SELECT count(*) FROM ingest_errors") == [(0,)]
         return
 
     run = pipeline.start_run({"corpus": f"hostile/{name}"}, run_id)
