@@ -138,7 +138,11 @@ def test_planted_key_authenticates_the_run_and_is_found_nowhere_after_it(
 
     # 3. The Airflow metadata DB: this run's XComs, then the whole SQLite file byte for byte.
     db = airflow_home / "airflow.db"
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as meta:
+    # query_only, not mode=ro: the DB is in WAL mode, and a read-only open cannot create or
+    # recover the shared-memory file; one failed with "disk I/O error" right after the
+    # `dags test` process closed the DB (a fresh-clone run, beside a busy worker).
+    with sqlite3.connect(db) as meta:
+        meta.execute("PRAGMA query_only = ON")
         xcoms = meta.execute(
             "SELECT task_id, key, CAST(value AS TEXT) FROM xcom WHERE dag_id = ? AND run_id = ?",
             ["webscale_rl", run_id],
