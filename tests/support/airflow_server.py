@@ -182,16 +182,8 @@ class AirflowServer:
                 method="POST",
                 headers={"Content-Type": "application/json"},
             )
-            # Beside a busy test worker on 2 cores the API server has taken over 30 s to
-            # answer; a token request is safe to repeat.
-            for attempt in range(3):
-                try:
-                    with urllib.request.urlopen(req, timeout=60) as resp:
-                        self._token = json.load(resp)["access_token"]
-                    break
-                except TimeoutError:
-                    if attempt == 2:
-                        raise
+            # A token request is safe to repeat.
+            self._token = _json_reply(req, attempts=3)["access_token"]
         return self._token
 
     def api(self, method: str, path: str, body: dict | None = None):
@@ -202,20 +194,24 @@ class AirflowServer:
             method=method,
             headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
         )
-        # Beside a busy test worker on 2 cores, with a DAG run's task runners reporting to the
-        # same server, one request has gone unanswered for 30 s (CI, stop 27). Reads and
-        # PATCHes are safe to repeat; a POST is sent once.
-        attempts = 1 if method == "POST" else 3
-        for attempt in range(attempts):
-            try:
-                with urllib.request.urlopen(req, timeout=60) as resp:
-                    return json.load(resp)
-            except urllib.error.HTTPError as err:
-                raise RuntimeError(f"{method} {path}: {err.code} {err.read()[:500]!r}") from err
-            except TimeoutError:
-                if attempt == attempts - 1:
-                    raise
-        raise AssertionError("unreachable")
+        # Reads and PATCHes are safe to repeat; a POST is sent once.
+        try:
+            return _json_reply(req, attempts=1 if method == "POST" else 3)
+        except urllib.error.HTTPError as err:
+            raise RuntimeError(f"{method} {path}: {err.code} {err.read()[:500]!r}") from err
+
+
+def _json_reply(req: urllib.request.Request, attempts: int):
+    """The request's JSON reply, sending it again (up to `attempts` times) when no answer
+    comes within 60 s: beside a busy test worker on 2 cores, with a DAG run's task runners
+    reporting to the same server, one request has gone unanswered for 30 s (CI, stop 27)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return json.load(resp)
+        except TimeoutError:
+            if attempt == attempts:
+                raise
 
 
 def _stop_standalone(proc: subprocess.Popen) -> None:
