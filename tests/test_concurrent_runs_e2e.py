@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 from conftest import SAMPLE_DIR
-from support.db import query
+from support.db import copy_airflow_db, query
 from support.fake_llm import FakeLLM
 from webscale_rl import lease
 
@@ -31,8 +31,9 @@ CALLS = 53
 
 def start(name: str, tmp_path: Path, env: dict) -> subprocess.Popen:
     """`airflow dags test` with its own copy of the migrated metadata DB."""
-    meta = tmp_path / f"airflow-{name}.db"
-    shutil.copy(Path(os.environ["AIRFLOW_HOME"]) / "airflow.db", meta)
+    meta = copy_airflow_db(
+        Path(os.environ["AIRFLOW_HOME"]) / "airflow.db", tmp_path / f"airflow-{name}.db"
+    )
     env = dict(env, AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=f"sqlite:///{meta}")
     # Output to a file, not a pipe: a run blocked on a full pipe would hold the lease forever.
     with open(tmp_path / f"{name}.log", "w") as out:

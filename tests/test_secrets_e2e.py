@@ -29,7 +29,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from support.db import query
+from support.db import copy_airflow_db, query
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings, LLMUnavailable
 
 CORPUS = "sample/docs_stem.jsonl"  # 18 documents; "logtrim" is in exactly one of them
@@ -84,7 +84,7 @@ def file_hits(root: Path, needle: str) -> tuple[list[str], int]:
 
 
 def test_planted_key_authenticates_the_run_and_is_found_nowhere_after_it(
-    sample_data_dir, fake_llm, monkeypatch
+    sample_data_dir, fake_llm, monkeypatch, tmp_path
 ):
     key = planted_key()
     conn = json.loads(os.environ["AIRFLOW_CONN_LLM_DEFAULT"])
@@ -137,21 +137,21 @@ def test_planted_key_authenticates_the_run_and_is_found_nowhere_after_it(
         assert hits == [], f"key in log files {hits}"
 
     # 3. The Airflow metadata DB: this run's XComs, then the whole SQLite file byte for byte.
-    db = airflow_home / "airflow.db"
-    # query_only, not mode=ro: the DB is in WAL mode, and a read-only open cannot create or
-    # recover the shared-memory file; one failed with "disk I/O error" right after the
-    # `dags test` process closed the DB (a fresh-clone run, beside a busy worker).
-    with sqlite3.connect(db) as meta:
-        meta.execute("PRAGMA query_only = ON")
+    # Read from a copy: see copy_airflow_db for the "disk I/O error" reading the live file gave.
+    db = copy_airflow_db(airflow_home / "airflow.db", tmp_path / "meta" / "airflow.db")
+    for part in (db, db.with_name(db.name + "-wal")):  # byte for byte, before SQLite opens it
+        if part.exists():
+            assert key.encode() not in part.read_bytes(), f"key in {part}"
+    meta = sqlite3.connect(db)
+    try:
         xcoms = meta.execute(
             "SELECT task_id, key, CAST(value AS TEXT) FROM xcom WHERE dag_id = ? AND run_id = ?",
             ["webscale_rl", run_id],
         ).fetchall()
+    finally:
+        meta.close()
     assert len(xcoms) > 10, "this run's XComs were not found"
     assert [(t, k) for t, k, v in xcoms if key in (v or "")] == []
-    for part in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-journal")):
-        if part.exists():
-            assert key.encode() not in part.read_bytes(), f"key in {part}"
 
     # 4. Every column of every warehouse table, as text.
     hits, n_columns = warehouse_hits(sample_data_dir / "warehouse.duckdb", key)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import duckdb
@@ -35,3 +36,17 @@ SNAPSHOT_SQL = {
 def snapshot(path: Path) -> dict[str, list[tuple]]:
     """Every stage table's decisions, sorted: equal snapshots mean equal results."""
     return {table: sorted(query(path, sql), key=repr) for table, sql in SNAPSHOT_SQL.items()}
+
+
+def copy_airflow_db(db: Path, dest: Path) -> Path:
+    """A private copy of the SQLite metadata DB `db` (and its WAL) at `dest`, made by `cp` in a
+    child process. Never open the live file in the test process outside SQLite: closing any
+    descriptor of it drops the POSIX locks this process's own SQLite connections (dag.test()'s
+    pool) hold, so the next `airflow dags test` believes it closes the last connection,
+    removes the WAL, and this process's SQLite then fails on it with "disk I/O error"."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal"):
+        src = db.with_name(db.name + suffix)
+        if src.exists():
+            subprocess.run(["cp", str(src), str(dest) + suffix], check=True)
+    return dest
