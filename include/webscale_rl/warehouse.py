@@ -397,7 +397,8 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame, key: str = "
         return 0
     con.register("_incoming", frame)
     try:
-        columns = ", ".join(frame.columns)
+        # A pandas frame's .columns are its names; an Arrow table's are its arrays.
+        columns = ", ".join(getattr(frame, "column_names", None) or frame.columns)
         con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _incoming)")
         con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming")
     finally:
@@ -406,6 +407,17 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame, key: str = "
         with contextlib.suppress(duckdb.TransactionException):
             con.unregister("_incoming")
     return len(frame)
+
+
+def replace_rows_from_parquet(
+    con: duckdb.DuckDBPyConnection, table: str, path: Path, key: str = "doc_id"
+) -> int:
+    """replace_rows for rows spooled to a Parquet file: DuckDB streams them from disk."""
+    source = "read_parquet('" + str(path).replace("'", "''") + "')"
+    columns = ", ".join(r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall())
+    con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {source})")
+    con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source}")
+    return one(con, f"SELECT count(*) FROM {source}")[0]
 
 
 def one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:

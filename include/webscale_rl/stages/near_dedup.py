@@ -20,11 +20,14 @@ cost of more false merges of templated pages.
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 from datasketch import MinHash
 
 from webscale_rl import lsh_index, warehouse
@@ -132,96 +135,121 @@ def run(ctx: StageContext) -> dict:
 def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_THRESHOLD) -> dict:
     """Dedup this run's documents kept by `previous` against each other and against every
     document kept by this stage in earlier runs; replace the run's rows."""
-    new_sigs: dict[str, bytes] = {}
     order: list[str] = []
-    prior_count = 0
-    with warehouse.read(db_path) as con:
+    prior_count = signatures_computed = 0
+    # New signatures go to a Parquet spool a window at a time, not a dict of the whole run:
+    # 100k documents held ~55 MB of them in memory until the final write.
+    spool = tempfile.TemporaryDirectory(prefix="webscale-rl-minhash-")
+    sig_path = Path(spool.name) / "doc_minhash.parquet"
+    sig_writer: pq.ParquetWriter | None = None
+    try:
+        with warehouse.read(db_path) as con:
 
-        def prior():
-            """Everything kept before this run (a re-run of this run must not see itself)."""
-            nonlocal prior_count
-            for docs in _batches(
-                con,
-                f"""SELECT s.doc_id, m.hashvalues FROM {STAGE} s
-                    JOIN doc_minhash m ON m.doc_id = s.doc_id AND m.version = ?
-                    WHERE s.status = 'kept'
-                      AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)""",
-                [SIGNATURE_VERSION, run_id],
-            ):
-                prior_count += len(docs["doc_id"])
-                for doc_id, blob in zip(docs["doc_id"], docs["hashvalues"], strict=True):
-                    yield doc_id, np.frombuffer(blob, dtype=np.uint32)
+            def prior():
+                """Everything kept before this run (a re-run of this run must not see itself)."""
+                nonlocal prior_count
+                for docs in _batches(
+                    con,
+                    f"""SELECT s.doc_id, m.hashvalues FROM {STAGE} s
+                        JOIN doc_minhash m ON m.doc_id = s.doc_id AND m.version = ?
+                        WHERE s.status = 'kept'
+                          AND s.doc_id NOT IN (SELECT doc_id FROM run_docs WHERE run_id = ?)""",
+                    [SIGNATURE_VERSION, run_id],
+                ):
+                    prior_count += len(docs["doc_id"])
+                    for doc_id, blob in zip(docs["doc_id"], docs["hashvalues"], strict=True):
+                        yield doc_id, np.frombuffer(blob, dtype=np.uint32)
 
-        def ordered():
-            """The run's documents in arrival order; a text is read only where its signature
-            is not stored yet; a window of ingest_seq at a time (common.ingest_windows)."""
-            for lo, hi in common.ingest_windows(con, run_id, DOCS_BATCH_ROWS):
-                docs = (
-                    con.sql(
-                        f"""SELECT d.doc_id, CASE WHEN m.hashvalues IS NULL THEN d.text END AS text,
-                               m.hashvalues FROM run_docs r
-                        JOIN documents d USING (doc_id)
-                        JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
-                        LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = $version
-                        WHERE r.run_id = $run AND d.ingest_seq >= $lo AND d.ingest_seq < $hi
-                        ORDER BY d.ingest_seq""",
-                        params={
-                            "version": SIGNATURE_VERSION,
-                            "run": run_id,
-                            "lo": lo,
-                            "hi": hi,
-                        },
+            def ordered():
+                """The run's documents in arrival order; a text is read only where its signature
+                is not stored yet; a window of ingest_seq at a time (common.ingest_windows)."""
+                nonlocal sig_writer, signatures_computed
+                for lo, hi in common.ingest_windows(con, run_id, DOCS_BATCH_ROWS):
+                    docs = (
+                        con.sql(
+                            f"""SELECT d.doc_id, CASE WHEN m.hashvalues IS NULL THEN d.text END AS text,
+                                   m.hashvalues FROM run_docs r
+                            JOIN documents d USING (doc_id)
+                            JOIN {previous} p ON p.doc_id = d.doc_id AND p.status = 'kept'
+                            LEFT JOIN doc_minhash m ON m.doc_id = d.doc_id AND m.version = $version
+                            WHERE r.run_id = $run AND d.ingest_seq >= $lo AND d.ingest_seq < $hi
+                            ORDER BY d.ingest_seq""",
+                            params={
+                                "version": SIGNATURE_VERSION,
+                                "run": run_id,
+                                "lo": lo,
+                                "hi": hi,
+                            },
+                        )
+                        .to_arrow_table()
+                        .to_pydict()
                     )
-                    .to_arrow_table()
-                    .to_pydict()
-                )
-                missing = [i for i, blob in enumerate(docs["hashvalues"]) if blob is None]
-                computed = signatures([docs["text"][i] for i in missing]) if missing else []
-                fresh = dict(zip(missing, computed, strict=True))
-                for i, doc_id in enumerate(docs["doc_id"]):
-                    if i in fresh:
-                        hv = fresh[i]
-                        new_sigs[doc_id] = hv.tobytes()
-                    else:
-                        hv = np.frombuffer(docs["hashvalues"][i], dtype=np.uint32)
-                    order.append(doc_id)
-                    yield doc_id, hv
+                    missing = [i for i, blob in enumerate(docs["hashvalues"]) if blob is None]
+                    computed = signatures([docs["text"][i] for i in missing]) if missing else []
+                    fresh = dict(zip(missing, computed, strict=True))
+                    if fresh:
+                        window = _signature_table(
+                            [docs["doc_id"][i] for i in fresh], [hv.tobytes() for hv in computed]
+                        )
+                        if sig_writer is None:
+                            sig_writer = pq.ParquetWriter(sig_path, window.schema)
+                        sig_writer.write_table(window)
+                        signatures_computed += len(fresh)
+                    for i, doc_id in enumerate(docs["doc_id"]):
+                        hv = (
+                            fresh[i]
+                            if i in fresh
+                            else np.frombuffer(docs["hashvalues"][i], np.uint32)
+                        )
+                        order.append(doc_id)
+                        yield doc_id, hv
 
-        duplicates = find_duplicates(prior(), ordered(), threshold)
-    rows = pd.DataFrame(
-        [
+            duplicates = find_duplicates(prior(), ordered(), threshold)
+        if sig_writer is not None:
+            sig_writer.close()
+        rejected = [d in duplicates for d in order]
+        rows = pa.table(
             {
-                "doc_id": d,
-                "run_id": run_id,
-                "status": "rejected" if d in duplicates else "kept",
-                "reason": "near_duplicate" if d in duplicates else None,
-                "duplicate_of": duplicates[d][0] if d in duplicates else None,
-                "similarity": duplicates[d][1] if d in duplicates else None,
-                "threshold": threshold,
+                "doc_id": pa.array(order, pa.string()),
+                "run_id": pa.array([run_id] * len(order), pa.string()),
+                "status": pa.array(["rejected" if r else "kept" for r in rejected], pa.string()),
+                "reason": pa.array(
+                    ["near_duplicate" if r else None for r in rejected], pa.string()
+                ),
+                "duplicate_of": pa.array(
+                    [duplicates[d][0] if d in duplicates else None for d in order], pa.string()
+                ),
+                "similarity": pa.array(
+                    [duplicates[d][1] if d in duplicates else None for d in order], pa.float64()
+                ),
+                "threshold": pa.array([threshold] * len(order), pa.float64()),
             }
-            for d in order
-        ],
-        columns=["doc_id", "run_id", "status", "reason", "duplicate_of", "similarity", "threshold"],
-    )
-    sig_rows = pd.DataFrame(
-        {
-            "doc_id": list(new_sigs),
-            "version": SIGNATURE_VERSION,
-            "hashvalues": list(new_sigs.values()),
-        }
-    )
-    with warehouse.write(db_path) as con:
-        warehouse.replace_rows(con, "doc_minhash", sig_rows)
-        warehouse.replace_rows(con, STAGE, rows)
+        )
+        with warehouse.write(db_path) as con:
+            if sig_writer is not None:
+                warehouse.replace_rows_from_parquet(con, "doc_minhash", sig_path)
+            warehouse.replace_rows(con, STAGE, rows)
+    finally:
+        spool.cleanup()
     return {
         "stage": STAGE,
-        "docs": len(rows),
-        "kept": len(rows) - len(duplicates),
+        "docs": len(order),
+        "kept": len(order) - len(duplicates),
         "rejected": len(duplicates),
         "compared_with_prior": prior_count,
-        "signatures_computed": len(new_sigs),
+        "signatures_computed": signatures_computed,
         "threshold": threshold,
     }
+
+
+def _signature_table(doc_ids: list[str], hashvalues: list[bytes]) -> pa.Table:
+    return pa.table(
+        {
+            "doc_id": pa.array(doc_ids, pa.string()),
+            "version": pa.array([SIGNATURE_VERSION] * len(doc_ids), pa.string()),
+            "hashvalues": pa.array(hashvalues, pa.binary()),
+        }
+    )
 
 
 # --- gate -------------------------------------------------------------------------------
