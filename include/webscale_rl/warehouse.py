@@ -391,14 +391,23 @@ LEFT JOIN qa ON qa.doc_id = d.doc_id
 """
 
 
+def _names_and_rows(frame) -> tuple[list[str], int]:
+    if hasattr(frame, "count_rows"):  # an Arrow dataset: a Parquet spool, streamed from disk
+        return frame.schema.names, frame.count_rows()
+    if hasattr(frame, "column_names"):  # an Arrow table (its .columns are its arrays)
+        return frame.column_names, frame.num_rows
+    return list(frame.columns), len(frame)  # pandas
+
+
 def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame, key: str = "doc_id") -> int:
-    """Idempotent write of a stage's rows: rows with the same key are replaced, never duplicated."""
-    if len(frame) == 0:
+    """Idempotent write of a stage's rows: rows with the same key are replaced, never
+    duplicated. `frame`: a pandas frame, an Arrow table or an Arrow dataset."""
+    names, rows = _names_and_rows(frame)
+    if rows == 0:
         return 0
     con.register("_incoming", frame)
     try:
-        # A pandas frame's .columns are its names; an Arrow table's are its arrays.
-        columns = ", ".join(getattr(frame, "column_names", None) or frame.columns)
+        columns = ", ".join(names)
         con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM _incoming)")
         con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM _incoming")
     finally:
@@ -406,18 +415,7 @@ def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame, key: str = "
         # the statement's own error through (the caller's write() rolls back).
         with contextlib.suppress(duckdb.TransactionException):
             con.unregister("_incoming")
-    return len(frame)
-
-
-def replace_rows_from_parquet(
-    con: duckdb.DuckDBPyConnection, table: str, path: Path, key: str = "doc_id"
-) -> int:
-    """replace_rows for rows spooled to a Parquet file: DuckDB streams them from disk."""
-    source = "read_parquet('" + str(path).replace("'", "''") + "')"
-    columns = ", ".join(r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {source}").fetchall())
-    con.execute(f"DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {source})")
-    con.execute(f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {source}")
-    return one(con, f"SELECT count(*) FROM {source}")[0]
+    return rows
 
 
 def one(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> tuple | None:

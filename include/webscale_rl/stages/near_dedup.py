@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from datasketch import MinHash
 
@@ -227,7 +228,7 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
         )
         with warehouse.write(db_path) as con:
             if sig_writer is not None:
-                warehouse.replace_rows_from_parquet(con, "doc_minhash", sig_path)
+                warehouse.replace_rows(con, "doc_minhash", pads.dataset(sig_path))
             warehouse.replace_rows(con, STAGE, rows)
     finally:
         spool.cleanup()
