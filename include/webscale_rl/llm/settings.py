@@ -66,9 +66,10 @@ class LLMSettings:
         extra: dict | str | None = None,
     ) -> LLMSettings:
         """Fields of the `webscale_rl_llm` (or an `openai`) connection: host = base URL (or a
-        bare host with port and schema as the path), password = API key, extras = model, structured_output,
-        max_concurrency (per replica), base_urls (more replicas: a list or a comma-separated
-        string of base URLs), stage_models, timeout_s, max_retries, max_tokens."""
+        bare host with port and schema as the path), password = API key, extras = model,
+        structured_output, max_concurrency (per replica), base_urls (more replicas: a list or
+        a comma-separated string of base URLs), stage_models, timeout_s, max_retries,
+        max_tokens."""
         if not host:
             raise ValueError(
                 f"connection '{CONN_ID}' has no host: set it to the server's base URL, "

@@ -208,21 +208,15 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
             duplicates = find_duplicates(prior(), ordered(), threshold)
         if sig_writer is not None:
             sig_writer.close()
-        rejected = [d in duplicates for d in order]
+        found = [duplicates.get(d) for d in order]  # (kept doc_id, Jaccard) or None
         rows = pa.table(
             {
                 "doc_id": pa.array(order, pa.string()),
                 "run_id": pa.array([run_id] * len(order), pa.string()),
-                "status": pa.array(["rejected" if r else "kept" for r in rejected], pa.string()),
-                "reason": pa.array(
-                    ["near_duplicate" if r else None for r in rejected], pa.string()
-                ),
-                "duplicate_of": pa.array(
-                    [duplicates[d][0] if d in duplicates else None for d in order], pa.string()
-                ),
-                "similarity": pa.array(
-                    [duplicates[d][1] if d in duplicates else None for d in order], pa.float64()
-                ),
+                "status": pa.array(["rejected" if f else "kept" for f in found], pa.string()),
+                "reason": pa.array(["near_duplicate" if f else None for f in found], pa.string()),
+                "duplicate_of": pa.array([f[0] if f else None for f in found], pa.string()),
+                "similarity": pa.array([f[1] if f else None for f in found], pa.float64()),
                 "threshold": pa.array([threshold] * len(order), pa.float64()),
             }
         )
