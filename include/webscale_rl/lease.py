@@ -18,7 +18,6 @@ import contextlib
 import json
 import logging
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -92,7 +91,7 @@ def acquire(
             if holder is None or holder["run_id"] == run_id or ended or idle > ttl:
                 record = {
                     "run_id": run_id,
-                    "host": socket.gethostname(),
+                    "host": staging.host_id(),
                     "pid": os.getpid(),
                     "acquired_at": datetime.now(UTC).isoformat(),
                 }

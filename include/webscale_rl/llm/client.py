@@ -30,6 +30,7 @@ import httpx2
 import jsonschema
 import openai
 
+from webscale_rl import lease
 from webscale_rl.errors import FatalError
 from webscale_rl.llm import ledger
 from webscale_rl.llm.settings import LLMSettings
@@ -223,6 +224,17 @@ class _Replica:
     api: openai.AsyncOpenAI
     in_flight: int = 0
     down: bool = False
+
+
+async def _renew_lease(journal: ledger.Journal) -> None:
+    """Keep the journal's lease while the stage runs: a client on another host adopts it only
+    once it goes a whole ttl without this (the writer's host may be gone)."""
+    while True:
+        await asyncio.sleep(lease.ttl_s() / 4)
+        try:
+            journal.heartbeat()
+        except OSError as exc:  # a missed beat risks only an early, idempotent adoption
+            log.warning("could not renew the journal's lease: %s", exc)
 
 
 # Finished calls go to the ledger in batches: each flush pays a locked open, an upsert and
@@ -573,6 +585,7 @@ class LLMClient:
         pending_rows: list[dict] = []
         last_flush = time.monotonic()
         journal = ledger.Journal(self.db_path, self.run_id, stage)
+        renewing = asyncio.create_task(_renew_lease(journal))
         try:
             tasks = [asyncio.create_task(self._call(replicas, req, progress)) for req in todo]
             for next_done in asyncio.as_completed(tasks):
@@ -589,6 +602,7 @@ class LLMClient:
                     )
                     pending_rows, last_flush = [], time.monotonic()
         finally:
+            renewing.cancel()
             try:
                 await asyncio.to_thread(
                     ledger.record, self.db_path, pending_rows, self.run_id, stage, self.shard

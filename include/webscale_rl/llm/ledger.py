@@ -7,6 +7,12 @@ next run and their row replaced.
 Between ledger flushes every success is also appended to a per-process journal file the
 moment its reply is parsed, so a crash (even SIGKILL) loses no call that was paid for: the
 next client adopts the journals of dead writers into the ledger before it looks anything up.
+Journals live beside the warehouse, or on the shared staging storage when workers are
+remote. A journal is owned by lease: its writer touches it every ttl/4 seconds, and any
+client on any host adopts one that went a ttl without a touch (WEBSCALE_RL_LEASE_TTL_S,
+default 120 s) or whose writer's pid is gone from this host. Adoption is an upsert by
+request hash, so a journal adopted twice, or one whose writer was only presumed dead and
+flushes the same rows itself later, records each call once.
 A write reaches the OS at once (a killed process loses nothing); it is fsynced to the disk
 in batches (every FSYNC_ROWS rows or FSYNC_EVERY_S seconds), so a power loss or kernel
 crash loses at most that window of successes, which the next run sends again.
@@ -17,14 +23,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 import uuid
 from pathlib import Path
 
 import pandas as pd
 
-from webscale_rl import staging, warehouse
+from webscale_rl import lease, staging, warehouse
 from webscale_rl.config import run_folder_name
 
 log = logging.getLogger(__name__)
@@ -128,7 +133,8 @@ def _fsync_dir(folder: Path) -> None:
 
 class Journal:
     """This process's append-only record of successful calls not yet flushed to the ledger.
-    The file name carries host and pid, so a later client can tell whether its writer died."""
+    The file name carries host and pid, and its mtime is the writer's heartbeat, so a later
+    client on any host can tell whether its writer died."""
 
     def __init__(
         self,
@@ -140,7 +146,7 @@ class Journal:
     ):
         folder = journal_dir(db_path)
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"{socket.gethostname()}--{os.getpid()}--{run_folder_name(run_id)}--{stage}--{uuid.uuid4().hex[:8]}"
+        name = f"{staging.host_id()}--{os.getpid()}--{run_folder_name(run_id)}--{stage}--{uuid.uuid4().hex[:8]}"
         self.path = folder / f"{name}.jsonl"
         self.fsync_rows, self.fsync_every_s = fsync_rows, fsync_every_s
         self.fsyncs = 0  # how many times the file was synced to the disk
@@ -163,6 +169,11 @@ class Journal:
         ):
             self.sync()
 
+    def heartbeat(self) -> None:
+        """Renew the lease on the journal (its mtime); call at least every ttl/4 seconds."""
+        if self._handle is not None:
+            os.utime(self.path)
+
     def sync(self) -> None:
         """fsync what was appended: it survives a power loss from here on."""
         if self._handle is not None and self._unsynced:
@@ -178,11 +189,18 @@ class Journal:
         self.path.unlink(missing_ok=True)
 
 
-def _writer_is_dead(path: Path) -> bool:
+def _writer_is_dead(path: Path, ttl: float) -> bool:
+    """A journal's writer is dead when the journal went `ttl` seconds without a heartbeat (on
+    any host: it may be gone with its host), or, on this host, as soon as its pid is gone."""
+    try:
+        if time.time() - path.stat().st_mtime > ttl:
+            return True
+    except FileNotFoundError:
+        return False  # adopted or closed meanwhile
     host, _, rest = path.name.partition("--")
     pid = rest.partition("--")[0]
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host's writer: only that host can tell whether it is alive
+    if host != staging.host_id() or not pid.isdigit():
+        return False  # another host's writer with a fresh heartbeat: alive
     try:
         os.kill(int(pid), 0)
     except ProcessLookupError:
@@ -198,12 +216,16 @@ def adopt_orphans(db_path: Path, run_id: str, stage: str, part: str = "all") -> 
     folder = journal_dir(db_path)
     if not folder.exists():
         return 0
-    recovered = 0
+    recovered, ttl = 0, lease.ttl_s()
     for path in sorted(folder.glob("*.jsonl")):
-        if not _writer_is_dead(path):
+        if not _writer_is_dead(path, ttl):
             continue
+        try:
+            text = path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            continue  # another client adopted it first
         rows = []
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        for line in text.splitlines():
             try:
                 rows.append(json.loads(line))
             except json.JSONDecodeError:

@@ -4,7 +4,11 @@ the ledger cache, bounded concurrency, health check."""
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -14,6 +18,7 @@ import pytest
 from support.fake_llm import FakeLLM
 from webscale_rl import prompts
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings, LLMUnavailable
+from webscale_rl.llm import ledger as ledger_mod
 from webscale_rl.llm.client import _InvalidReply, parse_reply
 
 DOC = (
@@ -398,3 +403,79 @@ def test_the_task_log_gets_progress_not_a_line_per_request(server, tmp_path, cap
     http_lines = [r for r in caplog.records if r.name in ("httpx", "httpx2")]
     assert http_lines == []
     assert any("llm_filter: done." in r.getMessage() for r in caplog.records)
+
+
+# -- a worker killed on another host (journals on shared storage, owned by lease) ------------
+
+_KILLED_WORKER = """
+import sys
+from pathlib import Path
+from webscale_rl import prompts
+from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings
+
+url, db, doc, n = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+prompt = prompts.load("llm_filter")
+requests = [
+    LLMRequest("llm_filter", f"doc{i}", "fake-model",
+               tuple(prompts.filter_messages(f"{doc} Item {i}.")), prompt.schema,
+               "llm_filter", prompt.prompt_id)
+    for i in range(n)
+]
+LLMClient(LLMSettings(base_url=url, model="fake-model", max_concurrency=4), db, "run-1").run(requests)
+"""
+
+
+def test_a_worker_killed_on_another_host_its_journal_is_adopted_and_no_answer_bought_twice(
+    tmp_path, monkeypatch
+):
+    """A client on "host-a" is killed with SIGKILL mid-stage, with calls in flight. Its
+    journal, on the shared staging storage, cannot be checked by pid from "host-b": it is
+    adopted once its lease lapses, and host-b's client sends only the calls never answered."""
+    staging_dir = tmp_path / "shared-staging"
+    monkeypatch.setenv("WEBSCALE_RL_STAGING_DIR", str(staging_dir))
+    monkeypatch.delenv("WEBSCALE_RL_LEASE_TTL_S", raising=False)
+    db, n = tmp_path / "w.duckdb", 40
+    with FakeLLM(latency_s=0.02) as server:
+        worker = subprocess.Popen(
+            [sys.executable, "-c", _KILLED_WORKER, server.base_url, str(db), DOC, str(n)],
+            env=dict(os.environ, WEBSCALE_RL_HOST_ID="host-a"),
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while server.stats["completions_ok"] < 12 and time.monotonic() < deadline:
+                assert worker.poll() is None, "the worker ended before it was killed"
+                time.sleep(0.01)
+            server.hold()  # calls sent from now on stay in flight until the kill
+            time.sleep(0.3)
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=30)
+        finally:
+            if worker.poll() is None:
+                worker.kill()
+            server.release()
+        deadline = time.monotonic() + 30
+        while server.inflight and time.monotonic() < deadline:  # held replies go to a dead socket
+            time.sleep(0.01)
+        answered = server.stats["completions_ok"]
+        journals = list((staging_dir / "w.llm_journal").glob("*.jsonl"))
+        assert [p.name.split("--")[0] for p in journals] == ["host-a"]
+        journaled = len(journals[0].read_text().splitlines())
+        assert 12 <= journaled <= answered < n
+
+        monkeypatch.setenv("WEBSCALE_RL_HOST_ID", "host-b")
+        # Host-b cannot ask host-a's kernel about the pid; within the lease the writer counts
+        # as alive and its journal is left alone.
+        assert ledger_mod.adopt_orphans(db, "run-1", "llm_filter") == 0
+        stamp = time.time() - 121  # the default ttl (120 s) has passed without a heartbeat
+        os.utime(journals[0], (stamp, stamp))
+        results = LLMClient(
+            LLMSettings(base_url=server.base_url, model="fake-model", max_concurrency=4),
+            db,
+            "run-1",
+        ).run(requests(n))
+        assert all(r.ok for r in results.values())
+        assert sum(r.cached for r in results.values()) == journaled  # adopted, not re-sent
+        assert server.stats["completions_ok"] - answered == n - journaled
+        # Bought twice: only the replies that never reached host-a's journal (cut in flight).
+        assert server.repeated_successes() == answered - journaled
+        assert not journals[0].exists()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 from webscale_rl import warehouse
 from webscale_rl.llm import ledger
@@ -63,3 +65,69 @@ def test_a_dead_writers_journal_is_adopted_into_the_ledger(tmp_path):
         assert con.execute(
             "SELECT count(*) FROM llm_calls WHERE status = 'success'"
         ).fetchone() == (5,)
+
+
+def _journal_of(db, host: str, monkeypatch, n: int = 3) -> ledger.Journal:
+    """A journal written by a client on `host` (its rows flushed to the OS, not the ledger)."""
+    monkeypatch.setenv("WEBSCALE_RL_HOST_ID", host)
+    journal = ledger.Journal(db, "run-1", "generate")
+    for i in range(n):
+        journal.append(
+            {c: None for c in ledger.COLUMNS}
+            | {"request_hash": f"{host}-h{i}", "stage": "generate", "status": "success"}
+        )
+    return journal
+
+
+def _age(path, seconds: float) -> None:
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp))
+
+
+def test_another_hosts_journal_is_adopted_only_once_its_lease_lapses(tmp_path, monkeypatch):
+    """Another host's writer cannot be asked whether it is alive: its journal is adopted only
+    after a whole ttl without a heartbeat, then exactly once."""
+    db = tmp_path / "w.duckdb"
+    monkeypatch.setenv("WEBSCALE_RL_LEASE_TTL_S", "60")
+    journal = _journal_of(db, "host-a", monkeypatch)
+    assert journal.path.name.startswith("host-a--")
+    monkeypatch.setenv("WEBSCALE_RL_HOST_ID", "host-b")
+    _age(journal.path, 30)  # half a ttl ago: presumed alive
+    assert ledger.adopt_orphans(db, "run-1", "generate") == 0
+    assert journal.path.exists()
+    _age(journal.path, 61)
+    assert ledger.adopt_orphans(db, "run-1", "generate") == 3
+    assert not journal.path.exists()
+    assert ledger.adopt_orphans(db, "run-1", "generate") == 0
+    with warehouse.read(db) as con:
+        assert con.execute(
+            "SELECT list(request_hash ORDER BY request_hash) FROM llm_calls WHERE status = 'success'"
+        ).fetchone() == ([f"host-a-h{i}" for i in range(3)],)
+
+
+def test_a_heartbeat_renews_the_lease_so_a_live_writer_keeps_its_journal(tmp_path, monkeypatch):
+    db = tmp_path / "w.duckdb"
+    monkeypatch.setenv("WEBSCALE_RL_LEASE_TTL_S", "60")
+    journal = _journal_of(db, "host-a", monkeypatch)
+    _age(journal.path, 61)
+    journal.heartbeat()
+    monkeypatch.setenv("WEBSCALE_RL_HOST_ID", "host-b")
+    assert ledger.adopt_orphans(db, "run-1", "generate") == 0
+    journal.close()
+    assert not journal.path.exists()
+
+
+def test_a_journal_adopted_twice_records_each_call_once(tmp_path, monkeypatch):
+    """Two clients may adopt the same lapsed journal at once (or its writer, only presumed
+    dead, flushes the rows itself): the ledger upserts by request hash."""
+    db = tmp_path / "w.duckdb"
+    journal = _journal_of(db, "host-a", monkeypatch)
+    copy = journal.path.with_name(journal.path.name.replace("--generate--", "--generate-copy--"))
+    copy.write_bytes(journal.path.read_bytes())
+    monkeypatch.setenv("WEBSCALE_RL_HOST_ID", "host-b")
+    monkeypatch.setenv("WEBSCALE_RL_LEASE_TTL_S", "0")
+    assert ledger.adopt_orphans(db, "run-1", "generate") == 6
+    with warehouse.read(db) as con:
+        assert con.execute(
+            "SELECT count(*), count(DISTINCT request_hash) FROM llm_calls"
+        ).fetchone() == (3, 3)
