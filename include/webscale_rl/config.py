@@ -5,10 +5,22 @@ from __future__ import annotations
 import glob
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 from webscale_rl.errors import FatalError
+
+HOST_ID_ENV = "WEBSCALE_RL_HOST_ID"
+
+
+def host_id() -> str:
+    """Who this worker is on the shared storage (owner of leases and journals): the hostname,
+    or WEBSCALE_RL_HOST_ID where several workers share one (containers, one test machine).
+    Also usable as Airflow's `[core] hostname_callable` (webscale_rl.config.host_id), so the
+    metadata DB names the same host."""
+    return os.environ.get(HOST_ID_ENV, "").strip() or socket.gethostname()
+
 
 CORPUS_SUFFIXES = (".jsonl", ".jsonl.gz", ".parquet")
 MAX_CORPUS_CHARS = 4096  # PATH_MAX on Linux: a longer param cannot name a file

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from webscale_rl import staging, warehouse
+from webscale_rl.config import host_id
 from webscale_rl.errors import FatalError
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def acquire(
             if holder is None or holder["run_id"] == run_id or ended or idle > ttl:
                 record = {
                     "run_id": run_id,
-                    "host": staging.host_id(),
+                    "host": host_id(),
                     "pid": os.getpid(),
                     "acquired_at": datetime.now(UTC).isoformat(),
                 }

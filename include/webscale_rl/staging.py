@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import uuid
 from pathlib import Path
 
@@ -25,14 +24,7 @@ from webscale_rl.errors import FatalError
 from webscale_rl.stages import registry
 
 ENV = "WEBSCALE_RL_STAGING_DIR"
-HOST_ID_ENV = "WEBSCALE_RL_HOST_ID"
 LEDGER = "llm_calls"
-
-
-def host_id() -> str:
-    """Who this worker is on the shared storage (journal and lease owners): the hostname,
-    or WEBSCALE_RL_HOST_ID where several workers share one (containers, one test machine)."""
-    return os.environ.get(HOST_ID_ENV, "").strip() or socket.gethostname()
 
 
 def keys(table: str) -> tuple[str, str]:

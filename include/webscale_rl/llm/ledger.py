@@ -30,7 +30,7 @@ from pathlib import Path
 import pandas as pd
 
 from webscale_rl import lease, staging, warehouse
-from webscale_rl.config import run_folder_name
+from webscale_rl.config import host_id, run_folder_name
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +146,7 @@ class Journal:
     ):
         folder = journal_dir(db_path)
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"{staging.host_id()}--{os.getpid()}--{run_folder_name(run_id)}--{stage}--{uuid.uuid4().hex[:8]}"
+        name = f"{host_id()}--{os.getpid()}--{run_folder_name(run_id)}--{stage}--{uuid.uuid4().hex[:8]}"
         self.path = folder / f"{name}.jsonl"
         self.fsync_rows, self.fsync_every_s = fsync_rows, fsync_every_s
         self.fsyncs = 0  # how many times the file was synced to the disk
@@ -199,7 +199,7 @@ def _writer_is_dead(path: Path, ttl: float) -> bool:
         return False  # adopted or closed meanwhile
     host, _, rest = path.name.partition("--")
     pid = rest.partition("--")[0]
-    if host != staging.host_id() or not pid.isdigit():
+    if host != host_id() or not pid.isdigit():
         return False  # another host's writer with a fresh heartbeat: alive
     try:
         os.kill(int(pid), 0)
