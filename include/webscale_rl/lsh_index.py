@@ -3,8 +3,9 @@
 near_dedup (documents) and decontaminate (questions) compare each new item, in arrival
 order, with every item kept before it, in this run or an earlier one. An in-memory LSH
 index of everything kept grows with the corpus (datasketch's took ~11 KB per document), so
-the index lives in an in-memory DuckDB database under the warehouse's memory cap
-(WEBSCALE_RL_DUCKDB_MEMORY_LIMIT), spilling to a temporary folder past it.
+the index lives in an in-memory DuckDB database, spilling to a temporary folder past its
+memory. The cap (WEBSCALE_RL_DUCKDB_MEMORY_LIMIT) is per task: the index gets MEMORY_SHARE
+of it, and the stage's warehouse connection, open beside it, the rest.
 
 New items go in batches: a batch is matched against the index in one DuckDB join and
 against its own earlier kept items in a batch-sized datasketch LSH; then its kept items
@@ -27,6 +28,7 @@ from webscale_rl.stages import common
 
 # (key, uint32 MinHash signature, payload the similarity function confirms candidates on)
 Item = tuple[str, np.ndarray, bytes]
+MEMORY_SHARE = 0.5
 
 
 def _lean(hashvalues: np.ndarray) -> LeanMinHash:
@@ -46,7 +48,10 @@ class KeptIndex:
         self._spill = tempfile.TemporaryDirectory(prefix="webscale-rl-lsh-")
         self.con = duckdb.connect(
             ":memory:",
-            config={"memory_limit": warehouse.memory_limit(), "temp_directory": self._spill.name},
+            config={
+                "memory_limit": warehouse.memory_limit(MEMORY_SHARE),
+                "temp_directory": self._spill.name,
+            },
         )
         # Bands point at the kept row's position: 18 bytes a band instead of the key.
         self.con.execute("CREATE TABLE kept (pos BIGINT, key VARCHAR, payload BLOB)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,18 +25,33 @@ LOCK_TIMEOUT_S = 600.0
 # (pages, hash tables) up to that cap: a task's memory then grows with the warehouse. A fixed
 # cap, with larger joins and sorts spilling to `<db>.tmp`, keeps it flat in corpus size.
 MEMORY_LIMIT_ENV = "WEBSCALE_RL_DUCKDB_MEMORY_LIMIT"
-DEFAULT_MEMORY_LIMIT = "512MB"
+DEFAULT_MEMORY_LIMIT = "256MB"
 
 
-def memory_limit() -> str:
-    return os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|bytes|[kmgt]i?b)?\s*$", re.IGNORECASE)
+_UNIT_BYTES = {"b": 1, "bytes": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12}
+_UNIT_BYTES |= {"kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
 
 
-def connect(db_path: Path | str, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """A connection with the warehouse's memory cap; a bad cap is named with its variable."""
+def memory_limit(share: float = 1.0) -> str:
+    """The cap, or `share` of it for one of several DuckDB instances a task holds at once
+    (near_dedup's read connection beside its LSH index): the cap is per task."""
+    limit = os.environ.get(MEMORY_LIMIT_ENV, "").strip() or DEFAULT_MEMORY_LIMIT
+    size = _SIZE.match(limit)
+    if share == 1.0 or not size:
+        return limit  # DuckDB parses (or names as invalid) anything else as it is
+    unit = (size.group(2) or "b").lower()
+    return f"{int(float(size.group(1)) * _UNIT_BYTES[unit] * share)}B"
+
+
+def connect(
+    db_path: Path | str, read_only: bool = False, memory_share: float = 1.0
+) -> duckdb.DuckDBPyConnection:
+    """A connection with the warehouse's memory cap (or its share of the task's cap); a bad
+    cap is named with its variable."""
     try:
         return duckdb.connect(
-            str(db_path), read_only=read_only, config={"memory_limit": memory_limit()}
+            str(db_path), read_only=read_only, config={"memory_limit": memory_limit(memory_share)}
         )
     except (duckdb.ParserException, duckdb.InvalidInputException) as exc:
         raise ValueError(
@@ -240,8 +256,9 @@ def write(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 @contextlib.contextmanager
-def read(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Read-only connection; the schema is created first if the file is new.
+def read(db_path: Path, memory_share: float = 1.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Read-only connection; the schema is created first if the file is new. `memory_share`:
+    the part of the task's memory cap it may use (see memory_limit).
 
     With staged writes (WEBSCALE_RL_STAGING_DIR) readers may be on other hosts, where the
     local lock file means nothing: they rely on DuckDB's own file lock instead, retrying
@@ -250,7 +267,7 @@ def read(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         with write(db_path):
             pass
     if os.environ.get("WEBSCALE_RL_STAGING_DIR", "").strip():
-        con = _connect_read_only_retrying(db_path)
+        con = _connect_read_only_retrying(db_path, memory_share=memory_share)
         try:
             with _memory_cap_named():
                 yield con
@@ -258,7 +275,7 @@ def read(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
             con.close()
         return
     with _memory_cap_named(), file_lock(db_path, exclusive=False):
-        con = connect(db_path, read_only=True)
+        con = connect(db_path, read_only=True, memory_share=memory_share)
         try:
             yield con
         finally:
@@ -266,12 +283,12 @@ def read(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def _connect_read_only_retrying(
-    db_path: Path, timeout_s: float = LOCK_TIMEOUT_S
+    db_path: Path, timeout_s: float = LOCK_TIMEOUT_S, memory_share: float = 1.0
 ) -> duckdb.DuckDBPyConnection:
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            return connect(db_path, read_only=True)
+            return connect(db_path, read_only=True, memory_share=memory_share)
         except duckdb.IOException:
             if time.monotonic() > deadline:
                 raise WarehouseBusy(
@@ -392,8 +409,6 @@ LEFT JOIN qa ON qa.doc_id = d.doc_id
 
 
 def _names_and_rows(frame) -> tuple[list[str], int]:
-    if hasattr(frame, "count_rows"):  # an Arrow dataset: a Parquet spool, streamed from disk
-        return frame.schema.names, frame.count_rows()
     if hasattr(frame, "column_names"):  # an Arrow table (its .columns are its arrays)
         return frame.column_names, frame.num_rows
     return list(frame.columns), len(frame)  # pandas
@@ -401,8 +416,16 @@ def _names_and_rows(frame) -> tuple[list[str], int]:
 
 def replace_rows(con: duckdb.DuckDBPyConnection, table: str, frame, key: str = "doc_id") -> int:
     """Idempotent write of a stage's rows: rows with the same key are replaced, never
-    duplicated. `frame`: a pandas frame, an Arrow table or an Arrow dataset."""
-    names, rows = _names_and_rows(frame)
+    duplicated. `frame`: a pandas frame, an Arrow table, or the Path of a Parquet file (a
+    spool), which DuckDB reads itself: its rows never pass through Python or Arrow memory."""
+    if isinstance(frame, Path):
+        import pyarrow.parquet as pq
+
+        metadata = pq.read_metadata(frame)
+        names, rows = metadata.schema.to_arrow_schema().names, metadata.num_rows
+        frame = con.read_parquet(str(frame))
+    else:
+        names, rows = _names_and_rows(frame)
     if rows == 0:
         return 0
     con.register("_incoming", frame)

@@ -222,3 +222,15 @@ def test_running_out_of_the_cap_says_which_variable_to_raise(tmp_path, monkeypat
         assert con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'big'"
         ).fetchone() == (0,)
+
+
+@pytest.mark.parametrize(
+    ("cap", "half"),
+    [("512MB", "256000000B"), ("1GiB", "536870912B"), ("1.5 gb", "750000000B"), ("80%", "80%")],
+)
+def test_a_task_holding_two_duckdb_instances_splits_its_memory_cap(monkeypatch, cap, half):
+    """near_dedup holds a warehouse connection and its LSH index at once: each gets a share of
+    the one per-task cap (a form DuckDB parses but this does not is passed on whole)."""
+    monkeypatch.setenv("WEBSCALE_RL_DUCKDB_MEMORY_LIMIT", cap)
+    assert warehouse.memory_limit() == cap
+    assert warehouse.memory_limit(0.5) == half

@@ -260,7 +260,7 @@ def decontaminate_pairs(
     contaminated: dict[str, dict] = {}  # qa_id -> its rejected row (few)
     order: list[tuple[str, str]] = []  # (qa_id, doc_id) of every pair, in arrival order
     earlier = 0
-    with warehouse.read(db_path) as con:
+    with warehouse.read(db_path, 1 - lsh_index.MEMORY_SHARE) as con:
 
         def prior():
             """Questions kept by earlier runs, streamed."""

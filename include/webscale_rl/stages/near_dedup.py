@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from datasketch import MinHash
 
@@ -144,7 +143,7 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
     sig_path = Path(spool.name) / "doc_minhash.parquet"
     sig_writer: pq.ParquetWriter | None = None
     try:
-        with warehouse.read(db_path) as con:
+        with warehouse.read(db_path, 1 - lsh_index.MEMORY_SHARE) as con:
 
             def prior():
                 """Everything kept before this run (a re-run of this run must not see itself)."""
@@ -222,7 +221,7 @@ def dedup(db_path: Path, run_id: str, previous: str, threshold: float = DEFAULT_
         )
         with warehouse.write(db_path) as con:
             if sig_writer is not None:
-                warehouse.replace_rows(con, "doc_minhash", pads.dataset(sig_path))
+                warehouse.replace_rows(con, "doc_minhash", sig_path)
             warehouse.replace_rows(con, STAGE, rows)
     finally:
         spool.cleanup()
