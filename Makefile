@@ -24,7 +24,7 @@ LLM_STAMP := $(VENV)/.embedded-llm
 # Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
 
-.PHONY: bootstrap airflow-db embedded-llm vllm browser demo test test-fast lint up down bench bench-real bench-venv bench-scale train-venv train-smoke clean
+.PHONY: bootstrap airflow-db embedded-llm vllm browser demo test test-fast test-distributed distributed lint up down bench bench-real bench-venv bench-scale train-venv train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -110,7 +110,26 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,$(EMBEDDED_SERVER))
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
 TEST_WORKERS ?= 2
 test: airflow-db embedded-llm vllm browser lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 -m "not distributed"
+
+## make test-distributed: the pipeline on a real CeleryExecutor deployment on this machine
+## (PostgreSQL and Redis from Debian, scheduler, api-server, dag-processor, two Celery workers
+## acting as two hosts), a clean run and a run with one worker killed: tests/distributed.
+## Not part of make test (it would take the suite past ~25 minutes on 2 cores).
+DIST_STAMP := $(VENV)/.distributed
+
+distributed: $(DIST_STAMP)
+
+$(DIST_STAMP): $(STAMP) requirements-distributed.txt
+	command -v redis-server >/dev/null && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive \
+	    apt-get install -y -qq redis-server postgresql; }
+	$(BIN)/pip install -q --disable-pip-version-check -r requirements-distributed.txt -c requirements.lock
+	touch $@
+
+test-distributed: airflow-db distributed
+	$(BIN)/python -m pytest -q -s -m distributed tests/distributed
 
 ## make test-fast: unit tests and the DAG integrity test (no DAG runs, no llama.cpp build, no
 ## browser; `slow` tests and the end-to-end files in tests/ are left out): about a minute.
