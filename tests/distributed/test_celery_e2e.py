@@ -196,15 +196,16 @@ def test_a_worker_killed_mid_llm_stage_the_run_completes_on_the_other(tmp_path, 
         data = tmp_path / "data"
         ledger = dict(query(data, "SELECT request_hash, status FROM llm_calls"))
         assert all(ledger.get(h) == "success" for h in journaled)
-        # No journaled answer was bought again: only calls answered by the server but never
-        # journaled (replies on the wire when host-b died) were, at most what host-b had in
-        # flight: 2 shard tasks (worker concurrency) x 2 calls (max_concurrency).
+        # Bought twice: only calls host-b had in flight when it died (2 shard tasks, worker
+        # concurrency, x 2 calls, max_concurrency), answered by the server into a dead socket.
+        # The server's counts are not per host, so which calls these were is not checked here:
+        # tests/webscale_rl/llm/test_client.py kills a client on one host id and counts exactly
+        # that its successor on another re-sends no journaled call.
         print(
-            f"answered before the kill {killed_at_calls}, journaled by host-b {len(journaled)}, "
-            f"answered in all {server.stats['completions_ok']} (single process: "
-            f"{single_process['calls']}), bought twice {server.repeated_successes()}"
+            f"answered by the kill {killed_at_calls} (both hosts), journaled by host-b "
+            f"{len(journaled)}, answered in all {server.stats['completions_ok']} (single "
+            f"process: {single_process['calls']}), bought twice {server.repeated_successes()}"
         )
-        assert server.repeated_successes() <= killed_at_calls - len(journaled)
         assert server.repeated_successes() <= 2 * 2
         assert (
             server.stats["completions_ok"] == single_process["calls"] + server.repeated_successes()
