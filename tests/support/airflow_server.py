@@ -40,6 +40,17 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def control_plane_healthy(base_url: str, timeout: float = 5) -> bool:
+    """Whether the api-server at `base_url` reports its metadata DB, scheduler and
+    dag-processor healthy (raises OSError or ValueError while it is not answering yet)."""
+    with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=timeout) as resp:
+        health = json.load(resp)
+    return all(
+        health.get(part, {}).get("status") == "healthy"
+        for part in ("metadatabase", "scheduler", "dag_processor")
+    )
+
+
 class AirflowServer:
     def __init__(
         self,
@@ -133,14 +144,7 @@ class AirflowServer:
                     f"airflow standalone exited with {self.proc.returncode}:\n{self.log_tail()}"
                 )
             try:
-                with urllib.request.urlopen(
-                    f"{self.base_url}/api/v2/monitor/health", timeout=5
-                ) as resp:
-                    health = json.load(resp)
-                if all(
-                    health.get(part, {}).get("status") == "healthy"
-                    for part in ("metadatabase", "scheduler", "dag_processor")
-                ):
+                if control_plane_healthy(self.base_url):
                     return
             except (OSError, ValueError):
                 pass

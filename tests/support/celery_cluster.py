@@ -34,7 +34,7 @@ from pathlib import Path
 
 import psutil
 
-from support.airflow_server import free_port
+from support.airflow_server import control_plane_healthy, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -310,17 +310,8 @@ class CeleryCluster:
                 raise ComponentDied(f"{name} exited with {proc.returncode}:\n{self.log_tail(name)}")
 
     def _healthy(self) -> bool:
-        import urllib.request
-
         self._check_alive()
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{self.api_port}/api/v2/monitor/health", timeout=10
-        ) as resp:
-            health = json.load(resp)
-        return all(
-            health.get(part, {}).get("status") == "healthy"
-            for part in ("metadatabase", "scheduler", "dag_processor")
-        )
+        return control_plane_healthy(f"http://127.0.0.1:{self.api_port}", timeout=10)
 
     def _workers_up(self) -> bool:
         from celery import Celery
