@@ -8,7 +8,8 @@ two hosts that share only the data dir and the staging folder (tests/support/cel
 - One worker is killed with SIGKILL (its whole process group: the host is gone) while it runs
   an LLM stage's shard: the run still completes on the other worker through Airflow's retry,
   the dead worker's journal of answered calls is adopted across "hosts" (by lease, not pid),
-  and no answer that reached the journal is bought again.
+  and no answer that reached the journal is bought again (counted per request hash, which
+  the client sends with each call).
 """
 
 from __future__ import annotations
@@ -196,19 +197,28 @@ def test_a_worker_killed_mid_llm_stage_the_run_completes_on_the_other(tmp_path, 
         data = tmp_path / "data"
         ledger = dict(query(data, "SELECT request_hash, status FROM llm_calls"))
         assert all(ledger.get(h) == "success" for h in journaled)
-        # Bought twice: only calls host-b had in flight when it died (2 shard tasks, worker
-        # concurrency, x 2 calls, max_concurrency), answered by the server into a dead socket.
-        # The server's counts are not per host, so which calls these were is not checked here:
-        # tests/webscale_rl/llm/test_client.py kills a client on one host id and counts exactly
-        # that its successor on another re-sends no journaled call.
+        # Every valid reply the server gave, by the request hash the client sends with each
+        # call (the ledger's key): a journaled answer is never bought again; what is bought
+        # twice is only what host-b had in flight when it died (answered into a dead socket:
+        # at most 2 shard tasks, its worker concurrency, x 2 calls each, max_concurrency).
+        bought = server.successes_by_hash()
+        twice = {h for h, n in bought.items() if n > 1}
         print(
             f"answered by the kill {killed_at_calls} (both hosts), journaled by host-b "
             f"{len(journaled)}, answered in all {server.stats['completions_ok']} (single "
-            f"process: {single_process['calls']}), bought twice {server.repeated_successes()}"
+            f"process: {single_process['calls']}), bought twice {len(twice)}, of them "
+            f"journaled {len(twice & journaled)}"
         )
-        assert server.repeated_successes() <= 2 * 2
+        assert None not in bought  # every call named its hash
+        assert journaled <= set(bought)
+        assert not twice & journaled
+        assert all(bought[h] == 2 for h in twice)
+        assert len(twice) == server.repeated_successes() <= 2 * 2
         assert (
             server.stats["completions_ok"] == single_process["calls"] + server.repeated_successes()
+        )
+        assert query(data, "SELECT count(*) FROM documents") == query(
+            data, "SELECT count(*) FROM doc_outcomes"
         )
         assert snapshot(data) == single_process["tables"]
         assert query(data, "SELECT status FROM runs") == [("success",)]

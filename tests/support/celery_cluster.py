@@ -329,12 +329,15 @@ class CeleryCluster:
         """SIGKILL everything of the worker's "host" (its Celery pool and the task runners it
         started, wherever their process group): nothing of it gets to clean up."""
         proc = self.procs[f"worker-{host}"]
-        for other in self._processes(lambda env: env.get("WEBSCALE_RL_HOST_ID") == host):
+        others = self._processes(lambda env: env.get("WEBSCALE_RL_HOST_ID") == host)
+        for other in others:
             with contextlib.suppress(psutil.Error):
                 other.kill()
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(30)
+        # Dead on return, so what the host wrote (its journals) is final from here on.
+        psutil.wait_procs(others, timeout=30)
 
     @staticmethod
     def _processes(match) -> list[psutil.Process]:

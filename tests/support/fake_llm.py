@@ -337,6 +337,10 @@ def answer_verify(doc: str, question: str, answer: str) -> dict:
     }
 
 
+# The header the pipeline's client sends its ledger request_hash in (webscale_rl.llm.client).
+CALL_HASH_HEADER = "X-Webscale-RL-Request-Hash"
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 512  # the default backlog of 5 resets connections under concurrency
@@ -390,6 +394,7 @@ class FakeLLM:
             self.prefix_cache = PrefixCache()
             self.seen_bodies: dict[str, int] = {}
             self.successes_by_identity: dict[str, int] = {}
+            self.successes_log: list[str | None] = []  # request-hash header per valid reply
             self.requests_log: list[dict] = []  # parsed bodies, most recent last (capped)
             self.inflight = 0
             self.max_inflight = 0
@@ -448,6 +453,14 @@ class FakeLLM:
         """Identities (request minus seed) that got a valid reply more than once."""
         with self.lock:
             return sum(1 for n in self.successes_by_identity.values() if n > 1)
+
+    def successes_by_hash(self) -> dict[str | None, int]:
+        """Valid replies given so far, by the client's request-hash header (None: not sent)."""
+        with self.lock:
+            counts: dict[str | None, int] = {}
+            for call in self.successes_log:
+                counts[call] = counts.get(call, 0) + 1
+            return counts
 
     def hold(self) -> None:
         """Stop answering: new completion requests wait (in flight) until release().
@@ -754,6 +767,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _complete(self, fake: FakeLLM, request: dict, fault: str | None) -> None:
         stage, answer = fake.reply_for(request)
+        call_hash = self.headers.get(CALL_HASH_HEADER)
         with fake.lock:
             fake.stats["requests"] += 1
             fake.stats["by_stage"][stage] = fake.stats["by_stage"].get(stage, 0) + 1
@@ -796,6 +810,7 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.stats["completions_ok"] += 1
                 key = fake.identity(request)
                 fake.successes_by_identity[key] = fake.successes_by_identity.get(key, 0) + 1
+                fake.successes_log.append(call_hash)
         with fake.lock:
             n = fake.stats["requests"]
         self._send(

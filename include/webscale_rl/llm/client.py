@@ -41,6 +41,10 @@ log = logging.getLogger(__name__)
 for _name in ("httpx", "httpx2"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 TRANSIENT_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
+# Sent with every completion: the ledger's request_hash, so a server-side log (a gateway, a
+# router, vLLM's access log) can be joined to `llm_calls` row by row. Not X-Request-Id: vLLM
+# takes that as its engine request id, and two identical calls may be in flight at once.
+CALL_HASH_HEADER = "X-Webscale-RL-Request-Hash"
 _FENCED = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
 
 
@@ -449,6 +453,7 @@ class LLMClient:
                             },
                             ensure_ascii=False,
                         ).encode("utf-8"),
+                        options={"headers": {CALL_HASH_HEADER: req.request_hash}},
                     )
                 finally:
                     replicas.release(replica)

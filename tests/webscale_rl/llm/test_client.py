@@ -184,6 +184,20 @@ def test_a_successful_call_is_never_sent_again(server, tmp_path):
     assert server.repeated_successes() == 0
 
 
+def test_each_call_names_its_ledger_request_hash_to_the_server(server, tmp_path):
+    # What lets a server-side log (and the distributed kill test) be joined to llm_calls.
+    server.set_faults({"fail_first": {"kind": "malformed_json", "n": 1}})
+    client(server, tmp_path).run(requests(3))
+    con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
+    try:
+        hashes = {h for (h,) in con.execute("SELECT request_hash FROM llm_calls").fetchall()}
+    finally:
+        con.close()
+    assert len(hashes) == 3
+    # One valid reply per call (the invalid first tries carry the same hash, a new seed).
+    assert server.successes_by_hash() == dict.fromkeys(hashes, 1)
+
+
 def test_failed_calls_are_retried_by_the_next_run(server, tmp_path):
     server.set_faults({"permanent": {"kind": "http_400", "match": "Item 3."}})
     c = client(server, tmp_path)
