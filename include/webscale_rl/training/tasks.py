@@ -262,8 +262,13 @@ def baseline_eval(run: dict, llm_settings=None) -> dict:
     for r, req in zip(rows, requests, strict=True):
         res = results[req.request_hash]
         text = (res.parsed or {}).get("text") if res.ok else None
+        # The rule alone (judge_base_url=""): the judge's calls would bypass the ledger.
         score = reward.compute_score(
-            r["data_source"], text or "", r["reward_model"]["ground_truth"], r["extra_info"]
+            r["data_source"],
+            text or "",
+            r["reward_model"]["ground_truth"],
+            r["extra_info"],
+            judge_base_url="",
         )
         evals.append(
             {

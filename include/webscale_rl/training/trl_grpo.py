@@ -285,7 +285,8 @@ def evaluate(model, tokenizer, sets: dict[str, list[dict]], max_new_tokens: int)
     for name, records in sets.items():
         completions = generate(model, tokenizer, [r["prompt"] for r in records], max_new_tokens)
         scores = [
-            float(compute_score(r["data_source"], c, r["ground_truth"]))
+            # The rule alone, comparable across runs whatever judge the environment names.
+            float(compute_score(r["data_source"], c, r["ground_truth"], judge_base_url=""))
             for r, c in zip(records, completions, strict=True)
         ]
         report[name] = {

@@ -12,11 +12,23 @@ address is given, or prints the exact command otherwise. The defaults mirror the
 reference run (Qwen2.5-3B, GRPO, 16 rollouts per prompt, rollout length 2560, batch 256,
 lr 5e-6, binary reward); every key can be overridden. The keys are checked against the
 config verl 0.9.1 ships (tests/fixtures/verl/).
+
+The optional LLM judge (see webscale_rl.training.reward): `prepare(judge_base_url=...,
+judge_model=..., judge_api_key_env=...)` adds Hydra overrides
+`+reward.custom_reward_function.reward_kwargs.judge_*`, which verl hands to compute_score as
+keywords ("+" because verl's config has no `reward_kwargs` key: Hydra refuses a plain
+override of a key its config lacks). Other judge settings (judge_max_calls,
+judge_timeout_s, ...) go in `overrides` the same way. Only the NAME of the API key's
+environment variable is written; the key is never written to the folder, the command or the
+Ray runtime env (whose env_vars would put it in the `ray job submit` command line and Ray's
+dashboard). The reward workers read that variable from their own environment: set it where
+the job runs (on the Ray nodes when they start, or in the shell that runs run.sh).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
 import subprocess
@@ -26,6 +38,9 @@ from pathlib import Path
 from webscale_rl.training import reward
 
 ENTRYPOINT = ["python3", "-m", "verl.trainer.main_ppo"]
+# verl 0.9.1 passes reward.custom_reward_function.reward_kwargs to the reward as keywords;
+# the key is not in its config, hence Hydra's "+" (append).
+REWARD_KWARGS = "+reward.custom_reward_function.reward_kwargs."
 
 
 def reference_overrides() -> dict[str, object]:
@@ -76,6 +91,25 @@ def _hydra_value(value: object) -> str:
     return str(value)
 
 
+def judge_overrides(
+    base_url: str | None, model: str | None, api_key_env: str | None
+) -> dict[str, str]:
+    """The reward_kwargs overrides that turn the reward's LLM judge on; {} without a URL."""
+    if not base_url:
+        if model or api_key_env:
+            raise ValueError("judge_model / judge_api_key_env need a judge_base_url")
+        return {}
+    if not model:
+        raise ValueError("judge_base_url needs a judge_model (the reward does not guess one)")
+    out = {REWARD_KWARGS + "judge_base_url": base_url, REWARD_KWARGS + "judge_model": model}
+    if api_key_env:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", api_key_env):
+            # Never echo it: it may be the key itself, given where its name belongs.
+            raise ValueError("judge_api_key_env must be the NAME of an environment variable")
+        out[REWARD_KWARGS + "judge_api_key_env"] = api_key_env
+    return out
+
+
 @dataclass
 class VerlJob:
     folder: Path
@@ -117,9 +151,14 @@ def prepare(
     experiment: str = "webscale_rl",
     ray_address: str | None = None,
     submission_id: str | None = None,
+    judge_base_url: str | None = None,
+    judge_model: str | None = None,
+    judge_api_key_env: str | None = None,
 ) -> VerlJob:
     """Write the job folder for an export. Paths in the config are relative to the folder,
-    which Ray ships as the job's working directory (or which you `cd` into)."""
+    which Ray ships as the job's working directory (or which you `cd` into).
+    `judge_*`: the reward's optional LLM judge (module docstring); the key stays out."""
+    judge = judge_overrides(judge_base_url, judge_model, judge_api_key_env)
     data = out_dir / "data"
     data.mkdir(parents=True, exist_ok=True)
     for split in ("train", "val"):
@@ -135,6 +174,7 @@ def prepare(
             "trainer.experiment_name": experiment,
         }
     )
+    merged.update(judge)
     merged.update(overrides or {})
     job = VerlJob(out_dir, merged, ray_address, submission_id)
     (out_dir / "config.json").write_text(json.dumps(merged, indent=2))

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from support.fake_llm import FakeLLM
 from webscale_rl.stages.export import VERL_SCHEMA
 from webscale_rl.training import verl_launcher
 
@@ -74,10 +75,24 @@ def test_reference_run_defaults_mirror_the_method():
     assert o["actor_rollout_ref.rollout.name"] == "vllm"
 
 
+def override_is_valid(key: str) -> bool:
+    """A plain override must name a key of verl's config; a "+" (append) override must not
+    (Hydra refuses to append an existing key), but its parent must exist."""
+    if not key.startswith("+"):
+        return has_key(VERL_CONFIG, key)
+    dotted = key[1:]
+    return not has_key(VERL_CONFIG, dotted) and has_key(
+        VERL_CONFIG, "reward.custom_reward_function"
+    )
+
+
 def test_every_override_is_a_key_of_verls_config(export_dir, tmp_path):
-    job = verl_launcher.prepare(export_dir, tmp_path / "job")
-    missing = [key for key in job.overrides if not has_key(VERL_CONFIG, key)]
+    job = verl_launcher.prepare(
+        export_dir, tmp_path / "job", judge_base_url="http://judge:8000/v1", judge_model="m"
+    )
+    missing = [key for key in job.overrides if not override_is_valid(key)]
     assert missing == []
+    assert any(key.startswith("+") for key in job.overrides)
     # The fixture really is verl's config: its defaults are not the reference run's.
     assert (
         VERL_CONFIG["algorithm"]["adv_estimator"] == "gae"
@@ -170,3 +185,83 @@ def test_ray_submission_ships_the_folder_and_runs_the_entrypoint(export_dir, tmp
 
     with pytest.raises(RuntimeError, match="could not reach ray-head"):
         verl_launcher.launch(job, runner=failing_ray)
+
+
+def test_judge_settings_become_reward_kwargs_and_the_key_is_never_written(
+    export_dir, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("MY_JUDGE_KEY", "sk-judge-secret-123")
+    server = FakeLLM(model="judge-model").start()
+    try:
+        job = verl_launcher.prepare(
+            export_dir,
+            tmp_path / "job",
+            ray_address="http://ray-head:8265",
+            judge_base_url=server.base_url,
+            judge_model="judge-model",
+            judge_api_key_env="MY_JUDGE_KEY",
+            overrides={"+reward.custom_reward_function.reward_kwargs.judge_max_calls": 500},
+        )
+        prefix = "+reward.custom_reward_function.reward_kwargs."
+        kwargs = {
+            key.removeprefix(prefix): value
+            for key, value in job.overrides.items()
+            if key.startswith(prefix)
+        }
+        assert kwargs == {
+            "judge_base_url": server.base_url,
+            "judge_model": "judge-model",
+            "judge_api_key_env": "MY_JUDGE_KEY",
+            "judge_max_calls": 500,
+        }
+        argv = job.submit_command()
+        assert f"{prefix}judge_model=judge-model" in argv
+        assert f"{prefix}judge_api_key_env=MY_JUDGE_KEY" in argv
+        written = [
+            (tmp_path / "job" / "config.json").read_text(),
+            (tmp_path / "job" / "run.sh").read_text(),
+            " ".join(argv),
+            json.dumps(job.env_vars),
+        ]
+        assert not any("sk-judge-secret-123" in text for text in written)
+
+        # What verl does with them: load the job's reward by path and call it with the
+        # reward_kwargs as keywords (verl.trainer.ppo.reward._call_with_kwargs).
+        spec = importlib.util.spec_from_file_location(
+            "custom_reward", tmp_path / "job" / "reward.py"
+        )
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        result = module.compute_score(
+            data_source="webscale_rl",
+            solution_str="Answer: Smith, John",
+            ground_truth="John Smith",
+            extra_info={"question": "Who?"},
+            **kwargs,
+        )
+        assert result == {"score": 1.0, "decided_by": "judge", "judge_error": ""}
+        assert server.stats["last_authorization"] == "Bearer sk-judge-secret-123"
+    finally:
+        server.stop()
+
+
+def test_without_judge_settings_there_are_no_reward_kwargs(export_dir, tmp_path):
+    job = verl_launcher.prepare(export_dir, tmp_path / "job")
+    assert not [key for key in job.overrides if "reward_kwargs" in key]
+
+
+def test_inconsistent_judge_settings_are_refused(export_dir, tmp_path):
+    with pytest.raises(ValueError, match="judge_model"):
+        verl_launcher.prepare(export_dir, tmp_path / "a", judge_base_url="http://judge/v1")
+    with pytest.raises(ValueError, match="judge_base_url"):
+        verl_launcher.prepare(export_dir, tmp_path / "b", judge_model="m")
+    with pytest.raises(ValueError, match="NAME of an environment variable") as refused:
+        verl_launcher.prepare(
+            export_dir,
+            tmp_path / "c",
+            judge_base_url="http://judge/v1",
+            judge_model="m",
+            judge_api_key_env="sk-live-abc",
+        )
+    assert "sk-live-abc" not in str(refused.value)
+    assert not (tmp_path / "a").exists()  # refused before anything is written
