@@ -163,6 +163,7 @@ bench: $(STAMP) airflow-db bench-venv
 	$(BENCH_RUN) bench/llm_client.py
 	$(BENCH_RUN) bench/heuristic_filter.py
 	BENCH_RESULTS=$(BENCH_RESULTS) $(BENCH_VENV)/bin/python bench/heuristic_stage.py
+	BENCH_RESULTS=$(BENCH_RESULTS) $(BENCH_VENV)/bin/python bench/heuristic_devset.py
 	$(BENCH_RUN) bench/near_dedup.py
 	$(BENCH_RUN) bench/scale.py --docs 400 4000
 	$(BENCH_RUN) bench/call_layout.py --docs 400 --no-real

@@ -13,6 +13,8 @@ Stages: **ingest** (JSONL / Parquet; bad records land in `ingest_errors`) →
 **classify** (domain + personas) → **generate** (one QA pair per persona) → **verify**
 (rule checks, then context / correctness / leakage) → **decontaminate** (13-gram overlap
 with HumanEval and the files in the benchmarks dir; near-identical questions collapsed) →
+**learnability** (the policy model answers each pair `pass_samples` times; the reward's
+pass rate is stored and exported, and pairs outside `pass_band` are dropped) →
 **dataset gate** → **conservation check** (every record read, every document and every
 pair accounted for exactly once; a violation lists the ids and stops the run) → **export** (verl Parquet + JSONL, published as the `webscale_rl_export`
 Asset) → **dataset card** (`card.md`, `report.html`, `audit.csv` beside the export).

@@ -550,6 +550,19 @@ SQL_INTERPOLATIONS = {
     ("include/webscale_rl/stages/generate.py", "STAGE"): "module constant",
     ("include/webscale_rl/stages/near_dedup.py", "STAGE"): "module constant",
     ("include/webscale_rl/stages/verify.py", "STAGE"): "module constant",
+    ("include/webscale_rl/stages/learnability.py", "STAGE"): "module constant",
+    (
+        "include/webscale_rl/stages/learnability.py",
+        "common.SHARD_FILTER",
+    ): "constant predicate on $lo/$hi parameters",
+    (
+        "include/webscale_rl/stages/learnability.py",
+        "pairs",
+    ): "registry.first_pair_stage(): a stage name from the stage registry (fixed Stage declarations)",
+    (
+        "include/webscale_rl/stages/learnability.py",
+        "previous",
+    ): "registry.previous(): a stage name from the stage registry (fixed Stage declarations)",
     (
         "include/webscale_rl/stages/verify.py",
         "common.SHARD_FILTER",
@@ -647,6 +660,14 @@ SQL_INTERPOLATIONS = {
         "failed",
     ): "predicate text built from registry stage aliases",
     ("include/webscale_rl/warehouse.py", "last"): "int: index of the last pair stage",
+    (
+        "include/webscale_rl/warehouse.py",
+        'f"max(CASE {furthest} ELSE 0 END)" if furthest else "0"',
+    ): "CASE text built from registry stage aliases and int indexes",
+    (
+        "include/webscale_rl/warehouse.py",
+        "list(pair_stages)",
+    ): "a list literal of stage names from the stage registry (fixed Stage declarations)",
     ("include/webscale_rl/warehouse.py", "union"): "SELECT text built from registry stage names",
     (
         "include/webscale_rl/warehouse.py",
@@ -664,10 +685,6 @@ SQL_INTERPOLATIONS = {
     (
         "include/webscale_rl/warehouse.py",
         "pair_stages[0]",
-    ): "a stage name from the stage registry (fixed Stage declarations)",
-    (
-        "include/webscale_rl/warehouse.py",
-        "pair_stages[min(1, last)]",
     ): "a stage name from the stage registry (fixed Stage declarations)",
     (
         "include/webscale_rl/warehouse.py",

@@ -57,9 +57,10 @@ def check_dataset_card(data_dir: Path, export_dir: Path, run_id: str, accepted: 
         kept("generate", "qa_id"),
         kept("verify", "qa_id"),
         kept("decontaminate", "qa_id"),
+        kept("learnability", "qa_id"),
         query(
             data_dir,
-            """SELECT count(DISTINCT g.doc_id) FROM decontaminate x JOIN generate g USING (qa_id)
+            """SELECT count(DISTINCT g.doc_id) FROM learnability x JOIN generate g USING (qa_id)
                            JOIN run_docs r ON r.doc_id = g.doc_id WHERE r.run_id = ? AND x.status = 'kept'""",
             [run_id],
         )[0][0],
@@ -91,12 +92,25 @@ def check_dataset_card(data_dir: Path, export_dir: Path, run_id: str, accepted: 
         == query(
             data_dir,
             """SELECT sum(n_tokens) FROM documents WHERE doc_id IN (
-        SELECT doc_id FROM decontaminate WHERE status = 'kept')""",
+        SELECT doc_id FROM learnability WHERE status = 'kept')""",
         )[0][0]
     )
     assert sum(card["distributions"]["domains"].values()) == accepted
     html = (export_dir / "report.html").read_text()
-    assert html.count('src="data:image/png;base64,') == 4
+    assert html.count('src="data:image/png;base64,') == 5
+    # The learnability histogram: every pair decontamination kept, by passes out of 4.
+    learn = card["learnability"]
+    assert learn["samples"] == 4 and learn["measured"] == expected[-3]
+    assert {int(k): v for k, v in learn["histogram"].items()} == dict(
+        query(
+            data_dir,
+            """SELECT passes, count(*) FROM learnability s JOIN run_docs r USING (doc_id)
+               WHERE r.run_id = ? GROUP BY ALL""",
+            [run_id],
+        )
+    )
+    assert learn["dropped"] == {"always_solved": learn["histogram"]["4"]}
+    assert "## Learnability (the policy's pass rate)" in md and "| 4/4 |" in md
     header = (export_dir / "audit.csv").open().readline()
     assert '"correct","leaked","self_contained"' in header
 
@@ -114,7 +128,13 @@ def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fak
     outcomes = dict(
         query(sample_data_dir, "SELECT outcome, count(*) FROM doc_outcomes GROUP BY ALL")
     )
-    assert outcomes == {"accepted": 59, "rejected": 17}
+    assert outcomes == {"accepted": 58, "rejected": 18}
+    # One document's pairs were all solved by every policy sample: nothing left to learn.
+    assert query(
+        sample_data_dir,
+        "SELECT last_stage, reason FROM doc_outcomes WHERE last_stage = 'learnability'"
+        " AND outcome = 'rejected'",
+    ) == [("learnability", "always_solved")]
     # 76 docs / shard_size 20 -> 4 mapped shard tasks, each document filtered exactly once.
     assert (
         query(sample_data_dir, "SELECT count(*), count(DISTINCT doc_id) FROM heuristic_filter")[0]
@@ -147,7 +167,7 @@ def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fak
     accepted = query(
         sample_data_dir,
         """
-        SELECT g.qa_id, g.question, g.answer, c.domain FROM decontaminate x JOIN generate g USING (qa_id)
+        SELECT g.qa_id, g.question, g.answer, c.domain FROM learnability x JOIN generate g USING (qa_id)
         JOIN classify c ON c.doc_id = g.doc_id WHERE x.status = 'kept' ORDER BY g.qa_id""",
     )
     assert len(accepted) == counts["export"]["pairs"] > 100
@@ -188,6 +208,14 @@ def test_sample_run_end_to_end_then_rerun_adds_nothing(dag, sample_data_dir, fak
         a for _, _, a, _ in accepted
     }
     assert train[0]["prompt"][0]["role"] == "user" and train[0]["ability"] in DOMAINS
+    # The exported pass rates are the warehouse's, in the JSONL and in verl's extra_info.
+    rates = dict(query(sample_data_dir, "SELECT qa_id, pass_rate FROM learnability"))
+    assert {r["qa_id"]: r["pass_rate"] for r in jsonl} == {q: rates[q] for q, *_ in accepted}
+    assert {r["extra_info"]["qa_id"]: r["extra_info"]["pass_rate"] for r in train + val} == {
+        q: rates[q] for q, *_ in accepted
+    }
+    assert {r["extra_info"]["pass_samples"] for r in train + val} == {4}
+    assert max(rates[q] for q, *_ in accepted) < 1 and min(rates.values()) == 0
 
     # The ledger's tokens are what the server reported; nothing was paid twice.
     ledger_tokens = query(

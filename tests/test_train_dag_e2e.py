@@ -37,7 +37,8 @@ def test_training_dag_on_the_export(dags, sample_data_dir, fake_llm):
         extras = [e.extra for e in session.query(AssetEvent).order_by(AssetEvent.id).all()]
     assert extras[-1]["path"] == str(export_dir) and extras[-1]["pairs"] > 0
 
-    # The test server knows the answer to every other exported question.
+    # The test server knows the answer to every other exported question (and plays no
+    # policy for the others: they get "unknown").
     pairs = sorted(
         pq.read_table(export_dir / "train.parquet").to_pylist()
         + pq.read_table(export_dir / "val.parquet").to_pylist(),
@@ -45,7 +46,10 @@ def test_training_dag_on_the_export(dags, sample_data_dir, fake_llm):
     )
     knows = {r["extra_info"]["qa_id"] for r in pairs[::2]}
     fake_llm.answers = {
-        r["extra_info"]["question"]: r["reward_model"]["ground_truth"] for r in pairs[::2]
+        r["extra_info"]["question"]: r["reward_model"]["ground_truth"]
+        if r["extra_info"]["qa_id"] in knows
+        else "unknown"
+        for r in pairs
     }
 
     trained = train_dag.test(run_conf={"launcher": "verl", "export": export_dir.name})

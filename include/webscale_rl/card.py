@@ -153,6 +153,67 @@ def distributions(con, run_id: str) -> dict:
     }
 
 
+def learnability(con, run_id: str) -> dict:
+    """The policy's pass rates for the run's pairs (the learnability stage): a histogram of
+    passes out of k over the measured pairs, with what the pass band kept and dropped."""
+    rows = con.execute(
+        """SELECT s.samples, s.passes, s.status, s.reason, count(*) FROM run_docs r
+           JOIN learnability s USING (doc_id) WHERE r.run_id = ? GROUP BY ALL""",
+        [run_id],
+    ).fetchall()
+    models = con.execute(
+        """SELECT DISTINCT s.model FROM run_docs r JOIN learnability s USING (doc_id)
+           WHERE r.run_id = ? AND s.model IS NOT NULL ORDER BY 1""",
+        [run_id],
+    ).fetchall()
+    measured = [(k, passes, status, n) for k, passes, status, _, n in rows if passes is not None]
+    samples = max((k for k, *_ in measured), default=0)
+    histogram = {i: 0 for i in range(samples + 1)} if samples else {}
+    for _, passes, _, n in measured:
+        histogram[passes] = histogram.get(passes, 0) + n
+    by_reason: dict[str, int] = {}
+    for _, _, status, reason, n in rows:
+        if status != "kept":
+            by_reason[reason] = by_reason.get(reason, 0) + n
+    return {
+        "samples": samples,
+        "models": [m for (m,) in models],
+        "histogram": histogram,  # passes (of `samples`) -> pairs
+        "measured": sum(n for *_, n in measured),
+        "kept_never_solved": sum(
+            n for _, passes, status, n in measured if passes == 0 and status == "kept"
+        ),
+        "not_measured": sum(n for k, passes, status, _, n in rows if status == "kept" and not k),
+        "dropped": by_reason,
+    }
+
+
+def describe_learnability(learn: dict) -> list[str]:
+    """The card's learnability section (markdown lines)."""
+    lines = ["## Learnability (the policy's pass rate)", ""]
+    if not learn["measured"]:
+        note = f" ({learn['not_measured']} pairs kept unmeasured)" if learn["not_measured"] else ""
+        return lines + [f"Not measured in this run{note}.", ""]
+    k = learn["samples"]
+    lines += [
+        f"{learn['measured']} pairs answered {k} times each by "
+        f"{', '.join(learn['models']) or 'the policy'}; passes out of {k} (pairs):",
+        "",
+        "| passes | pairs |",
+        "|---:|---:|",
+    ]
+    lines += [f"| {i}/{k} | {n} |" for i, n in learn["histogram"].items()]
+    dropped = ", ".join(f"{r} {n}" for r, n in learn["dropped"].items()) or "none"
+    lines += [
+        "",
+        f"Dropped: {dropped}. Kept at 0/{k}: {learn['kept_never_solved']} — too hard for this "
+        "policy, or wrong: no sample matched the reference answer, so review them before "
+        "trusting them.",
+        "",
+    ]
+    return lines
+
+
 def ledger(con, run_id: str, accepted_pairs: int) -> dict:
     stages = {
         stage: {
@@ -222,6 +283,7 @@ def collect(con, run_id: str) -> dict:
         "funnel": steps,
         "stages": stage_table(con, run_id),
         "distributions": distributions(con, run_id),
+        "learnability": learnability(con, run_id),
         "ledger": led,
         "accepted_pairs": accepted,
         "source": {"documents": source_docs, "tokens": source_tokens},
@@ -284,6 +346,9 @@ def render_markdown(card: dict) -> str:
         "Answer length (words: pairs): "
         + (", ".join(f"{k}: {v}" for k, v in d["answer_words"].items()) or "none"),
         "",
+    ]
+    lines += describe_learnability(card["learnability"])
+    lines += [
         "## LLM token ledger",
         "",
         "| stage | models | calls | failed | retries | prompt tokens | completion tokens |",
@@ -396,7 +461,7 @@ def _png(fig) -> str:
 
 
 def plots(card: dict) -> dict[str, str]:
-    """Base64 PNGs: funnel, domains, answer lengths, tokens per stage."""
+    """Base64 PNGs: funnel, domains, answer lengths, policy passes, tokens per stage."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -423,6 +488,13 @@ def plots(card: dict) -> dict[str, str]:
             "Answer length (words)",
             [str(k) for k in card["distributions"]["answer_words"]],
             list(card["distributions"]["answer_words"].values()),
+            False,
+        ),
+        (
+            "pass_rate",
+            "Policy passes per pair (learnability)",
+            [f"{i}/{card['learnability']['samples']}" for i in card["learnability"]["histogram"]],
+            list(card["learnability"]["histogram"].values()),
             False,
         ),
         (
@@ -534,6 +606,23 @@ label {html.escape(card["run_label"] or "-")}, started {html.escape(str(card["st
 <h2>Rejection reasons</h2>{_table(["stage", "reason", "count", "examples"], reasons)}
 <h2>Accepted pairs</h2>{img["domains"]}{img["answer_words"]}
 {_table(["persona", "pairs"], [[k, v] for k, v in card["distributions"]["personas"].items()])}
+<h2>Learnability</h2><div id="learnability">{
+        "".join(
+            f"<p>{html.escape(line)}</p>"
+            for line in describe_learnability(card["learnability"])[2:]
+            if line and not line.startswith("|")
+        )
+    }{
+        _table(
+            ["passes", "pairs"],
+            [
+                [f"{i}/{card['learnability']['samples']}", n]
+                for i, n in card["learnability"]["histogram"].items()
+            ],
+        )
+        if card["learnability"]["histogram"]
+        else ""
+    }</div>{img["pass_rate"]}
 <h2>LLM token ledger</h2>{
         _table(
             ["stage", "models", "calls", "failed", "retries", "prompt tokens", "completion tokens"],

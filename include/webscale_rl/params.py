@@ -199,6 +199,31 @@ PARAMS: tuple[ParamSpec, ...] = (
         "Jaccard of word 1+2-gram sets at or above which two questions are the same question.",
     ),
     ParamSpec(
+        "pass_samples",
+        4,
+        {"type": "integer", "minimum": 0, "maximum": 64},
+        "Learnability: samples per pair",
+        "The policy model (per-stage model `learnability`, else the served one) answers each "
+        "pair this many times with the training prompt; the reward's pass rate is stored and "
+        "exported (0 = do not measure, keep every pair).",
+    ),
+    ParamSpec(
+        "pass_temperature",
+        1.0,
+        {"type": "number", "minimum": 0, "maximum": 2},
+        "Learnability: sampling temperature",
+        "Temperature of the policy's samples (a rollout's; at 0 every sample is the same answer).",
+    ),
+    ParamSpec(
+        "pass_band",
+        "not_always_solved",
+        {"type": "string", "enum": ["not_always_solved", "sometimes_solved", "all"]},
+        "Learnability: pairs to keep",
+        "`not_always_solved`: drop pairs the policy solved in every sample (no GRPO signal), "
+        "keep 0/k (hard, or wrong: the card counts them); `sometimes_solved`: keep only "
+        "0 < passes < k; `all`: measure, drop nothing.",
+    ),
+    ParamSpec(
         "min_accepted_pairs",
         1,
         {"type": "integer", "minimum": 0},

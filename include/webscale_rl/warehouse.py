@@ -240,7 +240,7 @@ def write(db_path: Path) -> Iterator[duckdb.DuckDBPyConnection]:
         con = connect(db_path)
         try:
             con.execute(SCHEMA)
-            con.execute(stage_schema())
+            create_stage_tables(con)
             con.execute(doc_outcomes_view_sql())
             con.execute(accepted_pairs_view_sql())
             con.execute(stage_counts_view_sql())
@@ -302,6 +302,22 @@ def stage_schema() -> str:
     from webscale_rl.stages import registry  # the registry reads stage modules; import when used
 
     return "\n".join(stage.impl.TABLE_DDL for stage in registry.stages())
+
+
+def create_stage_tables(con) -> None:
+    """Create the stage tables that are missing. A stage added to a warehouse that already has
+    data may declare `BACKFILL_SQL` (formatted with `previous`, the stage it reads), run once
+    when its table is created, so documents finished before it existed keep their outcome."""
+    from webscale_rl.stages import registry
+
+    existing = {
+        name for (name,) in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()
+    }
+    con.execute(stage_schema())
+    for stage in registry.stages():
+        backfill = getattr(stage.impl, "BACKFILL_SQL", None)
+        if backfill and stage.name not in existing and registry.previous(stage.name) in existing:
+            con.execute(backfill.format(previous=registry.previous(stage.name)))
 
 
 def accepted_pairs_view_sql() -> str:
@@ -366,6 +382,10 @@ def doc_outcomes_view_sql() -> str:
     )
     failed = " OR ".join(f"p{i}.status = 'failed'" for i in range(len(pair_stages)))
     latest = ", ".join(f"p{i}.{{0}}" for i in reversed(range(len(pair_stages))))
+    # The furthest pair stage any of the document's pairs has a row in (0: the first).
+    furthest = " ".join(
+        f"WHEN p{i}.status IS NOT NULL THEN {i}" for i in reversed(range(1, last + 1))
+    )
     return f"""
 CREATE OR REPLACE VIEW doc_outcomes AS
 WITH qa AS (
@@ -376,7 +396,7 @@ WITH qa AS (
            count(*) FILTER (WHERE p0.status = 'failed') AS n_gen_failed,
            count(*) FILTER (WHERE p0.status <> 'kept') AS n_gen_stopped,
            count(*) AS n_pairs,
-           count(p{last}.status) AS n_decontaminated,
+           {f"max(CASE {furthest} ELSE 0 END)" if furthest else "0"} AS furthest,
            arg_min(coalesce({latest.format("reason")}), p0.persona_idx)
                FILTER (WHERE coalesce({latest.format("status")}) <> 'kept') AS first_reason
     FROM {pair_stages[0]} p0
@@ -391,8 +411,7 @@ SELECT
          WHEN qa.n_unverified > 0 THEN '{pair_stages[0]}'
          WHEN qa.n_failed > 0 AND qa.n_failed = qa.n_gen_failed THEN '{pair_stages[0]}'
          WHEN qa.n_gen_stopped = qa.n_pairs THEN '{pair_stages[0]}'
-         WHEN qa.n_decontaminated > 0 THEN '{pair_stages[-1]}'
-         ELSE '{pair_stages[min(1, last)]}' END AS last_stage,
+         ELSE {list(pair_stages)}[qa.furthest + 1] END AS last_stage,
     CASE {" ".join(outcome_cases)}
          WHEN qa.doc_id IS NULL THEN 'pending'
          WHEN qa.n_accepted > 0 THEN 'accepted'

@@ -55,6 +55,8 @@ def test_webscale_rl_is_declared_as_agreed(dagbag):
         "gate_near_dedup",
         "decontaminate",
         "gate_decontaminate",
+        "learnability",
+        "gate_learnability",
         "gate_dataset",
         "export",
         "dataset_card",
@@ -73,6 +75,7 @@ def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dag
         "generate",
         "verify",
         "decontaminate",
+        "learnability",
     ]
     assert chain[1:] == list(registry.names()), "the DAG's stages are the registry's, in its order"
     for stage, next_stage in zip(chain, chain[1:] + ["gate_dataset"], strict=True):
@@ -124,7 +127,7 @@ def test_warehouse_writers_can_be_routed_to_the_warehouse_host():
         "finalize_run",
     ):
         assert queues[task_id] == "warehouse", task_id
-    for task_id in ("heuristic_filter", "llm_filter", "generate", "verify"):
+    for task_id in ("heuristic_filter", "llm_filter", "generate", "verify", "learnability"):
         assert queues[task_id] != "warehouse", task_id
 
 
@@ -135,6 +138,7 @@ def test_llm_tasks_run_in_the_llm_pool(dagbag):
         "classify",
         "generate",
         "verify",
+        "learnability",
     ]
     for stage in registry.stages():
         assert dag.get_task(stage.name).pool == ("llm" if stage.llm else "default_pool")

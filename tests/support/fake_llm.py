@@ -320,6 +320,21 @@ def make_injected_pair(doc: str, persona: str, value: str) -> dict:
     return {"question": pair["question"], "answer": value}
 
 
+def policy_answer(question: str, truth: str | None, request: dict) -> str | None:
+    """A policy model's answer to a question it may know: each question has a difficulty
+    (solved by 0 to 4 of 4 seeds, by a hash of the question); sampled (temperature > 0) a
+    seed solves it when its own hash falls under that level, greedy when the level is at
+    least half. None: not solved."""
+    if truth is None:
+        return None
+    level = _stable(question) % 5
+    if float(request.get("temperature") or 0) > 0:
+        solved = _stable(f"{question}|{request.get('seed')}") % 4 < level
+    else:
+        solved = level >= 2
+    return truth if solved else None
+
+
 def answer_verify(doc: str, question: str, answer: str) -> dict:
     low_answer = answer.lower().strip()
     context = "Y" if _words(question) >= 6 else "N"
@@ -335,6 +350,27 @@ def answer_verify(doc: str, question: str, answer: str) -> dict:
         "correct": correct,
         "leakage": leakage,
     }
+
+
+def answer_reward_judge(user: str) -> dict:
+    """The reward judge's verdict (webscale_rl.training.reward): the user message ends with a
+    JSON object {question, reference_answers, candidate_answer}; equivalent when the
+    candidate's lowercased content words (articles and "and"/"of" left out) are exactly
+    those of one reference, in any order ("Smith, John" == "John Smith")."""
+
+    def words(text) -> set[str]:
+        found = set(re.findall(r"\w+", str(text or "").lower()))
+        return found - {"a", "an", "the", "and", "of"}
+
+    try:
+        payload = json.loads(user[user.index("{") :])
+    except ValueError:
+        return {"equivalent": False}
+    if not isinstance(payload, dict):
+        return {"equivalent": False}
+    candidate = words(payload.get("candidate_answer"))
+    references = payload.get("reference_answers") or []
+    return {"equivalent": bool(candidate) and any(words(r) == candidate for r in references)}
 
 
 # The header the pipeline's client sends its ledger request_hash in (webscale_rl.llm.client).
@@ -399,6 +435,7 @@ class FakeLLM:
             self.inflight = 0
             self.max_inflight = 0
             self.answers: dict[str, str] = {}  # evaluation prompts: question -> the answer to give
+            self.generated: dict[str, str] = {}  # question -> answer of the pairs it generated
 
     def prometheus_text(self) -> str:
         """vLLM-style counters, labelled the way vLLM labels them (summed by the reader)."""
@@ -450,9 +487,15 @@ class FakeLLM:
                 self.scripted[stage] = replies
 
     def repeated_successes(self) -> int:
-        """Identities (request minus seed) that got a valid reply more than once."""
+        """Calls that got a valid reply more than once: by the client's request hash (its
+        header), else by the request minus its seed (what a retry with a new seed asks again)."""
         with self.lock:
             return sum(1 for n in self.successes_by_identity.values() if n > 1)
+
+    def _remember(self, pair: dict) -> dict:
+        with self.lock:
+            self.generated[pair.get("question") or ""] = pair.get("answer") or ""
+        return pair
 
     def successes_by_hash(self) -> dict[str | None, int]:
         """Valid replies given so far, by the client's request-hash header (None: not sent)."""
@@ -584,15 +627,21 @@ class FakeLLM:
         user = messages[-1]["content"] if messages else ""
         stage = task_of(system, user)
         if not system and "final answer on the last line" in user:
-            # An evaluation prompt from the export: answer in free text. Questions listed in
-            # `answers` get that answer; others a fixed wrong one.
+            # A policy prompt from the export (evaluation, or the learnability stage's
+            # samples): answer in free text. Questions listed in `answers` get that answer;
+            # those this server generated are answered as a policy would (policy_answer);
+            # others get a fixed wrong one.
             question = user.split("\n\n")[0]
             with self.lock:
                 known = self.answers.get(question)
+                if known is None:
+                    known = policy_answer(question, self.generated.get(question), request)
             return (
                 "answer",
                 f"Let me think about it.\nAnswer: {known if known is not None else 'unknown'}",
             )
+        if stage == "reward_judge":
+            return stage, answer_reward_judge(user)
         doc = _tag(user, "document") or ""
         with self.lock:
             compromised = self.compromised
@@ -630,14 +679,14 @@ class FakeLLM:
                 classified = {"domain": "Other", "personas": []}
             return stage, {**verdict, **classified}
         if stage == "generate":
-            return stage, make_pair(doc, _tag(user, "persona") or "")
+            return stage, self._remember(make_pair(doc, _tag(user, "persona") or ""))
         if stage == "generate_pairs":
             personas = [
                 re.sub(r"^\d+\.\s*", "", p)
                 for p in (_tag(user, "persona") or "").splitlines()
                 if p.strip()
             ]
-            return stage, {"pairs": [make_pair(doc, p) for p in personas]}
+            return stage, {"pairs": [self._remember(make_pair(doc, p)) for p in personas]}
         if stage == "verify":
             return stage, answer_verify(
                 doc, _tag(user, "question") or "", _tag(user, "answer") or ""
@@ -808,7 +857,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
             if not fault:
                 fake.stats["completions_ok"] += 1
-                key = fake.identity(request)
+                # One logical call: the client's request hash when it names one (its samples
+                # differ by seed on purpose), else the request minus its seed.
+                key = call_hash or fake.identity(request)
                 fake.successes_by_identity[key] = fake.successes_by_identity.get(key, 0) + 1
                 fake.successes_log.append(call_hash)
         with fake.lock:

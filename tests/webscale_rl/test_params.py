@@ -53,7 +53,7 @@ def test_defaults_are_the_declared_ones_and_given_values_override():
         (
             {"models": {"export": "big"}},
             "param 'models' must map LLM stages ['llm_filter', 'classify', 'generate', "
-            "'verify'] to model names; unknown: ['export']",
+            "'verify', 'learnability'] to model names; unknown: ['export']",
         ),
         (
             {"min_heuristic_kept_rate": 0.9, "max_heuristic_kept_rate": 0.5},

@@ -50,8 +50,8 @@ def _stage(con, table: str, rows: list[tuple]) -> None:
 
 def _pairs(con, rows: list[tuple]) -> None:
     """rows: (doc, persona_idx, generate status, generate reason, verify status or None, verify reason,
-    decontaminate status or None, decontaminate reason)"""
-    rows = [r + (None, None) if len(r) == 6 else r for r in rows]
+    decontaminate status or None, decontaminate reason, learnability status or None, its reason)"""
+    rows = [r + (None, None) * ((10 - len(r)) // 2) for r in rows]
     gen = pd.DataFrame(
         [
             {
@@ -69,50 +69,59 @@ def _pairs(con, rows: list[tuple]) -> None:
     ver = pd.DataFrame(
         [
             {"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": vs, "reason": vr}
-            for d, i, _, _, vs, vr, _, _ in rows
+            for d, i, _, _, vs, vr, *_ in rows
             if vs
         ]
     )
     dec = pd.DataFrame(
         [
             {"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": xs, "reason": xr}
-            for d, i, *_, xs, xr in rows
+            for d, i, *_, xs, xr, _, _ in rows
             if xs
+        ]
+    )
+    learn = pd.DataFrame(
+        [
+            {"qa_id": f"q{d}{i}", "doc_id": f"{d:064x}", "run_id": "r", "status": ls, "reason": lr}
+            for d, i, *_, ls, lr in rows
+            if ls
         ]
     )
     warehouse.replace_rows(con, "generate", gen, key="qa_id")
     warehouse.replace_rows(con, "verify", ver, key="qa_id")
     warehouse.replace_rows(con, "decontaminate", dec, key="qa_id")
+    warehouse.replace_rows(con, "learnability", learn, key="qa_id")
 
 
 def test_doc_outcomes_has_one_row_per_document_through_every_stage(tmp_path):
     db = tmp_path / "w.duckdb"
     with warehouse.write(db) as con:
-        con.register("d", pd.DataFrame([_doc(i) for i in range(11)]))
+        con.register("d", pd.DataFrame([_doc(i) for i in range(12)]))
         con.execute("INSERT INTO documents BY NAME SELECT * FROM d")
         con.unregister("d")
         _stage(
             con,
             "heuristic_filter",
-            [(0, "rejected", "min_tokens")] + [(i, "kept", None) for i in range(2, 11)],
+            [(0, "rejected", "min_tokens")] + [(i, "kept", None) for i in range(2, 12)],
         )
         _stage(
             con,
             "near_dedup",
             [(8, "rejected", "near_duplicate")]
-            + [(i, "kept", None) for i in (2, 3, 4, 5, 6, 7, 9, 10)],
+            + [(i, "kept", None) for i in (2, 3, 4, 5, 6, 7, 9, 10, 11)],
         )
         _stage(
             con,
             "llm_filter",
-            [(2, "failed", "llm_timeout")] + [(i, "kept", None) for i in (3, 4, 5, 6, 7, 9, 10)],
+            [(2, "failed", "llm_timeout")]
+            + [(i, "kept", None) for i in (3, 4, 5, 6, 7, 9, 10, 11)],
         )
-        _stage(con, "classify", [(i, "kept", None) for i in (3, 4, 5, 6, 7, 9, 10)])
+        _stage(con, "classify", [(i, "kept", None) for i in (3, 4, 5, 6, 7, 9, 10, 11)])
         _pairs(
             con,
             [
                 (4, 0, "kept", None, "rejected", "leakage"),
-                (4, 1, "kept", None, "kept", None, "kept", None),
+                (4, 1, "kept", None, "kept", None, "kept", None, "kept", None),
                 (5, 0, "kept", None, "rejected", "incorrect"),
                 (5, 1, "kept", None, "rejected", "leakage"),
                 (6, 0, "kept", None, None, None),
@@ -121,6 +130,8 @@ def test_doc_outcomes_has_one_row_per_document_through_every_stage(tmp_path):
                 (9, 0, "kept", None, "kept", None, "rejected", "duplicate_question"),
                 (9, 1, "kept", None, "rejected", "incorrect"),
                 (10, 0, "kept", None, "kept", None),  # verified, not yet decontaminated
+                (11, 0, "kept", None, "kept", None, "kept", None, "rejected", "always_solved"),
+                (11, 1, "kept", None, "kept", None, "kept", None),  # not measured yet
             ],
         )
     with warehouse.read(db) as con:
@@ -132,13 +143,14 @@ def test_doc_outcomes_has_one_row_per_document_through_every_stage(tmp_path):
         (1, "ingest", "pending", None),
         (2, "llm_filter", "failed", "llm_timeout"),
         (3, "classify", "pending", None),
-        (4, "decontaminate", "accepted", None),
+        (4, "learnability", "accepted", None),
         (5, "verify", "rejected", "incorrect"),
         (6, "generate", "pending", None),
         (7, "generate", "failed", "llm_timeout"),
         (8, "near_dedup", "rejected", "near_duplicate"),
         (9, "decontaminate", "rejected", "duplicate_question"),
         (10, "generate", "pending", None),
+        (11, "generate", "pending", None),
     ]
 
 

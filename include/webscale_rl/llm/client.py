@@ -67,6 +67,10 @@ class LLMRequest:
     # Invalid replies retried with a new seed before the call is recorded failed; None: the
     # settings' max_invalid_retries. Fused calls retry once, then fall back to per-item calls.
     max_invalid_retries: int | None = None
+    # A free-text sample scored as a rollout is (the learnability stage): a reply cut at
+    # max_tokens, refused or empty is the answer to score, recorded as a success; not part
+    # of the request hash.
+    accept_unfinished: bool = False
 
     @functools.cached_property
     def request_hash(self) -> str:
@@ -474,6 +478,11 @@ class LLMClient:
                 result.completion_tokens += int(usage.get("completion_tokens") or 0)
                 content = message.get("content")
                 result.raw = content
+                if req.accept_unfinished and req.schema is None:
+                    finish = "refusal" if message.get("refusal") else choice.get("finish_reason")
+                    result.parsed = {"text": content or "", "finish_reason": finish}
+                    result.status, result.error_kind, result.error = "success", None, None
+                    break
                 if message.get("refusal"):
                     raise _InvalidReply(
                         "refusal", f"model refused: {message['refusal']}"[:500], content

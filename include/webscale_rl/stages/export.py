@@ -24,6 +24,14 @@ ANSWER_INSTRUCTION = (
     'Think briefly, then give your final answer on the last line as "Answer: <answer>".'
 )
 DATA_SOURCE = "webscale_rl"
+POLICY_PROMPT_ID = "export.prompt"  # the prompt a policy sees in training and evaluation
+
+
+def policy_messages(question: str) -> list[dict]:
+    """What the policy is asked for a pair: in the export's `prompt`, and by the
+    learnability stage that measures the pass rate before export."""
+    return [{"role": "user", "content": f"{question}\n\n{ANSWER_INSTRUCTION}"}]
+
 
 VERL_SCHEMA = pa.schema(
     [
@@ -43,6 +51,9 @@ VERL_SCHEMA = pa.schema(
                     ("url", pa.string()),
                     ("question", pa.string()),
                     ("answer", pa.string()),
+                    # The policy's pass rate at the learnability stage (None: not measured).
+                    ("pass_rate", pa.float64()),
+                    ("pass_samples", pa.int64()),
                 ]
             ),
         ),
@@ -50,7 +61,8 @@ VERL_SCHEMA = pa.schema(
 )
 
 ACCEPTED_SQL = """
-SELECT qa_id, doc_id, persona, question, answer, domain, url, source_id, benchmark, duplicate_of
+SELECT qa_id, doc_id, persona, question, answer, domain, url, source_id, benchmark, duplicate_of,
+       pass_rate, pass_samples
 FROM accepted_pairs WHERE run_id = ? ORDER BY qa_id
 """
 
@@ -87,7 +99,7 @@ def export_run(db_path: Path, exports_dir: Path, run_id: str, val_fraction: floa
 def _verl_row(p: dict, split: str, index: int) -> dict:
     return {
         "data_source": DATA_SOURCE,
-        "prompt": [{"role": "user", "content": f"{p['question']}\n\n{ANSWER_INSTRUCTION}"}],
+        "prompt": policy_messages(p["question"]),
         "ability": p["domain"],
         "reward_model": {"style": "rule", "ground_truth": p["answer"]},
         "extra_info": {
@@ -99,6 +111,8 @@ def _verl_row(p: dict, split: str, index: int) -> dict:
             "url": p["url"],
             "question": p["question"],
             "answer": p["answer"],
+            "pass_rate": p.get("pass_rate"),
+            "pass_samples": p.get("pass_samples"),
         },
     }
 
@@ -130,7 +144,13 @@ def write_export(
                 if len(pending[split]) >= EXPORT_BATCH_ROWS:
                     flush(split)
                 record = {k: p[k] for k in ("qa_id", "question", "answer", "domain", "persona")}
-                record.update(doc_id=p["doc_id"], url=p["url"], split=split)
+                record.update(
+                    doc_id=p["doc_id"],
+                    url=p["url"],
+                    split=split,
+                    pass_rate=p.get("pass_rate"),
+                    pass_samples=p.get("pass_samples"),
+                )
                 jsonl.write(json.dumps(record, ensure_ascii=False) + "\n")
             for split in counts:
                 flush(split)

@@ -84,9 +84,16 @@ _STAGES: list[Stage] = [
     Stage(
         "decontaminate",
         "pair",
-        "pairs in the dataset (decontaminated, deduplicated)",
+        "pairs decontaminated and deduplicated",
         "webscale_rl.stages.decontaminate",
         sharded=False,
+    ),
+    Stage(
+        "learnability",
+        "pair",
+        "pairs in the policy's pass band (the dataset)",
+        "webscale_rl.stages.learnability",
+        llm=True,
     ),
 ]
 
@@ -143,13 +150,14 @@ def accepted_pairs_sql() -> str:
     """What every reader means by an accepted pair (export, dataset gate, card, CLI): a pair
     of a run's work set that every pair stage kept, with the facts the export writes. The
     domain is classify's; benchmark and duplicate_of are decontaminate's (the dataset gate
-    checks them)."""
+    checks them); pass_rate and pass_samples are learnability's (NULL: not measured)."""
     pairs = stages("pair")
     made, later = pairs[0].name, [s.name for s in pairs[1:]]
     kept = "\n".join(f"JOIN {s} ON {s}.qa_id = g.qa_id AND {s}.status = 'kept'" for s in later)
     return f"""
 SELECT r.run_id, g.qa_id, g.doc_id, g.persona, g.question, g.answer, classify.domain, d.url, d.source_id,
-       decontaminate.benchmark, decontaminate.duplicate_of
+       decontaminate.benchmark, decontaminate.duplicate_of,
+       learnability.pass_rate, nullif(learnability.samples, 0) AS pass_samples
 FROM run_docs r
 JOIN {made} g ON g.doc_id = r.doc_id AND g.status = 'kept'
 {kept}
