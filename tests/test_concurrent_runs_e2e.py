@@ -23,10 +23,11 @@ from support.fake_llm import FakeLLM
 from webscale_rl import lease
 
 # 18 documents, in the default fused layout: 18 filter+classify calls (classify reads them
-# from the ledger), 18 generate calls and 17 verify calls (one document's pairs all fail
-# the rule checks) = 53 LLM calls.
+# from the ledger), 18 generate calls, 17 verify calls (one document's pairs all fail the
+# rule checks) and 4 policy samples for each of the 37 pairs decontamination kept
+# (learnability) = 201 LLM calls.
 CORPUS = "sample/docs_stem.jsonl"
-CALLS = 53
+CALLS = 18 + 18 + 17 + 4 * 37
 
 
 def start(name: str, tmp_path: Path, env: dict) -> subprocess.Popen:

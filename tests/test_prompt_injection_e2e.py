@@ -101,7 +101,11 @@ def injected_run(tmp_path_factory):
         mp.setenv("WEBSCALE_RL_DATA_DIR", str(data))
         mp.delenv("WEBSCALE_RL_DB", raising=False)
         mp.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(server.connection()))
-        run = dag.test(run_conf={"corpus": "web/pages.jsonl", "max_personas": PERSONAS})
+        # Every pair the policy measures stays (pass_band all): which pairs reach the export
+        # is then decided by the stages that face the injections.
+        run = dag.test(
+            run_conf={"corpus": "web/pages.jsonl", "max_personas": PERSONAS, "pass_band": "all"}
+        )
         assert str(run.state) == "success"
         log = list(server.requests_log)
         verify_reply = server.reply_for(
@@ -162,7 +166,7 @@ def test_no_injected_answer_is_exported_and_plain_documents_still_yield_pairs(in
     exported = [json.loads(line) for line in (export_dir / "qa.jsonl").open()]
     kept = query(
         data,
-        """SELECT d.source_id, g.answer FROM decontaminate x JOIN generate g USING (qa_id)
+        """SELECT d.source_id, g.answer FROM learnability x JOIN generate g USING (qa_id)
                           JOIN documents d ON d.doc_id = g.doc_id WHERE x.status = 'kept'""",
     )
     assert len(exported) == len(kept) > 0

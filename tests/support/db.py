@@ -28,6 +28,7 @@ SNAPSHOT_SQL = {
     "generate": "SELECT qa_id, doc_id, status, reason, question, answer, request_hash FROM generate",
     "verify": "SELECT qa_id, status, reason, correct, leakage, request_hash FROM verify",
     "decontaminate": "SELECT qa_id, status, reason, duplicate_of FROM decontaminate",
+    "learnability": "SELECT qa_id, status, reason, samples, passes, pass_rate FROM learnability",
     "doc_outcomes": "SELECT doc_id, last_stage, outcome, reason FROM doc_outcomes",
     "llm_calls": "SELECT request_hash, stage, status FROM llm_calls",
 }
