@@ -176,6 +176,7 @@ bench-real: $(STAMP) airflow-db vllm
 	$(BIN)/python bench/results.py start $(BENCH_RESULTS)
 	$(BENCH_RUN) bench/vllm_concurrency.py --levels 1,16 --docs 6
 	$(BENCH_RUN) bench/call_layout.py --real-only --real-docs 3
+	$(BENCH_RUN) bench/diversity.py --real-only --real-docs 12 --layouts method
 	$(BIN)/python bench/results.py write $(BENCH_RESULTS) bench/results-real.md
 
 ## make bench-venv: datatrove (the P3 baseline, bench/heuristic_stage.py) and what the project's

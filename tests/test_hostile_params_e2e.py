@@ -540,11 +540,11 @@ SQL_INTERPOLATIONS = {
     ): "aggregate expressions: literals in common.py and the stage modules",
     (
         "include/webscale_rl/stages/generate.py",
-        'common.capped_length("g.answer", common.MAX_ANSWER_CHARS)',
+        'common.capped_length("g.answer", common.ANSWER_CHARS_CAP)',
     ): "a length expression on a literal column with an int constant",
     (
         "include/webscale_rl/stages/verify.py",
-        'common.capped_length("g.answer", common.MAX_ANSWER_CHARS)',
+        'common.capped_length("g.answer", common.ANSWER_CHARS_CAP)',
     ): "a length expression on a literal column with an int constant",
     ("include/webscale_rl/stages/decontaminate.py", "STAGE"): "module constant",
     ("include/webscale_rl/stages/generate.py", "STAGE"): "module constant",

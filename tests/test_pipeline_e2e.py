@@ -15,6 +15,8 @@ from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT
 from support.db import query
+from webscale_rl import diversity
+from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.prompts import DOMAINS
 
 SAMPLE_DOCS = 76  # 74 JSONL records + 2 Parquet rows in data/sample
@@ -111,6 +113,29 @@ def check_dataset_card(data_dir: Path, export_dir: Path, run_id: str, accepted: 
     )
     assert learn["dropped"] == {"always_solved": learn["histogram"]["4"]}
     assert "## Learnability (the policy's pass rate)" in md and "| 4/4 |" in md
+    # Diversity: recomputed here from the exported questions (the dataset itself), with the
+    # near-duplicate share from decontaminate's rows.
+    div = card["diversity"]
+    exported = [json.loads(line) for line in (export_dir / "qa.jsonl").read_text().splitlines()]
+    questions = [r["question"] for r in exported]
+    assert div["pairs"] == accepted == len(questions)
+    assert div["distinct_2"] == round(diversity.distinct_n(questions, 2), 4)
+    collapsed, reached = query(
+        data_dir,
+        """SELECT count(*) FILTER (WHERE reason = 'duplicate_question'), count(*)
+           FROM decontaminate c JOIN run_docs r USING (doc_id) WHERE r.run_id = ?""",
+        [run_id],
+    )[0]
+    assert collapsed > 0 and div["duplicate_question_share"] == round(collapsed / reached, 4)
+    assert sum(div["pairs_per_document_hist"].values()) == expected[-1]
+    assert abs(sum(div["question_types"].values()) - 1) < 1e-3
+    assert "## Diversity of the accepted pairs" in md and f"distinct-2 {div['distinct_2']}" in md
+    assert card["answer_policy"] == {
+        "max_words": 5,
+        "max_chars": 60,
+        "text": AnswerPolicy(5).describe(),
+    }
+    assert "Answer-length policy (`max_answer_words`): at most 5 words and 60 characters" in md
     header = (export_dir / "audit.csv").open().readline()
     assert '"correct","leaked","self_contained"' in header
 

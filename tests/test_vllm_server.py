@@ -18,6 +18,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
 from webscale_rl import prompts
+from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.embedded_vllm import EmbeddedVLLM, unavailable_reason
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings
 
@@ -57,12 +58,16 @@ def client(server, tmp_path, dialect="json_schema", **changes) -> LLMClient:
 
 def stage_requests(model: str) -> list[tuple[LLMRequest, dict]]:
     """One real request per stage prompt, with the schema each stage validates against."""
-    generate = prompts.load("generate")
-    demos = prompts.demos_for("Natural Science", 1)
+    policy = AnswerPolicy(5)
+    demos = prompts.demos_for("Natural Science", 1, "doc-1")
     calls = [
         ("llm_filter", prompts.filter_messages(DOC), prompts.load("llm_filter").schema),
         ("classify", prompts.classify_messages(DOC, 3), prompts.classify_schema(3)),
-        ("generate", prompts.generate_messages(DOC, "a science teacher", demos), generate.schema),
+        (
+            "generate",
+            prompts.generate_messages(DOC, "a science teacher", demos, policy),
+            prompts.generate_schema(policy),
+        ),
         (
             "filter_classify",
             prompts.filter_classify_messages(DOC, 3),
@@ -70,8 +75,8 @@ def stage_requests(model: str) -> list[tuple[LLMRequest, dict]]:
         ),
         (
             "generate_pairs",
-            prompts.generate_pairs_messages(DOC, ["a science teacher", "a student"], demos),
-            prompts.generate_pairs_schema(2),
+            prompts.generate_pairs_messages(DOC, ["a science teacher", "a student"], demos, policy),
+            prompts.generate_pairs_schema(2, policy),
         ),
         (
             "verify_pairs",

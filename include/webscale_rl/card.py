@@ -1,7 +1,8 @@
 """The dataset card: every run explains itself next to its export.
 
 `collect()` reads one run's numbers from the warehouse (the funnel, pass rate and
-rejection reasons per stage with examples, distributions, the token ledger, the source
+rejection reasons per stage with examples, distributions, the diversity of the accepted
+pairs and the answer-length policy, the token ledger, the source
 tokens behind the accepted pairs, params, models and the human audit), and the renderers
 turn them into `card.md` and a self-contained `report.html` (plots as embedded PNGs, no
 network access needed to view it).
@@ -17,10 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from webscale_rl import audit, warehouse
+from webscale_rl import answer_policy, audit, diversity, warehouse
 from webscale_rl.config import run_folder_name
 from webscale_rl.llm import ledger as llm_ledger
 from webscale_rl.llm import server_metrics
+from webscale_rl.params import default as param_default
 from webscale_rl.stages import registry
 
 EXAMPLES_PER_REASON = 2
@@ -150,6 +152,34 @@ def distributions(con, run_id: str) -> dict:
         "personas": dict(personas),
         "answer_words": dict(sorted(length_hist.items())),
         "answer_chars_max": max((len(a) for a in answers), default=0),
+    }
+
+
+def diversity_of_run(con, run_id: str) -> dict:
+    """The diversity figures of the run's accepted pairs (webscale_rl.diversity), with the
+    share of questions decontaminate collapsed as near-duplicates."""
+    pairs = con.execute(
+        "SELECT question, answer, doc_id, domain FROM accepted_pairs WHERE run_id = ? "
+        "ORDER BY qa_id",
+        [run_id],
+    ).fetchall()
+    collapsed, considered = con.execute(
+        """SELECT count(*) FILTER (WHERE c.reason = 'duplicate_question'), count(*)
+           FROM run_docs r JOIN decontaminate c USING (doc_id) WHERE r.run_id = ?""",
+        [run_id],
+    ).fetchone()
+    columns = list(zip(*pairs, strict=True)) if pairs else [[], [], [], []]
+    return diversity.summary(*(list(c) for c in columns), collapsed, considered)
+
+
+def answer_policy_of(params: dict) -> dict:
+    policy = answer_policy.AnswerPolicy(
+        int(params.get("max_answer_words") or param_default("max_answer_words"))
+    )
+    return {
+        "max_words": policy.max_words,
+        "max_chars": policy.max_chars,
+        "text": policy.describe(),
     }
 
 
@@ -283,6 +313,8 @@ def collect(con, run_id: str) -> dict:
         "funnel": steps,
         "stages": stage_table(con, run_id),
         "distributions": distributions(con, run_id),
+        "diversity": diversity_of_run(con, run_id),
+        "answer_policy": answer_policy_of(json.loads(run[2]) if run[2] else {}),
         "learnability": learnability(con, run_id),
         "ledger": led,
         "accepted_pairs": accepted,
@@ -346,7 +378,10 @@ def render_markdown(card: dict) -> str:
         "Answer length (words: pairs): "
         + (", ".join(f"{k}: {v}" for k, v in d["answer_words"].items()) or "none"),
         "",
+        f"Answer-length policy (`max_answer_words`): {card['answer_policy']['text']}.",
+        "",
     ]
+    lines += diversity.describe(card["diversity"])
     lines += describe_learnability(card["learnability"])
     lines += [
         "## LLM token ledger",
@@ -606,6 +641,14 @@ label {html.escape(card["run_label"] or "-")}, started {html.escape(str(card["st
 <h2>Rejection reasons</h2>{_table(["stage", "reason", "count", "examples"], reasons)}
 <h2>Accepted pairs</h2>{img["domains"]}{img["answer_words"]}
 {_table(["persona", "pairs"], [[k, v] for k, v in card["distributions"]["personas"].items()])}
+<p id="answer-policy">Answer-length policy: {html.escape(card["answer_policy"]["text"])}.</p>
+<h2>Diversity</h2><div id="diversity">{
+        "".join(
+            f"<p>{html.escape(line)}</p>"
+            for line in diversity.describe(card["diversity"])[2:]
+            if line
+        )
+    }</div>
 <h2>Learnability</h2><div id="learnability">{
         "".join(
             f"<p>{html.escape(line)}</p>"

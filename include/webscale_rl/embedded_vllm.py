@@ -140,6 +140,10 @@ class EmbeddedVLLM:
             "--max-model-len",
             str(self.max_model_len),
             "--enable-prefix-caching",
+            # No chunked prefill: vLLM's CPU build crashes its engine when a seeded sampled
+            # request is prefilled in chunks ("CPU Generator does not use offset", rewinding
+            # the request's generator), and every sampled request here carries a seed.
+            "--no-enable-chunked-prefill",
             # Eager mode starts in ~50 s instead of ~150 s (no torch.compile of the model).
             "--enforce-eager",
             "--dtype",

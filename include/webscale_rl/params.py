@@ -119,9 +119,41 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "few_shot",
         2,
-        {"type": "integer", "minimum": 0, "maximum": 4},
+        {"type": "integer", "minimum": 0, "maximum": 6},
         "Few-shot demonstrations",
-        "Demonstrations per generate call, from the domain's library (4 per domain).",
+        "Demonstrations per generate call, from the domain's library (7 per domain; the method "
+        "shows 2).",
+    ),
+    ParamSpec(
+        "demo_selection",
+        "per_document",
+        {"type": "string", "enum": ["per_document", "per_domain"]},
+        "Demonstrations drawn",
+        "`per_document`: each document gets its own draw from its domain's library (by its "
+        "doc_id, so a re-run draws the same); `per_domain`: every document of a domain shows "
+        "the same demonstrations (a longer shared prompt prefix, less diverse questions).",
+    ),
+    ParamSpec(
+        "sampling",
+        {"generate": {"temperature": 1.0, "top_p": 1.0}},
+        {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+                    "top_p": {"type": "number", "exclusiveMinimum": 0, "maximum": 1},
+                    "seed": {"type": "integer", "minimum": 0, "maximum": 2147483647},
+                },
+                "additionalProperties": False,
+            },
+        },
+        "Per-stage sampling",
+        '`{"stage": {"temperature": t, "top_p": p, "seed": s}}` per LLM stage, merged over the '
+        "defaults: generation sampled at temperature 1.0 (the method's), every other stage greedy "
+        "(temperature 0). A sampled request's seed is derived from `seed` (default the "
+        "connection's) and the request's own content, so a re-run sends the same request and the "
+        "ledger answers it.",
     ),
     ParamSpec(
         "call_layout",
@@ -135,10 +167,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "max_answer_words",
-        8,
-        {"type": "integer", "minimum": 1},
+        5,
+        {"type": "integer", "minimum": 1, "maximum": 50},
         "Max answer words",
-        "Verify rejects longer answers before any LLM call.",
+        "The one answer-length policy: the generate prompt asks for at most this many words, the "
+        "output schema caps the answer at 12 characters per word, verify rejects longer answers "
+        "before any LLM call and the dataset gate checks both bounds.",
     ),
     ParamSpec(
         "models",
@@ -332,11 +366,12 @@ def _validate(self) -> None:
     if self.min_heuristic_kept_rate > self.max_heuristic_kept_rate:
         raise ConfigError("param 'min_heuristic_kept_rate' must not exceed max_heuristic_kept_rate")
     llm_stages = [stage.name for stage in registry.stages() if stage.llm]
-    unknown = sorted(set(self.models) - set(llm_stages))
-    if unknown:
-        raise ConfigError(
-            f"param 'models' must map LLM stages {llm_stages} to model names; unknown: {unknown}"
-        )
+    for name in ("models", "sampling"):
+        unknown = sorted(set(getattr(self, name)) - set(llm_stages))
+        if unknown:
+            raise ConfigError(
+                f"param '{name}' must map LLM stages {llm_stages}; unknown: {unknown}"
+            )
     for stage in registry.stages():  # a stage may check the params it reads (its names, its rules)
         check_params = getattr(stage.impl, "check_params", None)
         if check_params:

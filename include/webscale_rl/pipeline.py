@@ -14,11 +14,12 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 
-from webscale_rl import card, conservation, gates, lease, runner, staging, warehouse
+from webscale_rl import answer_policy, card, conservation, gates, lease, runner, staging, warehouse
 from webscale_rl.config import Settings, load_settings, resolve_corpus
 from webscale_rl.errors import FatalError
 from webscale_rl.llm import LLMSettings, ledger, server_metrics
 from webscale_rl.params import RunParams
+from webscale_rl.params import default as param_default
 from webscale_rl.stages import (
     export,
     ingest,
@@ -215,12 +216,23 @@ def gate_ingest(run: dict) -> dict:
 
 def llm_settings(params: RunParams, settings: LLMSettings | None = None) -> LLMSettings:
     """The `llm_default` connection (read through Airflow unless given), with the run's
-    per-stage model overrides."""
+    per-stage models and sampling (the `sampling` param merged over its default, stage by
+    stage and key by key: `{"generate": {"temperature": 0}}` keeps the default top_p)."""
     if settings is None:
         from webscale_rl.llm.settings import from_airflow
 
         settings = from_airflow()
-    return settings.with_overrides(stage_models=params.models)
+    return settings.with_overrides(
+        stage_models=params.models,
+        stage_sampling=_merged_sampling(param_default("sampling"), params.sampling),
+    )
+
+
+def _merged_sampling(default: dict, given: dict) -> dict:
+    merged = {stage: dict(entry) for stage, entry in default.items()}
+    for stage, entry in given.items():
+        merged[stage] = {**merged.get(stage, {}), **entry}
+    return merged
 
 
 def record_server_metrics(db_path: Path, run_id: str, point: str, params: RunParams) -> None:
@@ -293,7 +305,7 @@ def gate_dataset(run: dict) -> dict:
         return frame, export.dataset_expectations(
             gates.rows_of(frame),
             min_pairs=p.min_accepted_pairs,
-            max_answer_words=p.max_answer_words,
+            policy=answer_policy.from_params(p),
             work_set=work_set,
         )
 

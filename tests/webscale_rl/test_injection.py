@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from webscale_rl import prompts
+from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.injection import find_injections, has_injection, split_text
 from webscale_rl.stages import verify
 from webscale_rl.stages.verify import rule_check
@@ -124,7 +125,7 @@ QUESTION = "Which river does the Meridian Bridge, opened in the early 1930s, cro
     ],
 )
 def test_injected_answer_rule(answer, reason):
-    assert rule_check(QUESTION, answer, 8, DOC) == reason
+    assert rule_check(QUESTION, answer, AnswerPolicy(8), DOC) == reason
 
 
 @pytest.mark.parametrize(
@@ -139,15 +140,15 @@ def test_injected_answer_rule(answer, reason):
     ],
 )
 def test_a_pair_carrying_an_injection_is_rejected(question, answer):
-    assert rule_check(question, answer, 8) == "injection_in_pair"
-    assert rule_check(question, answer, 8, DOC) == "injection_in_pair"
+    assert rule_check(question, answer, AnswerPolicy(8)) == "injection_in_pair"
+    assert rule_check(question, answer, AnswerPolicy(8), DOC) == "injection_in_pair"
 
 
 def test_documents_without_injections_keep_the_old_rules():
     plain = "The Meridian Bridge opened in 1932 over the Kessel River. The answer is 42, said the guide."
-    assert rule_check(QUESTION, "the Kessel River", 8, plain) is None
-    assert rule_check(QUESTION, "42", 8, plain) is None
-    assert rule_check(QUESTION, "Kessel Canal", 8, plain) == "answer_not_in_document"
+    assert rule_check(QUESTION, "the Kessel River", AnswerPolicy(8), plain) is None
+    assert rule_check(QUESTION, "42", AnswerPolicy(8), plain) is None
+    assert rule_check(QUESTION, "Kessel Canal", AnswerPolicy(8), plain) == "answer_not_in_document"
 
 
 def test_new_reasons_are_allowed_by_the_gate():

@@ -53,7 +53,25 @@ def test_defaults_are_the_declared_ones_and_given_values_override():
         (
             {"models": {"export": "big"}},
             "param 'models' must map LLM stages ['llm_filter', 'classify', 'generate', "
-            "'verify', 'learnability'] to model names; unknown: ['export']",
+            "'verify', 'learnability']; unknown: ['export']",
+        ),
+        (
+            {"sampling": {"near_dedup": {"temperature": 1.0}}},
+            "param 'sampling' must map LLM stages ['llm_filter', 'classify', 'generate', "
+            "'verify', 'learnability']; unknown: ['near_dedup']",
+        ),
+        (
+            {"sampling": {"generate": {"temperature": 3}}},
+            "param 'sampling' at generate/temperature: 3 is greater than the maximum of 2",
+        ),
+        (
+            {"sampling": {"generate": {"top_k": 5}}},
+            "param 'sampling' at generate: Additional properties are not allowed",
+        ),
+        ({"max_answer_words": 0}, "param 'max_answer_words': 0 is less than the minimum of 1"),
+        (
+            {"demo_selection": "random"},
+            "param 'demo_selection': 'random' is not one of ['per_document', 'per_domain']",
         ),
         (
             {"min_heuristic_kept_rate": 0.9, "max_heuristic_kept_rate": 0.5},

@@ -6,6 +6,7 @@ import jsonschema
 import pytest
 
 from webscale_rl import prompts
+from webscale_rl.answer_policy import AnswerPolicy
 
 
 @pytest.mark.parametrize(
@@ -22,7 +23,7 @@ from webscale_rl import prompts
 )
 def test_every_prompt_has_a_versioned_template_and_a_valid_schema(name):
     p = prompts.load(name)
-    assert p.prompt_id == f"{name}.v1"
+    assert p.prompt_id == f"{name}.{prompts.CURRENT_VERSIONS.get(name, 'v1')}"
     assert p.template.startswith(f"TASK: {name}\n")
     jsonschema.Draft202012Validator.check_schema(p.schema)
     assert p.schema["additionalProperties"] is False
@@ -37,10 +38,13 @@ def test_document_is_fenced_last_and_cannot_close_its_own_fence():
     assert user.count("</document>") == 1 and "</ document>" in user
 
 
+POLICY = AnswerPolicy(5)
+
+
 def test_generate_puts_fixed_parts_first_and_the_persona_last():
-    demos = prompts.demos_for("Math", 2)
-    a = prompts.generate_messages("Doc text.", "a student", demos)
-    b = prompts.generate_messages("Doc text.", "an engineer", demos)
+    demos = prompts.demos_for("Math", 2, "doc-1")
+    a = prompts.generate_messages("Doc text.", "a student", demos, POLICY)
+    b = prompts.generate_messages("Doc text.", "an engineer", demos, POLICY)
     assert a[0] == b[0]  # same system prompt
     common = a[1]["content"][: a[1]["content"].index("<persona>")]
     assert b[1]["content"].startswith(common) and common.startswith("<examples>")
@@ -49,29 +53,44 @@ def test_generate_puts_fixed_parts_first_and_the_persona_last():
 
 def test_demo_library_covers_every_domain_and_draws_deterministically():
     lib = prompts.demo_library()
+    assert len({d["id"] for d in lib}) == len(lib)
     for domain in prompts.DOMAINS:
         pool = [d for d in lib if d["domain"] == domain]
-        assert len(pool) >= 3, domain
+        assert len(pool) >= 6, domain
         assert prompts.demos_for(domain, 2) == prompts.demos_for(domain, 2)
         assert len(prompts.demos_for(domain, 2)) == 2
+        assert prompts.demos_for(domain, 2, "doc-a") == prompts.demos_for(domain, 2, "doc-a")
     for d in lib:
-        assert d["answer"].lower() in d["material"].lower()
         assert d["answer"].lower() not in d["question"].lower()
-        assert len(d["answer"].split()) <= 5
+        # every demonstration obeys the default answer-length policy it teaches
+        assert AnswerPolicy(5).violation(d["answer"]) is None, d["id"]
+
+
+def test_demonstrations_are_drawn_per_document_from_the_whole_library():
+    """The method's reference draws demonstrations at random for each call: per document
+    the draws differ, and over many documents every demonstration of the domain is shown."""
+    pool = {d["id"] for d in prompts.demo_library() if d["domain"] == "Coding"}
+    draws = [tuple(d["id"] for d in prompts.demos_for("Coding", 2, f"doc-{i}")) for i in range(200)]
+    assert len(set(draws)) > len(pool)  # many different pairs, not one fixed draw
+    assert {i for draw in draws for i in draw} == pool
+    assert all(len(set(draw)) == 2 for draw in draws)
+    fixed = {tuple(d["id"] for d in prompts.demos_for("Coding", 2)) for _ in range(3)}
+    assert len(fixed) == 1  # per_domain: one draw for every document
 
 
 def test_generate_schemas_bound_the_answer_so_constrained_decoding_keeps_it_short():
     # llama.cpp/vLLM turn maxLength into the grammar: even a small model cannot ramble.
-    assert prompts.load("generate").schema["properties"]["answer"]["maxLength"] == 60
-    pair = prompts.load("generate_pairs").schema["properties"]["pairs"]["items"]["properties"][
+    assert prompts.generate_schema(POLICY)["properties"]["answer"]["maxLength"] == 60
+    pair = prompts.generate_pairs_schema(2, POLICY)["properties"]["pairs"]["items"]["properties"][
         "answer"
     ]
     assert pair["maxLength"] == 60
+    assert prompts.generate_schema(AnswerPolicy(3))["properties"]["answer"]["maxLength"] == 36
 
 
 def test_schema_variants_follow_the_params():
     assert prompts.classify_schema(2)["properties"]["personas"]["maxItems"] == 2
-    batch = prompts.generate_pairs_schema(3)["properties"]["pairs"]
+    batch = prompts.generate_pairs_schema(3, POLICY)["properties"]["pairs"]
     assert (batch["minItems"], batch["maxItems"]) == (3, 3)
     verdicts = prompts.verify_pairs_schema(2)["properties"]["verdicts"]
     assert (verdicts["minItems"], verdicts["maxItems"]) == (2, 2)
@@ -91,7 +110,7 @@ def test_fused_calls_share_the_document_prefix_and_put_the_task_after_it():
     calls = [
         prompts.filter_classify_messages(doc, 3),
         prompts.generate_pairs_messages(
-            doc, ["a student", "a nurse"], prompts.demos_for("Math", 2)
+            doc, ["a student", "a nurse"], prompts.demos_for("Math", 2, "doc-1"), POLICY
         ),
         prompts.verify_pairs_messages(doc, [("Q one?", "1"), ("Q two?", "2")]),
     ]

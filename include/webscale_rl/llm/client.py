@@ -63,6 +63,7 @@ class LLMRequest:
     prompt_id: str
     max_tokens: int = 512
     temperature: float = 0.0
+    top_p: float = 1.0
     seed: int = 1234
     # Invalid replies retried with a new seed before the call is recorded failed; None: the
     # settings' max_invalid_retries. Fused calls retry once, then fall back to per-item calls.
@@ -74,7 +75,8 @@ class LLMRequest:
 
     @functools.cached_property
     def request_hash(self) -> str:
-        """Identity of the call: model + messages + decoding params + output schema."""
+        """Identity of the call: model + messages + decoding params + output schema (top_p
+        only when it restricts sampling, so the identities of earlier calls still hold)."""
         body = json.dumps(
             {
                 "model": self.model,
@@ -83,6 +85,7 @@ class LLMRequest:
                 "max_tokens": self.max_tokens,
                 "temperature": self.temperature,
                 "seed": self.seed,
+                **({"top_p": self.top_p} if self.top_p != 1.0 else {}),
             },
             sort_keys=True,
             ensure_ascii=False,
@@ -450,6 +453,7 @@ class LLMClient:
                                 "messages": list(req.messages),
                                 "max_tokens": req.max_tokens,
                                 "temperature": req.temperature,
+                                **({"top_p": req.top_p} if req.top_p != 1.0 else {}),
                                 # A retried invalid reply gets a new seed, or a deterministic
                                 # server would repeat the same bad output.
                                 "seed": req.seed + invalid_tries,

@@ -20,6 +20,9 @@ class LLMSettings:
     # requests go to the live one with the fewest in flight.
     base_urls: tuple = ()
     stage_models: dict = field(default_factory=dict)
+    # Per-stage decoding: {stage: {"temperature", "top_p", "seed"}} (the run's `sampling`
+    # param); a stage not named decodes with `temperature` below, top_p 1 and `seed`.
+    stage_sampling: dict = field(default_factory=dict)
     timeout_s: float = 120.0
     max_retries: int = 8  # transient failures: connection, timeout, 429, 5xx
     max_invalid_retries: int = 3  # replies that are not valid JSON for the schema
@@ -52,9 +55,25 @@ class LLMSettings:
     def model_for(self, stage: str) -> str:
         return self.stage_models.get(stage) or self.model
 
-    def with_overrides(self, stage_models: dict | None = None, **changes) -> LLMSettings:
+    def sampling_for(self, stage: str) -> tuple[float, float, int]:
+        """(temperature, top_p, base seed) of the stage's requests."""
+        entry = self.stage_sampling.get(stage) or {}
+        return (
+            float(entry.get("temperature", self.temperature)),
+            float(entry.get("top_p", 1.0)),
+            int(entry.get("seed", self.seed)),
+        )
+
+    def with_overrides(
+        self, stage_models: dict | None = None, stage_sampling: dict | None = None, **changes
+    ) -> LLMSettings:
+        """Per-stage models and sampling merged over these settings' (a stage's sampling
+        entry key by key)."""
         merged = {**self.stage_models, **{k: v for k, v in (stage_models or {}).items() if v}}
-        return replace(self, stage_models=merged, **changes)
+        sampling = {k: dict(v) for k, v in self.stage_sampling.items()}
+        for stage, entry in (stage_sampling or {}).items():
+            sampling[stage] = {**sampling.get(stage, {}), **entry}
+        return replace(self, stage_models=merged, stage_sampling=sampling, **changes)
 
     @classmethod
     def from_connection(

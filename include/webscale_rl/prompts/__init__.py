@@ -5,9 +5,10 @@ caching (vLLM reuses the KV cache of a prompt's longest previously seen prefix):
 
 - `method`, the paper's calls: one filter, one classify, one generate per persona and one
   verify per pair. Each task's fixed instructions come first (system), then the few-shot
-  demonstrations (fixed per domain), then the document; the persona or pair, which varies
-  between calls on the same document, comes last, so a task's calls on one document
-  share the prefix up to the end of the document.
+  demonstrations (drawn per document, as the method's reference draws them per call), then
+  the document; the persona or pair, which varies between calls on the same document,
+  comes last, so a task's calls on one document share the prefix up to the end of the
+  document.
 - `fused`: one filter+classify call, one generate call for all personas and one verify
   call for all pairs of a document. Every call starts with the same system preamble and
   the document, and the task comes after it, so all three calls of a document share
@@ -26,6 +27,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from string import Template
+
+from webscale_rl.answer_policy import AnswerPolicy
 
 DOMAINS: tuple[str, ...] = (
     "Math",
@@ -70,8 +73,14 @@ class Prompt:
         return Template(self.template).substitute(values)
 
 
+# The version each prompt is used at (a template's text changed = a new version: the
+# ledger records prompt ids). generate v2: the answer-length policy is a placeholder.
+CURRENT_VERSIONS = {"generate": "v2", "generate_pairs": "v2"}
+
+
 @lru_cache(maxsize=None)
-def load(name: str, version: str = "v1") -> Prompt:
+def load(name: str, version: str | None = None) -> Prompt:
+    version = version or CURRENT_VERSIONS.get(name, "v1")
     base = resources.files(__package__)
     template = (base / f"{name}.{version}.txt").read_text(encoding="utf-8")
     schema = (base / f"{name}.{version}.schema.json").read_text(encoding="utf-8")
@@ -100,11 +109,17 @@ def demo_library() -> tuple[dict, ...]:
     return tuple(json.loads(line) for line in text.splitlines() if line.strip())
 
 
-def demos_for(domain: str, k: int) -> list[dict]:
-    """K demonstrations for a domain, drawn deterministically (the same for every document
-    of the domain, so the demonstration block is a shared, cacheable prefix)."""
+DEMO_SELECTIONS = ("per_document", "per_domain")
+
+
+def demos_for(domain: str, k: int, doc_id: str | None = None) -> list[dict]:
+    """K demonstrations from the domain's library, drawn deterministically: per document
+    (`doc_id` given: a different draw for each document, the same on a re-run, as the
+    method's reference draws two at random for each call) or, without `doc_id`, one draw
+    for the whole domain (every document then shows the same demonstrations)."""
+    key = domain if doc_id is None else f"{domain}|{doc_id}"
     pool = [d for d in demo_library() if d["domain"] == domain]
-    pool.sort(key=lambda d: hashlib.sha256(f"{domain}|{d['id']}".encode()).hexdigest())
+    pool.sort(key=lambda d: hashlib.sha256(f"{key}|{d['id']}".encode()).hexdigest())
     return pool[:k]
 
 
@@ -144,9 +159,11 @@ def classify_schema(max_personas: int) -> dict:
     return schema
 
 
-def generate_messages(text: str, persona: str, demos: list[dict]) -> list[dict]:
+def generate_messages(
+    text: str, persona: str, demos: list[dict], policy: AnswerPolicy
+) -> list[dict]:
     return [
-        {"role": "system", "content": load("generate").system()},
+        {"role": "system", "content": load("generate").system(**policy.prompt_values())},
         {
             "role": "user",
             "content": _examples_block(demos)
@@ -191,9 +208,15 @@ def filter_classify_schema(max_personas: int) -> dict:
     return schema
 
 
-def generate_pairs_messages(text: str, personas: list[str], demos: list[dict]) -> list[dict]:
+def generate_schema(policy: AnswerPolicy) -> dict:
+    return policy.constrain_schema(load("generate").schema)
+
+
+def generate_pairs_messages(
+    text: str, personas: list[str], demos: list[dict], policy: AnswerPolicy
+) -> list[dict]:
     listed = "\n".join(f"{i + 1}. {p}" for i, p in enumerate(personas))
-    task = load("generate_pairs").system() + "\n\n" + _examples_block(demos)
+    task = load("generate_pairs").system(**policy.prompt_values()) + "\n\n" + _examples_block(demos)
     return _document_first(text, task + fence("persona", listed))
 
 
@@ -205,8 +228,8 @@ def _exactly(name: str, field: str, n: int) -> dict:
     return schema
 
 
-def generate_pairs_schema(n_personas: int) -> dict:
-    return _exactly("generate_pairs", "pairs", n_personas)
+def generate_pairs_schema(n_personas: int, policy: AnswerPolicy) -> dict:
+    return policy.constrain_schema(_exactly("generate_pairs", "pairs", n_personas))
 
 
 def verify_pairs_messages(text: str, pairs: list[tuple[str, str]]) -> list[dict]:

@@ -3,6 +3,8 @@ stage, calling the one LLM client, and the generic part of each stage's gate."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,20 +74,37 @@ def make_request(
     prompt_id: str,
     max_invalid_retries: int | None = None,
 ) -> LLMRequest:
-    """A stage's request with the run's model for that stage and its decoding settings."""
+    """A stage's request with the run's model for that stage and its decoding settings.
+
+    A sampled request (temperature > 0) carries a seed derived from the stage's base seed and
+    the request's own content (model, messages, schema): two requests of a run draw
+    independently, and a re-run sends the very same request, which the ledger answers. A
+    greedy request keeps the base seed (it has no effect there), so its identity is what it
+    was before seeds were derived."""
+    model = settings.model_for(stage)
+    temperature, top_p, seed = settings.sampling_for(stage)
+    if temperature > 0:
+        seed = content_seed(seed, model, messages, schema)
     return LLMRequest(
         stage=stage,
         item_id=item_id,
-        model=settings.model_for(stage),
+        model=model,
         messages=tuple(messages),
         schema=schema,
         schema_name=schema_name,
         prompt_id=prompt_id,
         max_tokens=settings.max_tokens,
-        temperature=settings.temperature,
-        seed=settings.seed,
+        temperature=temperature,
+        top_p=top_p,
+        seed=seed,
         max_invalid_retries=max_invalid_retries,
     )
+
+
+def content_seed(base: int, model: str, messages: list[dict], schema: dict | None) -> int:
+    """A 31-bit seed from a base seed and what a request asks (servers take a signed int32)."""
+    body = json.dumps([base, model, list(messages), schema], sort_keys=True, ensure_ascii=False)
+    return int.from_bytes(hashlib.sha256(body.encode("utf-8")).digest()[:4], "big") >> 1
 
 
 def read_inputs(db_path: Path, sql: str, run_id: str, lo: str, hi: str | None) -> pd.DataFrame:
@@ -154,7 +173,9 @@ def shard_counts(frame: pd.DataFrame, lo: str, hi: str | None) -> dict:
 # 18 documents to millions; the failure messages still count items (gates.run_gate maps each
 # unexpected profile row back to its n_rows).
 
-MAX_ANSWER_CHARS = 120  # the verify and dataset gates' bound on an accepted answer's length
+# Gate profiles count answer lengths up to this (longer ones read as cap + 1): above any
+# bound the answer-length policy can set (answer_policy: 50 words x 12 characters).
+ANSWER_CHARS_CAP = 1000
 
 STATUS_MEASURES = {
     "failed_rate": "avg(CASE WHEN status = 'failed' THEN 1.0 ELSE 0.0 END)",

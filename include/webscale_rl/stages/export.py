@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from webscale_rl import warehouse
+from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.config import run_folder_name
 from webscale_rl.text import folded_words, words
 
@@ -206,7 +207,7 @@ def dataset_frame(con, run_id: str):
     checks: word counts and the folded question, by the same tokenizer the stages use, are
     computed here in batches of DATASET_BATCH_ROWS into a temporary table, so memory does
     not grow with the dataset."""
-    from webscale_rl.stages.common import MAX_ANSWER_CHARS, profile_frame
+    from webscale_rl.stages.common import ANSWER_CHARS_CAP, profile_frame
 
     con.execute(
         """CREATE OR REPLACE TEMP TABLE _dataset_items (qa_id VARCHAR, question_key VARCHAR,
@@ -225,7 +226,7 @@ def dataset_frame(con, run_id: str):
                 "domain": pairs["domain"],
                 "has_benchmark": [b is not None for b in pairs["benchmark"]],
                 "has_duplicate_of": [d is not None for d in pairs["duplicate_of"]],
-                "answer_chars": [min(len(a or ""), MAX_ANSWER_CHARS + 1) for a in pairs["answer"]],
+                "answer_chars": [min(len(a or ""), ANSWER_CHARS_CAP + 1) for a in pairs["answer"]],
                 "answer_words": [min(len(words(a or "")), WORDS_CAP + 1) for a in pairs["answer"]],
             }
         )
@@ -249,9 +250,8 @@ def dataset_expectations(
     rows: int,
     *,
     min_pairs: int,
-    max_answer_words: int,
+    policy: AnswerPolicy,
     work_set: int,
-    max_answer_chars: int = 120,
 ) -> list:
     """No contamination, no duplicates, a domain from the list, answers within bounds, and
     at least `min_pairs` pairs (when the run had new documents at all)."""
@@ -266,10 +266,10 @@ def dataset_expectations(
         gxe.ExpectColumnValuesToNotBeNull(column="domain"),
         gxe.ExpectColumnValuesToBeInSet(column="domain", value_set=list(DOMAINS)),
         gxe.ExpectColumnValuesToBeBetween(
-            column="answer_chars", min_value=1, max_value=max_answer_chars
+            column="answer_chars", min_value=1, max_value=policy.max_chars
         ),
         gxe.ExpectColumnValuesToBeBetween(
-            column="answer_words", min_value=1, max_value=max_answer_words
+            column="answer_words", min_value=1, max_value=policy.max_words
         ),
     ]
     if rows:

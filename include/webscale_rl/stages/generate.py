@@ -1,6 +1,9 @@
-"""Generate: one QA pair per (document, persona), conditioned on K demonstrations from the
-document's domain. The `method` call layout sends one call per persona; the `fused` layout
-asks for every persona's pair in one call (`generate_pairs`), so the document is sent once."""
+"""Generate: one QA pair per (document, persona), conditioned on K demonstrations drawn for
+the document from its domain's library, asking for answers within the run's answer-length
+policy (prompt wording and schema from `max_answer_words`). The `method` call layout sends
+one call per persona; the `fused` layout asks for every persona's pair in one call
+(`generate_pairs`), so the document is sent once. Sampled by default (the `sampling`
+param), each request seeded from its own content."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import json
 
 import pandas as pd
 
-from webscale_rl import prompts
+from webscale_rl import answer_policy, prompts
 from webscale_rl.params import spec as param_spec
 from webscale_rl.stages import common
 from webscale_rl.stages.common import StageContext
@@ -61,7 +64,9 @@ def qa_id(doc_id: str, persona: str) -> str:
     return hashlib.sha256(f"{doc_id}\n{persona}".encode("utf-8")).hexdigest()
 
 
-def _per_persona(settings, doc_id: str, text: str, personas: list[str], demos: list[dict]) -> list:
+def _per_persona(
+    settings, doc_id: str, text: str, personas: list[str], demos: list[dict], policy
+) -> list:
     """The method's plans for a document: one generate call per persona."""
     prompt = prompts.load("generate")
     return [
@@ -73,8 +78,8 @@ def _per_persona(settings, doc_id: str, text: str, personas: list[str], demos: l
                 settings,
                 STAGE,
                 doc_id,
-                prompts.generate_messages(text, persona, demos),
-                prompt.schema,
+                prompts.generate_messages(text, persona, demos, policy),
+                prompts.generate_schema(policy),
                 "generate",
                 prompt.prompt_id,
             ),
@@ -86,15 +91,17 @@ def _per_persona(settings, doc_id: str, text: str, personas: list[str], demos: l
 
 def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
     few_shot, layout, settings = ctx.params.few_shot, ctx.params.call_layout, ctx.llm
+    policy = answer_policy.from_params(ctx.params)
+    per_document = ctx.params.demo_selection == "per_document"
     if layout not in LAYOUTS:
         raise ValueError(f"call layout must be one of {LAYOUTS}, got {layout!r}")
     plans = []  # (doc_id, persona_idx, persona, request, index of the pair in the reply or None)
     material = {}  # doc_id -> (text, demos): to fall back to per-persona calls
     for row in inputs.itertuples(index=False):
         personas = json.loads(row.personas)
-        demos = prompts.demos_for(row.domain, few_shot)
+        demos = prompts.demos_for(row.domain, few_shot, row.doc_id if per_document else None)
         if layout == "method":
-            plans += _per_persona(settings, row.doc_id, row.text, personas, demos)
+            plans += _per_persona(settings, row.doc_id, row.text, personas, demos, policy)
         else:
             material[row.doc_id] = (row.text, demos)
             prompt = prompts.load("generate_pairs")
@@ -102,8 +109,8 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
                 settings,
                 STAGE,
                 row.doc_id,
-                prompts.generate_pairs_messages(row.text, personas, demos),
-                prompts.generate_pairs_schema(len(personas)),
+                prompts.generate_pairs_messages(row.text, personas, demos, policy),
+                prompts.generate_pairs_schema(len(personas), policy),
                 "generate_pairs",
                 prompt.prompt_id,
                 common.FUSED_INVALID_RETRIES,
@@ -122,7 +129,7 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
         fallback = []
         for doc_id, personas in personas_of.items():
             text, demos = material[doc_id]
-            fallback += _per_persona(settings, doc_id, text, personas, demos)
+            fallback += _per_persona(settings, doc_id, text, personas, demos, policy)
         results.update(ctx.call_llm([p[3] for p in fallback]))
         plans = [p for p in plans if p[0] not in broken] + fallback
     rows = []
@@ -162,7 +169,7 @@ def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
         con,
         f"""
         SELECT g.qa_id, g.status, g.reason, g.question IS NOT NULL AS has_question,
-               {common.capped_length("g.answer", common.MAX_ANSWER_CHARS)} AS answer_chars
+               {common.capped_length("g.answer", common.ANSWER_CHARS_CAP)} AS answer_chars
         FROM run_docs r JOIN {previous} c ON c.doc_id = r.doc_id AND c.status = 'kept'
         LEFT JOIN {STAGE} g ON g.doc_id = r.doc_id
         WHERE r.run_id = ?

@@ -15,7 +15,8 @@ import re
 
 import pandas as pd
 
-from webscale_rl import injection, prompts
+from webscale_rl import answer_policy, injection, prompts
+from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.llm import LLMRequest, LLMResult
 from webscale_rl.stages import common, registry
 from webscale_rl.stages.common import StageContext
@@ -112,7 +113,10 @@ def injected_answer(answer: str, document: str) -> bool:
 
 
 def rule_check(
-    question: str | None, answer: str | None, max_answer_words: int, document: str | None = None
+    question: str | None,
+    answer: str | None,
+    policy: AnswerPolicy,
+    document: str | None = None,
 ) -> str | None:
     """The reason a pair fails the cheap checks, or None. Runs before any LLM call.
 
@@ -129,7 +133,7 @@ def rule_check(
         return "injection_in_pair"
     if document is not None and injected_answer(answer, document):
         return "injected_answer"
-    if len(words(answer)) > max_answer_words:
+    if policy.violation(answer):
         return "answer_too_long"
     folded_answer, folded_question = _folded(answer), _folded(question)
     if re.search(rf"(?<!\S){re.escape(folded_answer)}(?!\S)", folded_question):
@@ -194,7 +198,7 @@ def _verdict(result: LLMResult, qa_id: str, order: dict[str, int]) -> dict:
 
 
 def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
-    max_answer_words = ctx.params.max_answer_words
+    policy = answer_policy.from_params(ctx.params)
     rows, pending = [], []
     for row in inputs.itertuples(index=False):
         out = {
@@ -207,7 +211,7 @@ def process(inputs: pd.DataFrame, ctx: StageContext) -> pd.DataFrame:
             "rationale": None,
             "request_hash": None,
         }
-        reason = rule_check(row.question, row.answer, max_answer_words, row.text)
+        reason = rule_check(row.question, row.answer, policy, row.text)
         if reason:
             out.update(status="rejected", reason=reason, rationale="rule check")
         else:
@@ -271,7 +275,7 @@ def gate_frame(con, run_id: str, previous: str | None) -> pd.DataFrame:
         con,
         f"""
         SELECT g.qa_id, v.status, v.reason,
-               {common.capped_length("g.answer", common.MAX_ANSWER_CHARS)} AS answer_chars
+               {common.capped_length("g.answer", common.ANSWER_CHARS_CAP)} AS answer_chars
         FROM run_docs r JOIN {pairs} g ON g.doc_id = r.doc_id
         JOIN {previous} p ON p.qa_id = g.qa_id AND p.status = 'kept'
         LEFT JOIN {STAGE} v ON v.qa_id = g.qa_id
@@ -295,6 +299,9 @@ def gate_expectations(params, rows: int) -> list:
         min_kept_rate=params.min_accepted_rate,
     ) + [
         gxe.ExpectColumnValuesToBeBetween(
-            column="answer_chars", min_value=1, max_value=common.MAX_ANSWER_CHARS, **kept
+            column="answer_chars",
+            min_value=1,
+            max_value=answer_policy.from_params(params).max_chars,
+            **kept,
         ),
     ]

@@ -35,6 +35,7 @@ from conftest import SAMPLE_DIR
 from support import gx_check, stages
 from support.fake_llm import FakeLLM
 from webscale_rl import conservation, gates, prompts, warehouse
+from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import classify, export, registry
 from webscale_rl.stages.ingest import ingest_files
@@ -159,7 +160,7 @@ def run_chain(
                 export.dataset_expectations(
                     gates.rows_of(frame),
                     min_pairs=0,
-                    max_answer_words=MAX_ANSWER_WORDS,
+                    policy=AnswerPolicy(MAX_ANSWER_WORDS),
                     work_set=DOCS,
                 ),
             )
@@ -233,7 +234,7 @@ def test_any_classify_reply(template, server, scripted):
 
 
 @PROFILE
-@given(scripted=replies(prompts.load("generate").schema))
+@given(scripted=replies(prompts.generate_schema(AnswerPolicy(MAX_ANSWER_WORDS))))
 @example(
     scripted=[{"question": "  ", "answer": "Paris"}, {"question": "Which city?", "answer": " \t"}]
 )
@@ -287,7 +288,9 @@ def test_any_fused_filter_classify_reply(template, server, scripted):
 
 
 @PROFILE
-@given(scripted=replies(prompts.generate_pairs_schema(MAX_PERSONAS)))
+@given(
+    scripted=replies(prompts.generate_pairs_schema(MAX_PERSONAS, AnswerPolicy(MAX_ANSWER_WORDS)))
+)
 @example(scripted=[{"pairs": [{"question": "Same?", "answer": "yes"}] * MAX_PERSONAS}])
 def test_any_fused_generate_reply(template, server, scripted):
     db = run_chain(template, server, "generate_pairs", scripted, layout="fused")

@@ -12,6 +12,7 @@ from conftest import SAMPLE_DIR
 from support import stages
 from support.db import query
 from support.fake_llm import FakeLLM
+from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import classify
 from webscale_rl.stages.ingest import ingest_files
@@ -38,7 +39,7 @@ from webscale_rl.stages.verify import rule_check
     ],
 )
 def test_rule_checks(question, answer, reason):
-    assert rule_check(question, answer, max_answer_words=8) == reason
+    assert rule_check(question, answer, AnswerPolicy(8)) == reason
 
 
 DOCUMENT = "Lithium-ion cells can fail by thermal runaway. The Meridian Bridge opened in 1932 over the Kessel River."
@@ -58,7 +59,7 @@ def test_grounding_rule_for_answers_without_numbers(answer, reason):
     question = (
         "Which failure mode, where heat makes cells hotter still, can destroy a battery pack?"
     )
-    assert rule_check(question, answer, 8, DOCUMENT) == reason
+    assert rule_check(question, answer, AnswerPolicy(8), DOCUMENT) == reason
 
 
 @pytest.fixture
@@ -182,13 +183,13 @@ def test_fused_reply_invalid_for_its_schema_falls_back_to_one_call_per_item(ware
     assert query(
         db,
         "SELECT DISTINCT c.prompt_id FROM generate g JOIN llm_calls c USING (request_hash)",
-    ) == [("generate.v1",)]
+    ) == [("generate.v2",)]
     assert query(
         db,
         "SELECT prompt_id, status, error_kind, count(*) FROM llm_calls "
-        "WHERE prompt_id LIKE '%_pairs.v1' GROUP BY ALL ORDER BY ALL",
+        "WHERE prompt_id LIKE '%_pairs.v_' GROUP BY ALL ORDER BY ALL",
     ) == [
-        ("generate_pairs.v1", "failed", "schema_mismatch", 4),
+        ("generate_pairs.v2", "failed", "schema_mismatch", 4),
         (
             "verify_pairs.v1",
             "failed",
