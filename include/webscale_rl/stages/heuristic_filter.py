@@ -7,9 +7,11 @@ repetition statistics use datatrove's own functions. Thresholds are Gopher's and
 FineWeb's published values except where measured false rejections on good technical and
 reference prose argued otherwise (see DEFAULT_RULES). Word, line and repetition statistics
 are measured on a prose view of the text (markup, URLs and fenced code set aside), and four
-boilerplate-shape rules (code, licence, changelog, TOC/link-list entry lines) were added;
-those thresholds were chosen on the dev half of tests/data/heuristic_devset
-(bench/heuristic_devset.py reports the eval half).
+boilerplate-shape rules (source code with little prose, licence vocabulary, changelog lines,
+runs of TOC/index/link-list entry lines) were added. The thresholds were chosen on the
+labelled documents of tests/data/heuristic_devset/documents.jsonl (dev and eval halves);
+bench/heuristic_devset.py reports them on holdout.jsonl, labelled afterwards from other
+packages and never tuned on.
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ def prose_view(text: str) -> tuple[str, int]:
 
 
 # --- boilerplate shapes ------------------------------------------------------------------
-# Each is one regex over the whole (raw) text, counted with findall: no per-line loop.
+# Each is one regex over the raw text (licence terms, changelog lines: findall) or one
+# fullmatch per line (code and entry lines, whose runs and prose neighbours matter).
 # A line that reads as source code: statement ends, block openers, preprocessor lines,
 # Python/shell definitions and assignments, comment continuation lines.
 _CODE_LINE = regex.compile(
@@ -140,6 +143,9 @@ _CHANGELOG_LINE = regex.compile(
     r"^(?:"
     r"[\w.+-]+ \([^)\s]+\) [\w -]+;[ \t]*urgency=\w+.*"  # debian/changelog header
     r"|-- [^\n<]+<[^>\n]+>[ \t]+\w{3}, \d[^\n]*"  # debian/changelog trailer
+    r"|\d{4}-\d\d-\d\d[ \t]+[^<\n]{1,80}<[^>\n]+@[^>\n]+>"  # GNU ChangeLog entry header
+    # GNU ChangeLog item: "* path/file.c (function): change" (a file name: a dot or slash)
+    r"|\*[ \t]+[\w*+-]*[./][\w./*+-]*(?:[ \t]+\([^)\n]*\))?:[^\n]*"
     r"|[#*=]*[ \t]*(?:(?:version|release|v)[ \t]*)?\[?\d+\.\d+(?:[.\w+~-]*)\]?[ \t]*[(:,-]*[ \t]*\(?\d{4}-\d\d-\d\d\)?[^\n]{0,40}"
     r"|[#*=]*[ \t]*(?:version|release|changes in|noteworthy changes in release|new in|what's new in)[ \t]+v?\d+\.\d+[^\n]{0,60}"
     r"|[#*=]*[ \t]*v?\d+\.\d+(?:\.\d+)+[ \t]*"
@@ -152,6 +158,7 @@ _CHANGELOG_LINE = regex.compile(
 _ENTRY_LINE = regex.compile(
     r"^(?:"
     r"\*[ \t][^\n:*]+::[^\n]*|\*[ \t][^\n:*]+:[ \t]+\([^)\n]+\)[^\n]*"  # info menu entry
+    r"|[^\n]*\(line[ \t]+\d+\)"  # info index entry (or its continuation line)
     # (a leader starts where a run of dots starts: scanning from inside a run is quadratic)
     r"|[^\n]*?(?<![. ])(?:\. ?){3,}+[ \t]*\d+"  # dot leaders to a page number
     r"|[^\n]{1,60}?[ \t]\d{1,4}(?:,[ \t]*\d{1,4})*"  # entry then page numbers
@@ -163,6 +170,43 @@ _ENTRY_LINE = regex.compile(
     regex.M,
 )
 _NONBLANK_LINE = regex.compile(r"^[^\n]*\S[^\n]*$", regex.M)
+# Comment lines of source files (their sentences are not the document's prose).
+_COMMENT_LINE = regex.compile(r"^(?:#|//|/\*|\*|--|;|%|dnl\b|rem\b)", regex.I)
+# A text whose words are this much in sentences is explained code (a tutorial, an error
+# index entry), not a source file: its code share is not held against it.
+PROSE_SHARE_FOR_CODE = 0.15
+# Entry lines count only in runs of this many consecutive lines: a table of contents, an
+# index or a link list is a run of entries, where a manual's option or term lines each
+# head their own description.
+ENTRY_RUN = 3
+
+
+def _prose_word_share(lines: list[str], code_lines: set[int]) -> float:
+    """Share of the words that stand in sentences: lines of 6+ words ending in terminal
+    punctuation that are neither code nor comments."""
+    total = prose = 0
+    for i, line in enumerate(lines):
+        n = len(words(line))
+        total += n
+        if (
+            n >= 6
+            and i not in code_lines
+            and not _COMMENT_LINE.match(line)
+            and line.rstrip().endswith(TERMINAL_PUNCTUATION)
+        ):
+            prose += n
+    return prose / total if total else 0.0
+
+
+def _entry_lines_in_runs(lines: list[str]) -> int:
+    counted = run = 0
+    for line in lines:
+        if _ENTRY_LINE.fullmatch(line):
+            run += 1
+            continue
+        counted += run if run >= ENTRY_RUN else 0
+        run = 0
+    return counted + (run if run >= ENTRY_RUN else 0)
 
 
 @dataclass(frozen=True)
@@ -191,32 +235,38 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("max_ellipsis_lines_ratio", "ellipsis_lines_ratio", "max", 0.3),
     Rule("min_alpha_words_ratio", "alpha_words_ratio", "min", 0.8),
     Rule("min_stop_words", "stop_words", "min", 2),
-    # Gopher repetition, each threshold 1.25 x Gopher's: software documentation repeats
-    # option names, signatures and command lines that web prose does not (dev half: 16 of
-    # 140 good documents rejected at Gopher's values, mostly by these).
-    Rule("max_dup_line_ratio", "dup_line_ratio", "max", 0.375),
+    # Gopher repetition, relaxed: software documentation repeats option names, signatures,
+    # command lines and generated boilerplate ("Methods inherited from ...") that web prose
+    # does not. Calibrated on the 429 labelled documents of tests/data/heuristic_devset: at
+    # Gopher's values 16 of 140 good dev documents were rejected, mostly by these; at
+    # 1.25 x Gopher still 11 of 276, with no boilerplate caught by them alone that other
+    # rules miss, except 3 (a licence, a changelog, a listing) lost at 2 x Gopher for the
+    # n-gram rules. Line duplicates and top n-grams at 1.5 x Gopher, n-grams at 2 x.
+    Rule("max_dup_line_ratio", "dup_line_ratio", "max", 0.45),
     Rule("max_dup_para_ratio", "dup_para_ratio", "max", 0.375),
     Rule("max_dup_line_char_ratio", "dup_line_char_ratio", "max", 0.25),
     Rule("max_dup_para_char_ratio", "dup_para_char_ratio", "max", 0.25),
-    Rule("max_top_2gram_char_ratio", "top_2gram_char_ratio", "max", 0.25),
-    Rule("max_top_3gram_char_ratio", "top_3gram_char_ratio", "max", 0.225),
-    Rule("max_top_4gram_char_ratio", "top_4gram_char_ratio", "max", 0.2),
-    Rule("max_dup_5gram_char_ratio", "dup_5gram_char_ratio", "max", 0.1875),
-    Rule("max_dup_6gram_char_ratio", "dup_6gram_char_ratio", "max", 0.175),
-    Rule("max_dup_7gram_char_ratio", "dup_7gram_char_ratio", "max", 0.1625),
-    Rule("max_dup_8gram_char_ratio", "dup_8gram_char_ratio", "max", 0.15),
-    Rule("max_dup_9gram_char_ratio", "dup_9gram_char_ratio", "max", 0.1375),
-    Rule("max_dup_10gram_char_ratio", "dup_10gram_char_ratio", "max", 0.125),
+    Rule("max_top_2gram_char_ratio", "top_2gram_char_ratio", "max", 0.3),
+    Rule("max_top_3gram_char_ratio", "top_3gram_char_ratio", "max", 0.27),
+    Rule("max_top_4gram_char_ratio", "top_4gram_char_ratio", "max", 0.24),
+    Rule("max_dup_5gram_char_ratio", "dup_5gram_char_ratio", "max", 0.3),
+    Rule("max_dup_6gram_char_ratio", "dup_6gram_char_ratio", "max", 0.28),
+    Rule("max_dup_7gram_char_ratio", "dup_7gram_char_ratio", "max", 0.26),
+    Rule("max_dup_8gram_char_ratio", "dup_8gram_char_ratio", "max", 0.24),
+    Rule("max_dup_9gram_char_ratio", "dup_9gram_char_ratio", "max", 0.22),
+    Rule("max_dup_10gram_char_ratio", "dup_10gram_char_ratio", "max", 0.2),
     # FineWeb / C4 line-level boilerplate.
     Rule("min_line_punct_ratio", "line_punct_ratio", "min", 0.12),
     Rule("max_short_line_ratio", "short_line_ratio", "max", 0.75),
     Rule("max_boilerplate_line_ratio", "boilerplate_line_ratio", "max", 0.2),
     # Boilerplate shapes of software documentation, calibrated on the development half of
     # tests/data/heuristic_devset (never on its eval half).
-    Rule("max_code_line_ratio", "code_line_ratio", "max", 0.55),
+    # The code-line share of a text with little prose (under PROSE_SHARE_FOR_CODE of its
+    # words in sentences): source files, not tutorials that explain their code.
+    Rule("max_bare_code_line_ratio", "bare_code_line_ratio", "max", 0.33),
     Rule("max_licence_term_ratio", "licence_term_ratio", "max", 0.07),
     Rule("max_changelog_line_ratio", "changelog_line_ratio", "max", 0.08),
-    Rule("max_entry_line_ratio", "entry_line_ratio", "max", 0.4),
+    Rule("max_entry_line_ratio", "entry_line_ratio", "max", 0.43),
 )
 
 
@@ -272,13 +322,19 @@ def text_stats(text: str) -> dict[str, float]:
             any(s in line.lower() for s in BOILERPLATE_SUBSTRINGS) for line in raw_lines
         )
         / n_raw_lines,
-        # Code outside fences: a README's fenced examples are not a source file.
-        "code_line_ratio": len(_CODE_LINE.findall(_FENCE.sub("", text) if fenced_chars else text))
-        / n_raw_lines,
         "licence_term_ratio": len(_LICENCE_TERM.findall(text)) / max(n_words, 1),
         "changelog_line_ratio": len(_CHANGELOG_LINE.findall(text)) / n_raw_lines,
-        "entry_line_ratio": len(_ENTRY_LINE.findall(text)) / n_raw_lines,
+        "entry_line_ratio": _entry_lines_in_runs(raw_lines) / n_raw_lines,
     }
+    # Code outside fences (a README's fenced examples are not a source file), counted only
+    # in a text with little prose.
+    unfenced = _NONBLANK_LINE.findall(_FENCE.sub("", text)) if fenced_chars else raw_lines
+    code_lines = {i for i, line in enumerate(unfenced) if _CODE_LINE.fullmatch(line)}
+    stats["code_line_ratio"] = len(code_lines) / n_raw_lines
+    stats["prose_word_share"] = _prose_word_share(unfenced, code_lines)
+    stats["bare_code_line_ratio"] = (
+        stats["code_line_ratio"] if stats["prose_word_share"] < PROSE_SHARE_FOR_CODE else 0.0
+    )
     dup_lines, dup_line_chars = find_duplicates(lines)
     dup_paras, dup_para_chars = find_duplicates(paragraphs)
     stats["dup_line_ratio"] = dup_lines / n_lines

@@ -193,6 +193,14 @@ CHANGELOG = "\n\n".join(
     f" -- Jane Doe <jane@example.org>  Mon, 0{i % 9 + 1} Jan 2024 10:00:00 +0000"
     for i in range(8)
 )
+GNU_CHANGELOG = "\n\n".join(
+    f"2024-0{i % 9 + 1}-1{i}  Jane Doe  <jane@example.org>\n\n"
+    f"\t* src/parse.c (read_token): Handle an empty token.\n\t* NEWS: Mention it."
+    for i in range(8)
+)
+INFO_INDEX = "File: x.info,  Node: Index\n\n* Menu:\n\n" + "\n".join(
+    f"* option {i}:                  Invoking.         (line {i + 6})" for i in range(30)
+)
 INFO_MENU = "File: x.info,  Node: Top\n\nThe X manual.\n\n* Menu:\n\n" + "\n".join(
     f"* Chapter {i}::   What chapter {i} of the manual is about" for i in range(30)
 )
@@ -209,7 +217,9 @@ SOURCE = (
         (LICENCE, "max_licence_term_ratio"),
         (CHANGELOG, "max_changelog_line_ratio"),
         (INFO_MENU, "max_entry_line_ratio"),
-        (SOURCE, "max_code_line_ratio"),
+        (SOURCE, "max_bare_code_line_ratio"),
+        (GNU_CHANGELOG, "max_changelog_line_ratio"),
+        (INFO_INDEX, "max_entry_line_ratio"),
     ],
 )
 def test_each_boilerplate_shape_rule_rejects_its_kind(text, rule):
@@ -226,12 +236,42 @@ def test_readme_code_in_fences_is_not_code_share():
         + "\n```\n\nThe service then answers on port 8080 and logs to the journal."
     )
     stats = hf.text_stats(normalize_text(readme))
-    assert stats["code_line_ratio"] < 0.55
+    assert stats["code_line_ratio"] < 0.33 and stats["bare_code_line_ratio"] < 0.33
+
+
+def test_code_explained_by_prose_is_not_a_source_file():
+    """A tutorial or an error-index entry is mostly code lines (indentation is gone after
+    normalisation) but a fifth or more of its words stand in sentences; a source file's do
+    not (its comments are not counted as prose)."""
+    code = "\n".join(f"let x{i} = compute({i});" for i in range(12))
+    tutorial = (
+        "Closures capture the variables of the scope they are defined in, by reference.\n"
+        + code
+        + "\nHere every binding borrows its value, so the compiler knows the lifetimes.\n"
+        "Moving a value into the closure instead makes the closure own that value.\n"
+    )
+    stats = hf.text_stats(normalize_text(tutorial))
+    assert stats["code_line_ratio"] > 0.55 and stats["prose_word_share"] >= 0.15
+    assert stats["bare_code_line_ratio"] == 0.0
+    commented = "\n".join(f"// This is the {i}th step of the computation here.\n" for i in range(8))
+    source = hf.text_stats(normalize_text(commented + code))
+    assert source["prose_word_share"] == 0.0 and source["bare_code_line_ratio"] > 0.33
+
+
+def test_option_lines_of_a_manual_are_not_index_entries():
+    """A manual's option or key lines each head a description: entry lines count only in
+    runs of three or more, as in a table of contents."""
+    manual = "NAME\nfoo-config - print build flags\n\nOPTIONS\n" + "\n".join(
+        f"--flag{i}\nPrint the flags that option {i} needs for the build." for i in range(10)
+    )
+    assert hf.text_stats(normalize_text(manual))["entry_line_ratio"] == 0.0
+    toc = "Contents\n\n" + "\n".join(f"chapter-{i}" for i in range(10)) + "\nEnd of contents."
+    assert hf.text_stats(normalize_text(toc))["entry_line_ratio"] > 0.8
 
 
 def test_new_rules_are_reasons_and_can_be_overridden():
     for name in (
-        "max_code_line_ratio",
+        "max_bare_code_line_ratio",
         "max_licence_term_ratio",
         "max_changelog_line_ratio",
         "max_entry_line_ratio",
@@ -241,11 +281,12 @@ def test_new_rules_are_reasons_and_can_be_overridden():
     assert "max_licence_term_ratio" not in [f["rule"] for f in hf.evaluate(LICENCE, relaxed)]
 
 
-def test_targets_hold_on_the_development_half_of_the_labelled_set():
-    """Calibrated on the dev half: at most 5 % of good documents rejected and at least 80 %
-    of boilerplate caught (dev: 7/140 = 5.0 % and 63/78 = 80.8 % when this was written)."""
-    docs = [json.loads(line) for line in DEVSET.open(encoding="utf-8")]
-    dev = [d for d in docs if d["split"] == "dev"]
+def test_targets_hold_on_the_tuning_set():
+    """Calibrated on documents.jsonl (dev and eval, 429): at most 5 % of good documents
+    rejected and at least 80 % of boilerplate caught (9/276 = 3.3 % and 129/153 = 84.3 %
+    when this was written). The holdout set is not asserted on here: it is only reported
+    (bench/heuristic_devset.py), so that no one tunes on it to make a test pass."""
+    dev = [json.loads(line) for line in DEVSET.open(encoding="utf-8")]
     rejected = [bool(hf.evaluate(normalize_text(d["text"]))) for d in dev]
     keep = [r for r, d in zip(rejected, dev, strict=True) if d["label"] == "keep"]
     junk = [r for r, d in zip(rejected, dev, strict=True) if d["label"] == "reject"]
