@@ -130,6 +130,10 @@ def check_dataset_card(data_dir: Path, export_dir: Path, run_id: str, accepted: 
     assert sum(div["pairs_per_document_hist"].values()) == expected[-1]
     assert abs(sum(div["question_types"].values()) - 1) < 1e-3
     assert "## Diversity of the accepted pairs" in md and f"distinct-2 {div['distinct_2']}" in md
+    generated = card["diversity_generated"]
+    assert generated["pairs"] == expected[5]  # every pair generate kept, before verify
+    assert generated["distinct_questions"] >= div["distinct_questions"]
+    assert "## Diversity of every generated pair (before verify)" in md
     assert card["answer_policy"] == {
         "max_words": 5,
         "max_chars": 60,

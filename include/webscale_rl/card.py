@@ -172,6 +172,30 @@ def diversity_of_run(con, run_id: str) -> dict:
     return diversity.summary(*(list(c) for c in columns), collapsed, considered)
 
 
+def diversity_of_generated(con, run_id: str) -> dict:
+    """The same figures over every pair generated for the run's documents, before verify
+    (what the model produced; the accepted pairs are what survived), with the share of them
+    that near-duplicate an earlier one by decontaminate's own test."""
+    from webscale_rl.stages.decontaminate import duplicate_questions
+
+    pairs = con.execute(
+        f"""SELECT g.qa_id, g.question, g.answer, g.doc_id, c.domain
+            FROM run_docs r JOIN {registry.first_pair_stage().name} g USING (doc_id)
+            LEFT JOIN classify c USING (doc_id)
+            WHERE r.run_id = ? AND g.status = 'kept' ORDER BY g.qa_id""",
+        [run_id],
+    ).fetchall()
+    near = duplicate_questions([], [(qa_id, q) for qa_id, q, *_ in pairs]) if pairs else {}
+    return diversity.summary(
+        [p[1] for p in pairs],
+        [p[2] for p in pairs],
+        [p[3] for p in pairs],
+        [p[4] for p in pairs],
+        len(near),
+        len(pairs),
+    )
+
+
 def answer_policy_of(params: dict) -> dict:
     policy = answer_policy.AnswerPolicy(
         int(params.get("max_answer_words") or param_default("max_answer_words"))
@@ -314,6 +338,7 @@ def collect(con, run_id: str) -> dict:
         "stages": stage_table(con, run_id),
         "distributions": distributions(con, run_id),
         "diversity": diversity_of_run(con, run_id),
+        "diversity_generated": diversity_of_generated(con, run_id),
         "answer_policy": answer_policy_of(json.loads(run[2]) if run[2] else {}),
         "learnability": learnability(con, run_id),
         "ledger": led,
@@ -382,6 +407,9 @@ def render_markdown(card: dict) -> str:
         "",
     ]
     lines += diversity.describe(card["diversity"])
+    lines += diversity.describe(
+        card["diversity_generated"], "Diversity of every generated pair (before verify)"
+    )
     lines += describe_learnability(card["learnability"])
     lines += [
         "## LLM token ledger",
@@ -646,6 +674,12 @@ label {html.escape(card["run_label"] or "-")}, started {html.escape(str(card["st
         "".join(
             f"<p>{html.escape(line)}</p>"
             for line in diversity.describe(card["diversity"])[2:]
+            if line
+        )
+    }<h3>Every generated pair (before verify)</h3>{
+        "".join(
+            f"<p>{html.escape(line)}</p>"
+            for line in diversity.describe(card["diversity_generated"])[2:]
             if line
         )
     }</div>

@@ -171,11 +171,11 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
 
 
-def describe(div: dict) -> list[str]:
-    """The card's diversity section (markdown lines)."""
-    lines = ["## Diversity of the accepted pairs", ""]
+def describe(div: dict, title: str = "Diversity of the accepted pairs") -> list[str]:
+    """A card's diversity section (markdown lines)."""
+    lines = [f"## {title}", ""]
     if not div["pairs"]:
-        return lines + ["No accepted pairs.", ""]
+        return lines + ["No pairs.", ""]
 
     def mix(shares: dict[str, float]) -> str:
         return ", ".join(f"{k} {100 * v:.0f}%" for k, v in shares.items()) or "none"
@@ -186,14 +186,14 @@ def describe(div: dict) -> list[str]:
         f"{div['distinct_1']}, distinct-2 {div['distinct_2']}, distinct-3 {div['distinct_3']}; "
         f"{div['distinct_questions']} distinct questions of {div['pairs']}.",
         "",
-        "Near-duplicate questions collapsed by decontaminate: "
-        + ("n/a" if dup is None else f"{100 * dup:.1f}% of the pairs that reached it"),
+        "Near-duplicate questions (decontaminate's test): "
+        + ("n/a" if dup is None else f"{100 * dup:.1f}% of the pairs it was applied to"),
         "",
         f"Question types: {mix(div['question_types'])}.",
         "",
         f"Answer types: {mix(div['answer_types'])}.",
         "",
-        f"Pairs per document: {div['pairs_per_document']} on average over {div['documents']} "
+        f"Pairs per document: {div['pairs_per_document']:.2f} on average over {div['documents']} "
         "documents ("
         + ", ".join(f"{k} pairs: {v} docs" for k, v in div["pairs_per_document_hist"].items())
         + ").",

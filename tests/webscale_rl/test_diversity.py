@@ -93,10 +93,14 @@ def test_summary_reports_every_figure_the_card_shows():
         "Other": round(1 / 3, 4),
     }
     lines = "\n".join(diversity.describe(s))
-    assert "distinct-2" in lines and "25.0% of the pairs" in lines and "how many/much 67%" in lines
+    assert (
+        "distinct-2" in lines
+        and "25.0% of the pairs it was applied to" in lines
+        and "how many/much 67%" in lines
+    )
 
 
 def test_summary_of_nothing():
     s = diversity.summary([], [], [], [], 0, 0)
     assert s["pairs"] == 0 and s["distinct_2"] is None and s["duplicate_question_share"] == 0.0
-    assert diversity.describe(s)[-2] == "No accepted pairs."
+    assert diversity.describe(s)[-2] == "No pairs."
