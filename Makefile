@@ -26,7 +26,7 @@ LLM_STAMP := $(VENV)/.embedded-llm
 # Portable llama.cpp build: no -march=native; AVX2/FMA/F16C (any x86-64 server since ~2013).
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DLLAMA_CURL=OFF
 
-.PHONY: bootstrap airflow-db embedded-llm vllm browser demo test test-fast test-distributed distributed lint up down bench bench-real bench-venv bench-scale train-venv train-smoke clean
+.PHONY: bootstrap airflow-db embedded-llm vllm browser verl-venv demo test test-fast test-distributed distributed lint up down bench bench-real bench-venv bench-scale train-venv train-smoke clean
 
 bootstrap: $(STAMP)
 
@@ -111,7 +111,7 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,$(EMBEDDED_SERVER))
 
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
 TEST_WORKERS ?= 2
-test: airflow-db embedded-llm vllm browser lint
+test: airflow-db embedded-llm vllm browser verl-venv lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 -m "not distributed"
 
 ## make test-distributed: the pipeline on a real CeleryExecutor deployment on this machine
@@ -219,6 +219,20 @@ $(TRAIN_STAMP): requirements-train.txt pyproject.toml
 
 ## make train-smoke: webscale_rl_train with the trl-cpu launcher on the newest export (or the
 ## bundled hand-written pairs): per-step reward, accuracy before/after, a checkpoint that loads.
+## make verl-venv: verl 0.9.1 on the CPU in its own venv, for the test that loads the export
+## with verl's own dataset class and scores it through verl's custom-reward loader.
+VERL_VENV := $(ROOT)/.venv-verl
+VERL_STAMP := $(VERL_VENV)/.installed
+
+verl-venv: $(VERL_STAMP)
+
+$(VERL_STAMP): requirements-verl.txt
+	test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/pip install -q --disable-pip-version-check -r requirements-verl.txt
+	@if $(VERL_VENV)/bin/pip freeze | grep -qi '^nvidia'; then \
+	  echo "a CUDA build was installed into $(VERL_VENV); see requirements-verl.txt"; exit 1; fi
+	touch $@
+
 train-smoke: airflow-db embedded-llm train-venv
 	WEBSCALE_RL_TRAIN_PYTHON=$(TRAIN_VENV)/bin/python $(BIN)/python scripts/run_train_smoke.py
 
