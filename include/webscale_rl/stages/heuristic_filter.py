@@ -259,8 +259,8 @@ DEFAULT_RULES: tuple[Rule, ...] = (
     Rule("min_line_punct_ratio", "line_punct_ratio", "min", 0.12),
     Rule("max_short_line_ratio", "short_line_ratio", "max", 0.75),
     Rule("max_boilerplate_line_ratio", "boilerplate_line_ratio", "max", 0.2),
-    # Boilerplate shapes of software documentation, calibrated on the development half of
-    # tests/data/heuristic_devset (never on its eval half).
+    # Boilerplate shapes of software documentation, calibrated on
+    # tests/data/heuristic_devset/documents.jsonl (never on holdout.jsonl).
     # The code-line share of a text with little prose (under PROSE_SHARE_FOR_CODE of its
     # words in sentences): source files, not tutorials that explain their code.
     Rule("max_bare_code_line_ratio", "bare_code_line_ratio", "max", 0.33),
