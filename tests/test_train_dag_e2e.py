@@ -59,6 +59,9 @@ def test_training_dag_on_the_export(dags, sample_data_dir, fake_llm):
     )[0]
     assert (status, launcher) == ("success", "verl")
     assert "verl.trainer.main_ppo" in json.loads(metrics)["trained"]["command"]
+    # the sample's export is far below one reference batch: the run says it would train 0 steps
+    [warning] = json.loads(metrics)["trained"]["warnings"]
+    assert "fewer than data.train_batch_size 256" in warning
 
     evals = query(
         sample_data_dir,

@@ -345,6 +345,8 @@ def train(run: dict) -> dict:
             ray_address=p.ray_address or os.environ.get("WEBSCALE_RL_RAY_ADDRESS") or None,
             submission_id=f"webscale-rl-{run_folder_name(run['train_run_id'])}",
         )
+        for warning in job.warnings:
+            log.warning("verl: %s", warning)
         result = verl_launcher.launch(job)
         log.info("verl: %s", json.dumps(result))
         return {"launcher": "verl", "trained": False, **result}

@@ -117,6 +117,9 @@ class VerlJob:
     ray_address: str | None = None
     submission_id: str | None = None
     env_vars: dict[str, str] = field(default_factory=dict)
+    # What would make the job pointless or fail, found while preparing it (logged by the
+    # task and returned by launch()).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def hydra_args(self) -> list[str]:
@@ -177,6 +180,7 @@ def prepare(
     merged.update(judge)
     merged.update(overrides or {})
     job = VerlJob(out_dir, merged, ray_address, submission_id)
+    job.warnings += batch_warnings(data / "train.parquet", merged)
     (out_dir / "config.json").write_text(json.dumps(merged, indent=2))
     script = (
         "#!/usr/bin/env bash\n# Run from this folder on a GPU node with verl installed.\nset -euo pipefail\n"
@@ -187,10 +191,29 @@ def prepare(
     return job
 
 
+def batch_warnings(train_parquet: Path, overrides: dict) -> list[str]:
+    """verl's train loader drops the last incomplete batch (drop_last): a train split with
+    fewer rows than `data.train_batch_size` trains zero steps (verl 0.9.1, seen by loading
+    an export with verl's own dataset and loader)."""
+    import pyarrow.parquet as pq
+
+    rows = pq.ParquetFile(train_parquet).metadata.num_rows
+    batch = int(overrides.get("data.train_batch_size") or 0)
+    if batch and rows < batch:
+        return [
+            f"the train split has {rows} rows, fewer than data.train_batch_size {batch}: verl "
+            "drops the last incomplete batch, so this job would train 0 steps; set "
+            f'verl_overrides {{"data.train_batch_size": N}} with N <= {rows} (and '
+            "actor_rollout_ref.actor.ppo_mini_batch_size <= N)"
+        ]
+    return []
+
+
 def launch(job: VerlJob, runner=subprocess.run) -> dict:
     """Submit to Ray when an address is set; otherwise return the command to run by hand."""
     if not job.ray_address:
         return {
+            "warnings": job.warnings,
             "submitted": False,
             "command": shlex.join(job.entrypoint),
             "folder": str(job.folder),
@@ -208,6 +231,7 @@ def launch(job: VerlJob, runner=subprocess.run) -> dict:
             f"ray job submit failed ({done.returncode}): {done.stderr.strip()[-2000:]}"
         )
     return {
+        "warnings": job.warnings,
         "submitted": True,
         "command": shlex.join(job.submit_command()),
         "output": done.stdout[-2000:],

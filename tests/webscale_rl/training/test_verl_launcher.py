@@ -153,6 +153,16 @@ def test_without_a_cluster_the_exact_command_is_printed(export_dir, tmp_path):
     assert shlex.join(job.entrypoint) in (tmp_path / "job" / "run.sh").read_text()
 
 
+def test_an_export_smaller_than_one_train_batch_is_flagged(export_dir, tmp_path):
+    """verl drops the last incomplete batch: 3 train rows under the reference batch of 256
+    would train zero steps, which the launch result and the task log say."""
+    job = verl_launcher.prepare(export_dir, tmp_path / "job")
+    [warning] = verl_launcher.launch(job)["warnings"]
+    assert "3 rows, fewer than data.train_batch_size 256" in warning and "0 steps" in warning
+    small = verl_launcher.prepare(export_dir, tmp_path / "small", {"data.train_batch_size": 3})
+    assert small.warnings == [] and verl_launcher.launch(small)["warnings"] == []
+
+
 def test_ray_submission_ships_the_folder_and_runs_the_entrypoint(export_dir, tmp_path):
     job = verl_launcher.prepare(
         export_dir,
