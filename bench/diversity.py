@@ -3,11 +3,12 @@ demonstrations per domain (before) against the method's choices, now the default
 generation (temperature 1.0, each request seeded from its content) with demonstrations
 drawn per document (after). Both call layouts, on the bundled sample corpus.
 
-Each configuration runs the real stage code (ingest through decontaminate, through the
-generic runner as DAG tasks do; the learnability stage is off) on a fresh warehouse, with
-the LLM settings the DAG would build from the run's params (`pipeline.llm_settings`).
-Reported, from webscale_rl.diversity, over every generated pair (before verify) and over
-the accepted pairs: distinct-1/2/3 of the questions, the share of generated questions that
+Each configuration runs the real stage code (ingest through learnability, which measures
+nothing at pass_samples 0, through the generic runner as DAG tasks do) on a fresh
+warehouse, with the LLM settings the DAG would build from the run's params
+(`pipeline.llm_settings`). Reported, as the dataset card computes them
+(`card.diversity_of_generated`, `card.diversity_of_run`), over every generated pair
+(before verify) and over the accepted pairs: distinct-1/2/3 of the questions, the share of generated questions that
 near-duplicate an earlier one (decontaminate's own Jaccard test), question- and answer-type
 mixes, pairs per document.
 
@@ -40,12 +41,11 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support import stages  # noqa: E402
 from support.fake_llm import spawn  # noqa: E402
-from webscale_rl import diversity, pipeline  # noqa: E402
+from webscale_rl import card, pipeline  # noqa: E402
 from webscale_rl.embedded_llm import wait_for_models  # noqa: E402
 from webscale_rl.llm import LLMSettings  # noqa: E402
 from webscale_rl.params import RunParams  # noqa: E402
 from webscale_rl.stages import registry  # noqa: E402
-from webscale_rl.stages.decontaminate import duplicate_questions  # noqa: E402
 from webscale_rl.stages.ingest import ingest_files  # noqa: E402
 
 RUN = "bench-diversity"
@@ -59,46 +59,21 @@ LAYOUTS = ["method", "fused"]
 
 
 def run_config(corpus: list[Path], db: Path, llm: LLMSettings, params: dict) -> dict:
-    """Every stage up to decontaminate; the diversity of the generated and accepted pairs."""
+    """Every stage up to the export (learnability measuring nothing: pass_samples 0); the
+    card's own diversity figures of the generated and the accepted pairs."""
     ingest_files(corpus, db_path=db, run_id=RUN, ingested_at=datetime(2026, 1, 1, tzinfo=UTC))
     settings = pipeline.llm_settings(RunParams.from_params(params), llm)
     for stage in registry.stages():
-        if stage.name in ("learnability", "export"):
-            continue
-        stages.run(db, RUN, stage.name, settings if stage.llm else None, **params)
+        if stage.name != "export":
+            stages.run(db, RUN, stage.name, settings if stage.llm else None, **params)
     con = duckdb.connect(str(db), read_only=True)
     try:
-        generated = con.execute(
-            """SELECT g.qa_id, g.question, g.answer, g.doc_id, c.domain FROM generate g
-               LEFT JOIN classify c USING (doc_id) WHERE g.status = 'kept' ORDER BY g.qa_id"""
-        ).fetchall()
-        accepted = con.execute(
-            """SELECT g.question, g.answer, g.doc_id, c.domain FROM decontaminate d
-               JOIN generate g USING (qa_id) LEFT JOIN classify c ON c.doc_id = g.doc_id
-               WHERE d.status = 'kept' ORDER BY g.qa_id"""
-        ).fetchall()
-        collapsed, reached = con.execute(
-            """SELECT count(*) FILTER (WHERE reason = 'duplicate_question'), count(*)
-               FROM decontaminate"""
-        ).fetchone()
+        return {
+            "generated": card.diversity_of_generated(con, RUN),
+            "accepted": card.diversity_of_run(con, RUN),
+        }
     finally:
         con.close()
-    near = duplicate_questions([], [(qa, q) for qa, q, *_ in generated])
-    return {
-        "generated": diversity.summary(
-            [r[1] for r in generated],
-            [r[2] for r in generated],
-            [r[3] for r in generated],
-            [r[4] for r in generated],
-            len(near),
-            len(generated),
-        ),
-        "accepted": diversity.summary(
-            *(list(c) for c in (zip(*accepted, strict=True) if accepted else [[], [], [], []])),
-            collapsed,
-            reached,
-        ),
-    }
 
 
 def table(label: str, runs: dict) -> None:
