@@ -222,17 +222,11 @@ def llm_settings(params: RunParams, settings: LLMSettings | None = None) -> LLMS
         from webscale_rl.llm.settings import from_airflow
 
         settings = from_airflow()
-    return settings.with_overrides(
-        stage_models=params.models,
-        stage_sampling=_merged_sampling(param_default("sampling"), params.sampling),
+    # with_overrides merges sampling stage by stage and key by key: the default first, the
+    # run's param over it.
+    return settings.with_overrides(stage_sampling=param_default("sampling")).with_overrides(
+        stage_models=params.models, stage_sampling=params.sampling
     )
-
-
-def _merged_sampling(default: dict, given: dict) -> dict:
-    merged = {stage: dict(entry) for stage, entry in default.items()}
-    for stage, entry in given.items():
-        merged[stage] = {**merged.get(stage, {}), **entry}
-    return merged
 
 
 def record_server_metrics(db_path: Path, run_id: str, point: str, params: RunParams) -> None:
