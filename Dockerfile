@@ -9,3 +9,9 @@ RUN grep -v -E '^(apache-airflow|apache-airflow-core|apache-airflow-task-sdk)=='
       > /tmp/requirements.txt \
  && pip install --no-cache-dir -r /tmp/requirements.txt -c /tmp/constraints.txt \
  && pip install --no-cache-dir --no-deps /opt/webscale_rl
+# Ray's job client for webscale_rl_train (webscale_rl.training.ray_submit), in its own venv:
+# Airflow's pins and Ray's need not agree. Match RAY_VERSION to the cluster's Ray.
+ARG RAY_VERSION=2.60.0
+RUN python -m venv /opt/ray-venv \
+ && /opt/ray-venv/bin/pip install --no-cache-dir "ray[default]==${RAY_VERSION}"
+ENV WEBSCALE_RL_RAY_PYTHON=/opt/ray-venv/bin/python

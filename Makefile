@@ -111,7 +111,7 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,$(EMBEDDED_SERVER))
 
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
 TEST_WORKERS ?= 2
-test: airflow-db embedded-llm vllm browser verl-venv lint
+test: airflow-db embedded-llm vllm browser verl-venv train-venv lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 -m "not distributed"
 
 ## make test-distributed: the pipeline on a real CeleryExecutor deployment on this machine
@@ -218,7 +218,9 @@ $(TRAIN_STAMP): requirements-train.txt pyproject.toml
 	touch $@
 
 ## make train-smoke: webscale_rl_train with the trl-cpu launcher on the newest export (or the
-## bundled hand-written pairs): per-step reward, accuracy before/after, a checkpoint that loads.
+## bundled hand-written pairs), the trainer run as a Ray job on a local Ray head (2 CPUs, from
+## .venv-verl, stopped by PID): Ray job id, per-step reward streamed from the job's log, Ray's
+## final status, accuracy before/after, a checkpoint that loads.
 ## make verl-venv: verl 0.9.1 on the CPU in its own venv, for the test that loads the export
 ## with verl's own dataset class and scores it through verl's custom-reward loader.
 VERL_VENV := $(ROOT)/.venv-verl
@@ -233,8 +235,9 @@ $(VERL_STAMP): requirements-verl.txt
 	  echo "a CUDA build was installed into $(VERL_VENV); see requirements-verl.txt"; exit 1; fi
 	touch $@
 
-train-smoke: airflow-db embedded-llm train-venv
-	WEBSCALE_RL_TRAIN_PYTHON=$(TRAIN_VENV)/bin/python $(BIN)/python scripts/run_train_smoke.py
+train-smoke: airflow-db embedded-llm train-venv verl-venv
+	WEBSCALE_RL_TRAIN_PYTHON=$(TRAIN_VENV)/bin/python WEBSCALE_RL_RAY_PYTHON=$(VERL_VENV)/bin/python \
+	  $(BIN)/python scripts/run_train_smoke.py
 
 clean:
 	rm -rf $(AIRFLOW_HOME) .pytest_cache

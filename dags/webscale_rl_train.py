@@ -15,9 +15,13 @@ Fires when the `webscale_rl` DAG's export task updates the `webscale_rl_export` 
    scored by the verifiable reward (`webscale_rl.training.reward`), through the one LLM
    client and its ledger; rows in `training_evals`;
 5. **train** — by `launcher`: `verl` writes a GRPO job mirroring the method's reference
-   run and submits it to Ray at `ray_address` (or logs the exact command); `trl-cpu` runs
-   TRL's GRPOTrainer on SmolLM2-135M in the separate training venv (`make train-venv`);
-   `none` stops at the export;
+   run; `trl-cpu` runs TRL's GRPOTrainer on SmolLM2-135M from the training venv
+   (`make train-venv`); `none` stops at the export. With a Ray cluster (`ray_address`) the
+   job goes through Ray's job API and the task **defers**: no worker slot is held while it
+   trains, the job's log streams into this task's log, its id and final status land in
+   `training_runs`, a failed or stopped job fails the task with its last log lines, and
+   marking the deferred task failed stops the Ray job. Without one, `verl` logs the exact
+   command and `trl-cpu` trains in the worker;
 6. **evaluate_after** — the trained model's accuracy where the launcher measures it.
 """
 
@@ -29,6 +33,7 @@ from airflow.sdk import Param, dag, get_current_context, task
 
 from webscale_rl.airflow_tasks import fail_fast, triggering_extras
 from webscale_rl.assets import EXPORT_ASSET
+from webscale_rl.training.train_operator import TrainOperator
 
 default_args = {
     "owner": "ml-platform",
@@ -80,12 +85,26 @@ def _event_path(context) -> str | None:
             description='Dotted verl config keys, e.g. {"actor_rollout_ref.model.path": '
             '"Qwen/Qwen2.5-7B", "trainer.n_gpus_per_node": 4}.',
         ),
+        "verl_module": Param(
+            "verl.trainer.main_ppo",
+            type="string",
+            minLength=1,
+            title="verl entry point",
+            description="The module run as `python3 -m <module> <overrides>`, e.g. a verl "
+            "recipe's main.",
+        ),
         "ray_address": Param(
             "",
             type="string",
             title="Ray address",
-            description="Ray dashboard address for `ray job submit` (default: env "
-            "WEBSCALE_RL_RAY_ADDRESS; empty = log the command).",
+            description="The Ray dashboard, http://<head>:8265, for Ray's job API (default: env "
+            "WEBSCALE_RL_RAY_ADDRESS; empty = verl logs the command, trl-cpu trains here).",
+        ),
+        "ray_poll_s": Param(
+            10, type="integer", minimum=1, title="Ray: seconds between status polls"
+        ),
+        "ray_wait_hours": Param(
+            72, type="integer", minimum=1, title="Ray: hours to wait for the job"
         ),
     },
 )
@@ -127,16 +146,6 @@ def webscale_rl_train():
         except LLMUnavailable as exc:
             raise fail_fast(exc) from exc
 
-    @task(retries=0, execution_timeout=timedelta(hours=2))
-    def train(run: dict, _baseline: dict) -> dict:
-        from webscale_rl.config import ConfigError
-        from webscale_rl.training import tasks
-
-        try:
-            return tasks.train(run)
-        except ConfigError as exc:
-            raise fail_fast(exc) from exc
-
     @task
     def evaluate_after(run: dict, trained: dict) -> dict:
         from webscale_rl.training import tasks
@@ -145,7 +154,13 @@ def webscale_rl_train():
 
     run = start()
     ready = split(run, gate_training_data(run))
-    evaluate_after(run, train(run, baseline_eval(run, ready)))
+    # retries=0: a second attempt would attach to the same Ray job anyway (submission id).
+    # execution_timeout bounds the local work; a Ray job's wait is bounded by ray_wait_hours.
+    trained = TrainOperator(
+        task_id="train", run=run, retries=0, execution_timeout=timedelta(hours=2)
+    )
+    baseline_eval(run, ready) >> trained
+    evaluate_after(run, trained.output)
 
 
 webscale_rl_train()

@@ -1,14 +1,20 @@
-"""`make train-smoke`: the webscale_rl_train DAG with the trl-cpu launcher, under real Airflow.
+"""`make train-smoke`: the webscale_rl_train DAG with the trl-cpu launcher, under real Airflow,
+its trainer run as a Ray job on a local Ray head.
 
 1. picks the export: EXPORT=name, else the newest pipeline export with at least
    --min-pairs pairs, else the bundled hand-written sample pairs (data/sample_export/) written
    as an export (`exports/sample_handwritten/`);
 2. starts the embedded llama.cpp server with SmolLM2-135M-Instruct as `llm_default`, so the
    baseline evaluation measures the serving model (the same weights TRL trains);
-3. runs `airflow dags test webscale_rl_train` with launcher trl-cpu: training-data gate,
-   split, baseline evaluation, a few GRPO steps with TRL on the CPU (training venv), the
-   checkpoint saved, reloaded and used to generate, and the evaluation after training;
-4. prints the reward per step, the accuracies and where the checkpoint is.
+3. starts a one-node Ray cluster (`ray start --head --block`, 2 CPUs, from the verl training
+   venv that carries Ray; stopped at the end by its PID);
+4. runs `airflow dags test webscale_rl_train` with launcher trl-cpu and that head as
+   `ray_address`: training-data gate, split, baseline evaluation, then the train task submits
+   the trainer through Ray's job API (the split's folder shipped as the job's working_dir)
+   and defers; the trigger streams the job's log (a few GRPO steps with TRL on the CPU, the
+   checkpoint saved, reloaded and used to generate) and hands back Ray's final status;
+5. prints the Ray job id, the reward per step as the job logged it, Ray's final status, the
+   accuracies and where the checkpoint is.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import duckdb
 from webscale_rl.config import load_settings
 from webscale_rl.embedded_llm import EmbeddedLLM
 from webscale_rl.stages.export import write_sample_export
+from webscale_rl.training.ray_head import LocalRayHead
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -71,12 +78,22 @@ def main() -> int:
     env = dict(os.environ, PATH=f"{BIN}:{os.environ.get('PATH', '')}")
     log_dir = Path(env.get("AIRFLOW_HOME", ROOT / ".airflow"))
     embedded = EmbeddedLLM(log_path=log_dir / "embedded-llm.log").start()
+    head = None
     try:
         env["AIRFLOW_CONN_LLM_DEFAULT"] = json.dumps(embedded.connection())
         print(
             f"serving model for the baseline: {embedded.model} at {embedded.base_url}", flush=True
         )
-        conf = {"launcher": "trl-cpu", "export": export, "trl_steps": args.steps, "eval_limit": 16}
+        head = LocalRayHead(num_cpus=2, log_path=log_dir / "ray-head.log").start()
+        print(f"Ray head: {head.dashboard_url} (pid {head.pid}, 2 CPUs)", flush=True)
+        conf = {
+            "launcher": "trl-cpu",
+            "export": export,
+            "trl_steps": args.steps,
+            "eval_limit": 16,
+            "ray_address": head.dashboard_url,
+            "ray_poll_s": 2,
+        }
         log_path = log_dir / "train-smoke.log"
         started = time.monotonic()
         with open(log_path, "w") as log:
@@ -90,19 +107,26 @@ def main() -> int:
             )
             for line in proc.stdout:
                 log.write(line)
-                if (
-                    "trl: " in line
-                ):  # the trainer's own lines: steps, rewards, accuracies, checkpoint
-                    print(line.split("trl: ", 1)[1].split(" [webscale_rl")[0].rstrip(), flush=True)
+                # the job's own lines (steps, rewards, accuracies, checkpoint) as the trigger
+                # streamed them, and the job's submission and status changes
+                for marker in ("ray job | ", "ray job ", "Ray job "):
+                    if marker in line:
+                        text = line.split(marker, 1)[1].split(" [webscale_rl")[0].rstrip()
+                        prefix = "  | " if marker == "ray job | " else f"{marker.strip()} "
+                        print(prefix + text, flush=True)
+                        break
             proc.wait()
     finally:
+        if head is not None:
+            head.stop()
+            print(f"Ray head stopped (pid {head.pid})", flush=True)
         embedded.stop()
     wall = time.monotonic() - started
     con = duckdb.connect(str(settings.db_path), read_only=True)
     try:
         row = con.execute(
-            "SELECT train_run_id, status, message, metrics FROM training_runs "
-            "ORDER BY started_at DESC LIMIT 1"
+            "SELECT train_run_id, status, message, metrics, ray_job_id, ray_status "
+            "FROM training_runs ORDER BY started_at DESC LIMIT 1"
         ).fetchall()
         evals = (
             con.execute(
@@ -122,6 +146,7 @@ def main() -> int:
             f"full Airflow log: {log_path}"
         )
         return proc.returncode or 1
+    print(f"\nRay job {row[0][4]}: {row[0][5]} (training_runs.ray_job_id, ray_status)")
     metrics = json.loads(row[0][3])["trained"]["metrics"]
     print(f"\ntraining run {row[0][0]}: success in {wall:.0f}s (Airflow log {log_path})")
     for phase, n, acc in evals:

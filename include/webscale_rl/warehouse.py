@@ -147,12 +147,19 @@ CREATE TABLE IF NOT EXISTS training_runs (
     export_run_id VARCHAR,               -- the pipeline run that made the export
     launcher      VARCHAR NOT NULL,      -- none | verl | trl-cpu
     params        JSON,
-    status        VARCHAR NOT NULL,      -- running | success | failed
+    status        VARCHAR NOT NULL,      -- running | success | failed | cancelled
     message       VARCHAR,
     metrics       JSON,
     started_at    TIMESTAMPTZ,
-    ended_at      TIMESTAMPTZ
+    ended_at      TIMESTAMPTZ,
+    ray_address   VARCHAR,               -- the Ray dashboard the job went to (launcher on Ray)
+    ray_job_id    VARCHAR,               -- Ray's submission id
+    ray_status    VARCHAR                -- PENDING | RUNNING | SUCCEEDED | FAILED | STOPPED
 );
+-- warehouses made before the Ray columns
+ALTER TABLE training_runs ADD COLUMN IF NOT EXISTS ray_address VARCHAR;
+ALTER TABLE training_runs ADD COLUMN IF NOT EXISTS ray_job_id VARCHAR;
+ALTER TABLE training_runs ADD COLUMN IF NOT EXISTS ray_status VARCHAR;
 CREATE TABLE IF NOT EXISTS training_evals (
     train_run_id VARCHAR NOT NULL,
     phase        VARCHAR NOT NULL,       -- baseline (serving model) | after (trained model)

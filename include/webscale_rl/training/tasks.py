@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -24,7 +25,8 @@ import pyarrow.parquet as pq
 
 from webscale_rl import gates, warehouse
 from webscale_rl.config import ConfigError, load_settings, run_folder_name
-from webscale_rl.training import reward
+from webscale_rl.training import ray_jobs, reward
+from webscale_rl.training.trl_grpo import MODEL_DIRNAME
 
 log = logging.getLogger(__name__)
 LAUNCHERS = ("none", "verl", "trl-cpu")
@@ -39,7 +41,10 @@ class TrainParams:
     eval_limit: int = 50
     trl_steps: int = 8
     verl_overrides: dict = field(default_factory=dict)
+    verl_module: str = "verl.trainer.main_ppo"
     ray_address: str = ""
+    ray_poll_s: int = 10
+    ray_wait_hours: int = 72
 
     @classmethod
     def from_params(cls, params: dict) -> TrainParams:
@@ -49,7 +54,7 @@ class TrainParams:
             raise ConfigError(
                 f"param 'launcher' must be one of {list(LAUNCHERS)}, got {p.launcher!r}"
             )
-        for name in ("min_rows", "eval_limit", "trl_steps"):
+        for name in ("min_rows", "eval_limit", "trl_steps", "ray_poll_s", "ray_wait_hours"):
             value = getattr(p, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ConfigError(f"param '{name}' must be an integer >= 0, got {value!r}")
@@ -59,7 +64,16 @@ class TrainParams:
             raise ConfigError(
                 f"param 'export' must be a folder name under the exports dir or 'latest', got {p.export!r}"
             )
+        if p.ray_poll_s < 1 or p.ray_wait_hours < 1:
+            raise ConfigError("params 'ray_poll_s' and 'ray_wait_hours' must be at least 1")
         return p
+
+    def ray_dashboard(self) -> str | None:
+        """The Ray dashboard to submit to: the param, else WEBSCALE_RL_RAY_ADDRESS; None = no Ray."""
+        from webscale_rl.training.ray_jobs import dashboard_url
+
+        address = self.ray_address.strip() or os.environ.get("WEBSCALE_RL_RAY_ADDRESS", "").strip()
+        return dashboard_url(address) if address else None
 
 
 def _now() -> datetime:
@@ -330,10 +344,14 @@ def train_python() -> Path:
 
 
 def train(run: dict) -> dict:
+    """Train with the run's launcher. On a Ray cluster (`ray_address`) this submits the job
+    and returns at once with {"ray": {...}}: the task then defers on the job
+    (webscale_rl.training.ray_trigger) and `finish_ray_job` reads the outcome."""
     p = TrainParams.from_params(run["params"])
     out, data = Path(run["out"]), Path(run["out"]) / "data"
     if p.launcher == "none":
         return {"launcher": "none", "trained": False, "note": "export only"}
+    address = p.ray_dashboard()
     if p.launcher == "verl":
         from webscale_rl.training import verl_launcher
 
@@ -342,29 +360,31 @@ def train(run: dict) -> dict:
             out / "verl",
             p.verl_overrides,
             experiment=run_folder_name(run["train_run_id"]),
-            ray_address=p.ray_address or os.environ.get("WEBSCALE_RL_RAY_ADDRESS") or None,
-            submission_id=f"webscale-rl-{run_folder_name(run['train_run_id'])}",
+            module=p.verl_module,
         )
         for warning in job.warnings:
             log.warning("verl: %s", warning)
-        result = verl_launcher.launch(job)
-        log.info("verl: %s", json.dumps(result))
-        return {"launcher": "verl", "trained": False, **result}
-    cmd = [
-        str(train_python()),
-        "-m",
-        "webscale_rl.training.trl_grpo",
-        "--train",
-        str(data / "train.parquet"),
-        "--val",
-        str(data / "val.parquet"),
-        "--out",
-        str(out / "trl"),
-        "--steps",
-        str(p.trl_steps),
-        "--eval-limit",
-        str(p.eval_limit or 64),
-    ]
+        if address is None:
+            result = verl_launcher.by_hand(job)
+            log.info("verl (no ray_address): %s", json.dumps(result))
+            return {"launcher": "verl", "trained": False, **result}
+        spec = job.ray_spec(address, _submission_id(run), _job_metadata(run, "verl"))
+        return {"launcher": "verl", "warnings": job.warnings, **submit_to_ray(run, spec)}
+    cmd = trl_command(p, data, out / "trl")
+    if address is not None:
+        # The trainer runs on the Ray head: the training venv's interpreter and `--out` are
+        # paths on that node (a local head shares them; a remote one needs the same layout).
+        cmd[cmd.index("--train") + 1] = "train.parquet"
+        cmd[cmd.index("--val") + 1] = "val.parquet"
+        spec = ray_jobs.RayJobSpec(
+            address=address,
+            submission_id=_submission_id(run),
+            entrypoint=shlex.join(cmd),
+            working_dir=str(data),
+            env_vars={"TQDM_DISABLE": "1"},  # progress bars are noise in a streamed task log
+            metadata=_job_metadata(run, "trl-cpu"),
+        )
+        return {"launcher": "trl-cpu", **submit_to_ray(run, spec)}
     log.info("trl-cpu: %s", " ".join(cmd))
     started = time.monotonic()
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
@@ -374,13 +394,137 @@ def train(run: dict) -> dict:
         raise RuntimeError(
             f"trl-cpu training exited with {proc.returncode}; see the lines above in this log"
         )
-    metrics = json.loads((out / "trl" / "metrics.json").read_text())
+    return _trl_result(out, round(time.monotonic() - started, 1))
+
+
+def trl_command(p: TrainParams, data: Path, trl_out: Path) -> list[str]:
+    return [
+        str(train_python()),
+        "-m",
+        "webscale_rl.training.trl_grpo",
+        "--train",
+        str(data / "train.parquet"),
+        "--val",
+        str(data / "val.parquet"),
+        "--out",
+        str(trl_out),
+        "--steps",
+        str(p.trl_steps),
+        "--eval-limit",
+        str(p.eval_limit or 64),
+        "--model-dir",
+        str(load_settings().data_dir / "models" / MODEL_DIRNAME),
+    ]
+
+
+def _trl_result(out: Path, wall_s: float | None) -> dict:
+    metrics_path = out / "trl" / "metrics.json"
+    if not metrics_path.exists():
+        raise RuntimeError(
+            f"the trainer ended without writing {metrics_path}: on a Ray cluster, trl-cpu "
+            "needs the head node to share this filesystem (it is a CPU smoke launcher)"
+        )
+    metrics = json.loads(metrics_path.read_text())
     return {
         "launcher": "trl-cpu",
         "trained": True,
-        "wall_s": round(time.monotonic() - started, 1),
+        "wall_s": wall_s,
         "checkpoint": str(out / "trl" / "checkpoint"),
         "metrics": metrics,
+    }
+
+
+# --- training on a Ray cluster ---------------------------------------------------------------
+
+
+def _submission_id(run: dict) -> str:
+    return f"webscale-rl-{run_folder_name(run['train_run_id'])}"
+
+
+def _job_metadata(run: dict, launcher: str) -> dict[str, str]:
+    return {
+        "airflow_dag_id": "webscale_rl_train",
+        "airflow_run_id": run["train_run_id"],
+        "launcher": launcher,
+    }
+
+
+def submit_to_ray(run: dict, spec: ray_jobs.RayJobSpec) -> dict:
+    """Submit the job (or attach to the one this run already submitted: a retried task never
+    starts a second training run) and record its id in training_runs."""
+    submitted = ray_jobs.submit(spec)
+    record_ray_status(
+        run["train_run_id"], submitted["status"], spec.address, submitted["submission_id"]
+    )
+    log.info(
+        "Ray job %s %s at %s: %s",
+        submitted["submission_id"],
+        "attached (submitted before by this run)" if submitted["attached"] else "submitted",
+        spec.address,
+        spec.entrypoint,
+    )
+    return {
+        "trained": False,
+        "ray": {
+            "address": spec.address,
+            "submission_id": submitted["submission_id"],
+            "attached": submitted["attached"],
+            "entrypoint": spec.entrypoint,
+        },
+    }
+
+
+def record_ray_status(
+    train_run_id: str,
+    status: str,
+    address: str | None = None,
+    job_id: str | None = None,
+    message: str | None = None,
+    run_status: str | None = None,
+) -> None:
+    """Ray's view of the job on the training run's row; `run_status` also ends the run
+    (the trigger's on_kill: 'cancelled')."""
+    settings = load_settings()
+    with warehouse.write(settings.db_path) as con:
+        con.execute(
+            """UPDATE training_runs SET ray_status = ?,
+                      ray_address = coalesce(?, ray_address), ray_job_id = coalesce(?, ray_job_id),
+                      message = coalesce(?, message), status = coalesce(?, status),
+                      ended_at = CASE WHEN ? IS NULL THEN ended_at ELSE ? END
+               WHERE train_run_id = ?""",
+            [status, address, job_id, message, run_status, run_status, _now(), train_run_id],
+        )
+
+
+class RayJobFailed(RuntimeError):
+    """The Ray job ended FAILED or STOPPED, or could not be watched."""
+
+
+def finish_ray_job(run: dict, submitted: dict, event: dict) -> dict:
+    """The deferred task resumed with the job's final status: record it; a job that did not
+    succeed fails the task with the last lines of its log."""
+    ray = dict(submitted["ray"], status=event["status"], message=event.get("message"))
+    sid = ray["submission_id"]
+    record_ray_status(run["train_run_id"], event["status"])
+    if event["status"] != "SUCCEEDED":
+        error = (
+            f"Ray job {sid} at {ray['address']} ended {event['status']}: "
+            f"{event.get('message') or 'no message'}\n"
+            f"--- the last lines of the job's log ---\n{event.get('log_tail') or '(empty)'}"
+        )
+        _mark(run, "failed", message=error[:4000], metrics={"ray": ray})
+        raise RayJobFailed(error)
+    log.info("Ray job %s SUCCEEDED: %s", sid, event.get("message"))
+    if submitted["launcher"] == "trl-cpu":
+        wall = None
+        if event.get("start_time") and event.get("end_time"):
+            wall = round((event["end_time"] - event["start_time"]) / 1000, 1)
+        return {**_trl_result(Path(run["out"]), wall), "ray": ray}
+    return {
+        "launcher": submitted["launcher"],
+        "trained": True,
+        "ray": ray,
+        "metrics": event.get("metrics") or {},
     }
 
 

@@ -7,8 +7,11 @@ verl runs on Ray. This module writes a self-contained job folder —
     <out>/config.json                       the Hydra overrides, for reading
     <out>/run.sh                            the command, for running by hand
 
-— and submits `python3 -m verl.trainer.main_ppo <overrides>` as a Ray job when a cluster
-address is given, or prints the exact command otherwise. The defaults mirror the method's
+— and hands `python3 -m verl.trainer.main_ppo <overrides>` to Ray's job API with the folder
+as the job's working_dir when a cluster address is given (`ray_spec`, submitted and watched
+by webscale_rl.training.ray_jobs), or gives the exact command to run by hand otherwise
+(`by_hand`). `module` picks another verl entry point (a recipe's main, e.g.
+`recipe.dapo.main_dapo`) that takes the same Hydra overrides. The defaults mirror the method's
 reference run (Qwen2.5-3B, GRPO, 16 rollouts per prompt, rollout length 2560, batch 256,
 lr 5e-6, binary reward); every key can be overridden. The keys are checked against the
 config verl 0.9.1 ships (tests/fixtures/verl/).
@@ -20,8 +23,7 @@ keywords ("+" because verl's config has no `reward_kwargs` key: Hydra refuses a 
 override of a key its config lacks). Other judge settings (judge_max_calls,
 judge_timeout_s, ...) go in `overrides` the same way. Only the NAME of the API key's
 environment variable is written; the key is never written to the folder, the command or the
-Ray runtime env (whose env_vars would put it in the `ray job submit` command line and Ray's
-dashboard). The reward workers read that variable from their own environment: set it where
+Ray runtime env (whose env_vars Ray keeps with the job and shows on its dashboard). The reward workers read that variable from their own environment: set it where
 the job runs (on the Ray nodes when they start, or in the shell that runs run.sh).
 """
 
@@ -31,13 +33,14 @@ import json
 import re
 import shlex
 import shutil
-import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from webscale_rl.config import ConfigError
 from webscale_rl.training import reward
+from webscale_rl.training.ray_jobs import RayJobSpec
 
-ENTRYPOINT = ["python3", "-m", "verl.trainer.main_ppo"]
+DEFAULT_MODULE = "verl.trainer.main_ppo"
 # verl 0.9.1 passes reward.custom_reward_function.reward_kwargs to the reward as keywords;
 # the key is not in its config, hence Hydra's "+" (append).
 REWARD_KWARGS = "+reward.custom_reward_function.reward_kwargs."
@@ -110,12 +113,17 @@ def judge_overrides(
     return out
 
 
+def check_module(module: str) -> str:
+    if not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module or ""):
+        raise ConfigError(f"verl_module must be a dotted Python module name, got {module!r}")
+    return module
+
+
 @dataclass
 class VerlJob:
     folder: Path
     overrides: dict[str, object]
-    ray_address: str | None = None
-    submission_id: str | None = None
+    module: str = DEFAULT_MODULE
     env_vars: dict[str, str] = field(default_factory=dict)
     # What would make the job pointless or fail, found while preparing it (logged by the
     # task and returned by launch()).
@@ -127,24 +135,21 @@ class VerlJob:
 
     @property
     def entrypoint(self) -> list[str]:
-        return ENTRYPOINT + self.hydra_args
+        return ["python3", "-m", self.module, *self.hydra_args]
 
-    def submit_command(self) -> list[str]:
-        """`ray job submit` for the cluster; the working dir ships the data and the reward."""
-        runtime_env = {"working_dir": str(self.folder), "env_vars": self.env_vars}
-        cmd = [
-            "ray",
-            "job",
-            "submit",
-            "--address",
-            self.ray_address or "http://127.0.0.1:8265",
-            "--runtime-env-json",
-            json.dumps(runtime_env, sort_keys=True),
-            "--no-wait",
-        ]
-        if self.submission_id:
-            cmd += ["--submission-id", self.submission_id]
-        return cmd + ["--"] + self.entrypoint
+    def ray_spec(
+        self, address: str, submission_id: str, metadata: dict | None = None
+    ) -> RayJobSpec:
+        """The Ray job: the folder ships as the working_dir (data + reward), the entry point
+        runs in it on the head node, whose `python3` must have verl."""
+        return RayJobSpec(
+            address=address,
+            submission_id=submission_id,
+            entrypoint=shlex.join(self.entrypoint),
+            working_dir=str(self.folder),
+            env_vars=dict(self.env_vars),
+            metadata=dict(metadata or {}),
+        )
 
 
 def prepare(
@@ -152,8 +157,7 @@ def prepare(
     out_dir: Path,
     overrides: dict | None = None,
     experiment: str = "webscale_rl",
-    ray_address: str | None = None,
-    submission_id: str | None = None,
+    module: str = DEFAULT_MODULE,
     judge_base_url: str | None = None,
     judge_model: str | None = None,
     judge_api_key_env: str | None = None,
@@ -179,7 +183,7 @@ def prepare(
     )
     merged.update(judge)
     merged.update(overrides or {})
-    job = VerlJob(out_dir, merged, ray_address, submission_id)
+    job = VerlJob(out_dir, merged, check_module(module))
     job.warnings += batch_warnings(data / "train.parquet", merged)
     (out_dir / "config.json").write_text(json.dumps(merged, indent=2))
     script = (
@@ -209,31 +213,12 @@ def batch_warnings(train_parquet: Path, overrides: dict) -> list[str]:
     return []
 
 
-def launch(job: VerlJob, runner=subprocess.run) -> dict:
-    """Submit to Ray when an address is set; otherwise return the command to run by hand."""
-    if not job.ray_address:
-        return {
-            "warnings": job.warnings,
-            "submitted": False,
-            "command": shlex.join(job.entrypoint),
-            "folder": str(job.folder),
-            "how": f"cd {job.folder} && ./run.sh   (on a node with verl and GPUs), or set ray_address",
-        }
-    if shutil.which("ray") is None and runner is subprocess.run:
-        raise RuntimeError(
-            "ray_address is set but the `ray` CLI is not installed where this task runs: "
-            "pip install 'ray[default]' in the Airflow image, or leave ray_address empty "
-            "and run the printed command"
-        )
-    done = runner(job.submit_command(), capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise RuntimeError(
-            f"ray job submit failed ({done.returncode}): {done.stderr.strip()[-2000:]}"
-        )
+def by_hand(job: VerlJob) -> dict:
+    """Without a cluster address: the exact command and where to run it."""
     return {
         "warnings": job.warnings,
-        "submitted": True,
-        "command": shlex.join(job.submit_command()),
-        "output": done.stdout[-2000:],
+        "submitted": False,
+        "command": shlex.join(job.entrypoint),
         "folder": str(job.folder),
+        "how": f"cd {job.folder} && ./run.sh   (on a node with verl and GPUs), or set ray_address",
     }

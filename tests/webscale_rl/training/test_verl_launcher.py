@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import shlex
-import subprocess
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,6 +14,7 @@ import yaml
 
 from conftest import ROOT
 from support.fake_llm import FakeLLM
+from webscale_rl.config import ConfigError
 from webscale_rl.stages.export import VERL_SCHEMA
 from webscale_rl.training import verl_launcher
 
@@ -143,7 +143,7 @@ def test_job_folder_holds_verl_format_data_and_a_loadable_reward(export_dir, tmp
 
 def test_without_a_cluster_the_exact_command_is_printed(export_dir, tmp_path):
     job = verl_launcher.prepare(export_dir, tmp_path / "job")
-    result = verl_launcher.launch(job)
+    result = verl_launcher.by_hand(job)
     assert result["submitted"] is False
     argv = shlex.split(result["command"])
     assert argv[:3] == ["python3", "-m", "verl.trainer.main_ppo"]
@@ -157,44 +157,27 @@ def test_an_export_smaller_than_one_train_batch_is_flagged(export_dir, tmp_path)
     """verl drops the last incomplete batch: 3 train rows under the reference batch of 256
     would train zero steps, which the launch result and the task log say."""
     job = verl_launcher.prepare(export_dir, tmp_path / "job")
-    [warning] = verl_launcher.launch(job)["warnings"]
+    [warning] = verl_launcher.by_hand(job)["warnings"]
     assert "3 rows, fewer than data.train_batch_size 256" in warning and "0 steps" in warning
     small = verl_launcher.prepare(export_dir, tmp_path / "small", {"data.train_batch_size": 3})
-    assert small.warnings == [] and verl_launcher.launch(small)["warnings"] == []
+    assert small.warnings == [] and verl_launcher.by_hand(small)["warnings"] == []
 
 
-def test_ray_submission_ships_the_folder_and_runs_the_entrypoint(export_dir, tmp_path):
-    job = verl_launcher.prepare(
-        export_dir,
-        tmp_path / "job",
-        ray_address="http://ray-head:8265",
-        submission_id="webscale-rl-run-7",
-    )
-    seen = []
+def test_the_ray_job_ships_the_folder_and_runs_the_entrypoint_in_it(export_dir, tmp_path):
+    """What goes to Ray's job API (submitted for real in tests/test_train_ray_e2e.py)."""
+    job = verl_launcher.prepare(export_dir, tmp_path / "job", module="recipe.dapo.main_dapo")
+    spec = job.ray_spec("http://ray-head:8265", "webscale-rl-run-7", {"launcher": "verl"})
+    assert spec.working_dir == str(tmp_path / "job") and spec.submission_id == "webscale-rl-run-7"
+    argv = shlex.split(spec.entrypoint)
+    assert argv[:3] == ["python3", "-m", "recipe.dapo.main_dapo"] and argv[3:] == job.hydra_args
+    assert "data.train_files=data/train.parquet" in argv  # relative to the working_dir
+    assert spec.metadata == {"launcher": "verl"} and spec.env_vars == {}
 
-    def fake_ray(cmd, **kwargs):  # stands in for the `ray` CLI, which is not installed here
-        seen.append(cmd)
-        return subprocess.CompletedProcess(
-            cmd, 0, stdout="Job 'webscale-rl-run-7' submitted successfully", stderr=""
-        )
 
-    result = verl_launcher.launch(job, runner=fake_ray)
-    cmd = seen[0]
-    assert result["submitted"] is True and cmd[:3] == ["ray", "job", "submit"]
-    assert cmd[cmd.index("--address") + 1] == "http://ray-head:8265"
-    assert json.loads(cmd[cmd.index("--runtime-env-json") + 1])["working_dir"] == str(
-        tmp_path / "job"
-    )
-    assert cmd[cmd.index("--submission-id") + 1] == "webscale-rl-run-7"
-    assert cmd[cmd.index("--") + 1 :] == job.entrypoint
-
-    def failing_ray(cmd, **kwargs):
-        return subprocess.CompletedProcess(
-            cmd, 1, stdout="", stderr="ConnectionError: could not reach ray-head"
-        )
-
-    with pytest.raises(RuntimeError, match="could not reach ray-head"):
-        verl_launcher.launch(job, runner=failing_ray)
+def test_a_module_that_is_not_a_dotted_name_is_refused(export_dir, tmp_path):
+    for bad in ("", "verl.trainer.main_ppo; rm -rf /", "-m verl", "verl..x"):
+        with pytest.raises(ConfigError, match="dotted Python module"):
+            verl_launcher.prepare(export_dir, tmp_path / "job", module=bad)
 
 
 def test_judge_settings_become_reward_kwargs_and_the_key_is_never_written(
@@ -206,7 +189,6 @@ def test_judge_settings_become_reward_kwargs_and_the_key_is_never_written(
         job = verl_launcher.prepare(
             export_dir,
             tmp_path / "job",
-            ray_address="http://ray-head:8265",
             judge_base_url=server.base_url,
             judge_model="judge-model",
             judge_api_key_env="MY_JUDGE_KEY",
@@ -224,7 +206,7 @@ def test_judge_settings_become_reward_kwargs_and_the_key_is_never_written(
             "judge_api_key_env": "MY_JUDGE_KEY",
             "judge_max_calls": 500,
         }
-        argv = job.submit_command()
+        argv = shlex.split(job.ray_spec("http://ray-head:8265", "run-7").entrypoint)
         assert f"{prefix}judge_model=judge-model" in argv
         assert f"{prefix}judge_api_key_env=MY_JUDGE_KEY" in argv
         written = [
