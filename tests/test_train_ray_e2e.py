@@ -14,6 +14,7 @@ The successful run, with its reward per step and checkpoint, is `make train-smok
 from __future__ import annotations
 
 import json
+import shlex
 import time
 
 import duckdb
@@ -26,6 +27,7 @@ from support.airflow_server import AirflowServer
 from support.browser import artifacts_dir
 from support.db import query
 from webscale_rl.stages.export import write_sample_export
+from webscale_rl.training import ray_jobs
 from webscale_rl.training.ray_head import LocalRayHead
 
 RAY_PYTHON = ROOT / ".venv-verl" / "bin" / "python"
@@ -88,6 +90,44 @@ def test_a_failing_ray_job_fails_the_task_with_its_log_tail(ray_head, export, da
     assert "data.train_files=data/train.parquet" in job["entrypoint"]
     assert job["runtime_env"]["working_dir"].startswith("gcs://")
     assert job["metadata"]["airflow_run_id"] == run.run_id
+
+
+def test_a_submission_id_is_a_key_a_retry_attaches_and_a_failed_job_gets_a_fresh_one(
+    ray_head, tmp_path
+):
+    """A retried or cleared task calls submit again with its run's id: a job under that id
+    that is running or succeeded is attached to (never paid twice); a failed one is not."""
+    folder = tmp_path / "job"
+    folder.mkdir()
+    (folder / "answer.txt").write_text("42\n")
+
+    def spec(sid: str, code: str) -> ray_jobs.RayJobSpec:
+        return ray_jobs.RayJobSpec(
+            address=ray_head.dashboard_url,
+            submission_id=sid,
+            entrypoint=f"python3 -c {shlex.quote(code)}",
+            working_dir=str(folder),
+        )
+
+    ok = spec("key-test-ok", "print(open('answer.txt').read().strip())")
+    first = ray_jobs.submit(ok)
+    assert first == {"submission_id": "key-test-ok", "attached": False, "status": "PENDING"}
+    wait_for(
+        "the job to succeed", lambda: ray_job(ray_head, "key-test-ok")["status"] == "SUCCEEDED"
+    )
+    assert ray_jobs.submit(ok) == {
+        "submission_id": "key-test-ok",
+        "attached": True,
+        "status": "SUCCEEDED",
+    }
+    logs = httpx.get(f"{ray_head.dashboard_url}/api/jobs/key-test-ok/logs", timeout=30).json()
+    assert logs["logs"].count("\n42\n") == 1  # ran once, from the shipped working_dir
+
+    bad = spec("key-test-bad", "raise SystemExit(3)")
+    ray_jobs.submit(bad)
+    wait_for("the job to fail", lambda: ray_job(ray_head, "key-test-bad")["status"] == "FAILED")
+    again = ray_jobs.submit(bad)
+    assert again == {"submission_id": "key-test-bad-r2", "attached": False, "status": "PENDING"}
 
 
 def test_cancelling_the_deferred_task_stops_the_ray_job(ray_head, export, data_dir, fake_llm):

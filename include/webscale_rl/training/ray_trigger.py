@@ -67,6 +67,7 @@ class RayJobTrigger(BaseTrigger):
         seen = 0
         unreachable_since: float | None = None
         last_status = None
+        read_after_end = False
         async with httpx.AsyncClient(timeout=30) as client:
             while True:
                 try:
@@ -102,6 +103,12 @@ class RayJobTrigger(BaseTrigger):
                 if self.stream_logs:
                     for line in lines:
                         self.log.info("ray job | %s", line)
+                if status in ray_jobs.TERMINAL and not read_after_end:
+                    # One more read: the driver's last lines may reach the log after Ray
+                    # has recorded its exit, and they are the ones the task fails with.
+                    read_after_end = True
+                    await asyncio.sleep(1)
+                    continue
                 if status in ray_jobs.TERMINAL:
                     yield TriggerEvent(
                         {
