@@ -174,7 +174,8 @@ def test_cancelling_the_deferred_task_stops_the_ray_job(ray_head, export, data_d
             return None
 
         job = wait_for("train to defer on a running Ray job", deferred_and_running, af=af)
-        assert job["entrypoint"].split()[0] == str(TRAIN_PYTHON)
+        argv = shlex.split(job["entrypoint"])
+        assert argv[0] == str(TRAIN_PYTHON) and argv[argv.index("--reward-file") + 1] == "reward.py"
 
         # What "Mark as failed" in the UI does.
         af.api("PATCH", ti_path, {"new_state": "failed"})

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shlex
+import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
@@ -374,8 +375,11 @@ def train(run: dict) -> dict:
     if address is not None:
         # The trainer runs on the Ray head: the training venv's interpreter and `--out` are
         # paths on that node (a local head shares them; a remote one needs the same layout).
+        # The job ships the data and the reward in its working_dir, as the verl job does.
+        shutil.copyfile(Path(reward.__file__), data / "reward.py")
         cmd[cmd.index("--train") + 1] = "train.parquet"
         cmd[cmd.index("--val") + 1] = "val.parquet"
+        cmd += ["--reward-file", "reward.py"]
         spec = ray_jobs.RayJobSpec(
             address=address,
             submission_id=_submission_id(run),

@@ -186,6 +186,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eval-limit", type=int, default=64, help="at most this many rows per eval set"
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--reward-file",
+        type=Path,
+        default=None,
+        help="reward module by path (compute_score, trl_reward); default: the installed one",
+    )
     args = parser.parse_args(argv)
     if args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -277,8 +283,29 @@ def generate(
     return outputs
 
 
-def evaluate(model, tokenizer, sets: dict[str, list[dict]], max_new_tokens: int) -> dict:
-    from webscale_rl.training.reward import compute_score
+def load_reward(path: Path | None):
+    """The reward module: a file given by path (as verl's custom_reward_function.path; a Ray
+    job ships it in its working_dir), else the installed webscale_rl.training.reward. It must
+    define compute_score and trl_reward."""
+    if path is None:
+        from webscale_rl.training import reward
+
+        return reward
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("custom_reward", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    missing = [name for name in ("compute_score", "trl_reward") if not hasattr(module, name)]
+    if missing:
+        raise SystemExit(f"{path} defines no {', '.join(missing)}")
+    return module
+
+
+def evaluate(
+    model, tokenizer, sets: dict[str, list[dict]], max_new_tokens: int, reward_module=None
+) -> dict:
+    compute_score = (reward_module or load_reward(None)).compute_score
 
     started = time.monotonic()
     report = {}
@@ -345,7 +372,7 @@ def train(args: argparse.Namespace, model_dir: Path, train_records: list[dict]):
     from transformers import PrinterCallback, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
 
-    from webscale_rl.training.reward import trl_reward
+    trl_reward = load_reward(args.reward_file).trl_reward
 
     class PrintReward(TrainerCallback):
         def on_log(self, _args, state, _control, logs=None, **_kwargs):
@@ -467,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
 
     t = time.monotonic()
     model, tokenizer = load(model_dir)
-    before = evaluate(model, tokenizer, sets, args.max_completion_length)
+    reward_module = load_reward(args.reward_file)
+    before = evaluate(model, tokenizer, sets, args.max_completion_length, reward_module)
     del model
     gc.collect()
     times["eval_before_s"] = round(time.monotonic() - t, 1)
@@ -499,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
         f"reloaded {checkpoint}; val[0] ({sample['ground_truth']!r}): {sample_completion!r}",
         flush=True,
     )
-    after = evaluate(model, tokenizer, sets, args.max_completion_length)
+    after = evaluate(model, tokenizer, sets, args.max_completion_length, reward_module)
     times["eval_after_s"] = round(time.monotonic() - t, 1)
     for name in sets:
         print(

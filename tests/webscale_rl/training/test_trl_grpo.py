@@ -196,3 +196,21 @@ def test_arguments_defaults_and_checks(tmp_path, monkeypatch):
 
 def test_peak_rss_is_a_positive_number_of_megabytes():
     assert 1 < trl_grpo.peak_rss_mb() < 1024 * 1024
+
+
+def test_the_reward_can_come_from_a_file_shipped_with_the_job(tmp_path):
+    """A Ray job ships reward.py in its working_dir (--reward-file), as verl's job does."""
+    import shutil
+
+    from webscale_rl.training import reward
+
+    shutil.copyfile(reward.__file__, tmp_path / "reward.py")
+    shipped = trl_grpo.load_reward(tmp_path / "reward.py")
+    assert shipped is not reward and shipped.__file__ == str(tmp_path / "reward.py")
+    assert shipped.compute_score("webscale_rl", "Answer: 13", "13", judge_base_url="") == 1.0
+    assert shipped.trl_reward(["Answer: 12"], ground_truth=["13"]) == [0.0]
+    assert trl_grpo.load_reward(None) is reward
+
+    (tmp_path / "partial.py").write_text("def compute_score(*a, **k):\n    return 0.0\n")
+    with pytest.raises(SystemExit, match="defines no trl_reward"):
+        trl_grpo.load_reward(tmp_path / "partial.py")
