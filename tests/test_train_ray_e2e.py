@@ -13,6 +13,7 @@ The successful run, with its reward per step and checkpoint, is `make train-smok
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shlex
 import time
@@ -29,6 +30,7 @@ from support.db import query
 from webscale_rl.stages.export import write_sample_export
 from webscale_rl.training import ray_jobs
 from webscale_rl.training.ray_head import LocalRayHead
+from webscale_rl.training.ray_trigger import RayJobTrigger
 
 RAY_PYTHON = ROOT / ".venv-verl" / "bin" / "python"
 TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"
@@ -90,6 +92,14 @@ def test_a_failing_ray_job_fails_the_task_with_its_log_tail(ray_head, export, da
     assert "data.train_files=data/train.parquet" in job["entrypoint"]
     assert job["runtime_env"]["working_dir"].startswith("gcs://")
     assert job["metadata"]["airflow_run_id"] == run.run_id
+
+
+def test_a_job_ray_does_not_know_ends_the_wait_at_once(ray_head):
+    """A restarted head forgets its jobs: waiting on one it has no record of ends at once."""
+    trigger = RayJobTrigger(ray_head.dashboard_url, "no-such-job", poll_interval_s=1)
+    event = only_event(trigger)
+    assert event["status"] == "LOST"
+    assert "has no job no-such-job: the head restarted" in event["message"]
 
 
 def test_a_submission_id_is_a_key_a_retry_attaches_and_a_failed_job_gets_a_fresh_one(
@@ -224,3 +234,13 @@ def wait_for(what: str, check, af: AirflowServer | None = None, timeout: float =
     raise AssertionError(
         f"timed out waiting for {what}\n{af.log_tail() if af else ''}\n{also() if also else ''}"
     )
+
+
+def only_event(trigger) -> dict:
+    """Run the trigger to its end, as the triggerer does; it must fire exactly one event."""
+
+    async def collect():
+        return [event.payload async for event in trigger.run()]
+
+    [event] = asyncio.run(collect())
+    return event

@@ -61,6 +61,18 @@ class RayJobTrigger(BaseTrigger):
             },
         )
 
+    def _event(self, status: str, message: str, **more) -> TriggerEvent:
+        return TriggerEvent(
+            {
+                "status": status,
+                "submission_id": self.submission_id,
+                "message": message,
+                "log_tail": "",
+                "echo": self.echo,
+                **more,
+            }
+        )
+
     async def run(self) -> AsyncIterator[TriggerEvent]:
         import httpx
 
@@ -74,21 +86,26 @@ class RayJobTrigger(BaseTrigger):
                     info = await ray_jobs.job_info(client, self.address, self.submission_id)
                     logs = await ray_jobs.job_logs(client, self.address, self.submission_id)
                 except httpx.HTTPError as exc:
+                    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code == 404:
+                        # Ray keeps job records in its head (no GCS fault tolerance): a
+                        # restarted head, or a deleted job, leaves nothing to wait for.
+                        yield self._event(
+                            "LOST",
+                            f"Ray at {self.address} has no job {self.submission_id}: the head "
+                            "restarted or the job was deleted; check the cluster, then clear "
+                            "the task to submit again",
+                        )
+                        return
                     # A dashboard restart or a network blip is not the job failing: keep
                     # polling for a while, then report it (the job may still be running).
                     now = time.monotonic()
                     unreachable_since = unreachable_since or now
                     if now - unreachable_since > self.unreachable_limit_s:
-                        yield TriggerEvent(
-                            {
-                                "status": "UNREACHABLE",
-                                "submission_id": self.submission_id,
-                                "message": f"Ray dashboard {self.address} unreachable for "
-                                f"{self.unreachable_limit_s:.0f}s: {exc!r}; the job may still "
-                                "be running there",
-                                "log_tail": "",
-                                "echo": self.echo,
-                            }
+                        yield self._event(
+                            "UNREACHABLE",
+                            f"Ray dashboard {self.address} unreachable for "
+                            f"{self.unreachable_limit_s:.0f}s: {exc!r}; the job may still be "
+                            "running there",
                         )
                         return
                     self.log.warning("Ray dashboard %s: %r; retrying", self.address, exc)
@@ -110,20 +127,16 @@ class RayJobTrigger(BaseTrigger):
                     await asyncio.sleep(1)
                     continue
                 if status in ray_jobs.TERMINAL:
-                    yield TriggerEvent(
-                        {
-                            "status": status,
-                            "submission_id": self.submission_id,
-                            "message": info.get("message") or "",
-                            "driver_exit_code": info.get("driver_exit_code"),
-                            "start_time": info.get("start_time"),
-                            "end_time": info.get("end_time"),
-                            "log_tail": ray_jobs.tail(logs, self.tail_lines),
-                            "logs_chars": len(logs),
-                            # verl's per-step console lines (nothing for other trainers)
-                            "metrics": ray_jobs.verl_metrics(logs),
-                            "echo": self.echo,
-                        }
+                    yield self._event(
+                        status,
+                        info.get("message") or "",
+                        driver_exit_code=info.get("driver_exit_code"),
+                        start_time=info.get("start_time"),
+                        end_time=info.get("end_time"),
+                        log_tail=ray_jobs.tail(logs, self.tail_lines),
+                        logs_chars=len(logs),
+                        # verl's per-step console lines (nothing for other trainers)
+                        metrics=ray_jobs.verl_metrics(logs),
                     )
                     return
                 await asyncio.sleep(self.poll_interval_s)

@@ -4,6 +4,8 @@ tests/test_train_ray_e2e.py."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from webscale_rl.config import ConfigError
@@ -95,3 +97,33 @@ def test_without_the_ray_venv_the_error_says_how_to_get_it(monkeypatch, tmp_path
     monkeypatch.setenv("WEBSCALE_RL_RAY_PYTHON", str(tmp_path / "nope" / "python"))
     with pytest.raises(ConfigError, match="make verl-venv"):
         ray_jobs.ray_python()
+
+
+def test_a_dashboard_that_stays_unreachable_ends_the_wait_with_a_message():
+    """A port nobody listens on: the trigger retries for unreachable_limit_s, then reports."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again when the block ends: nothing listens
+    trigger = RayJobTrigger(
+        f"http://127.0.0.1:{port}",
+        "job-1",
+        poll_interval_s=0.05,
+        unreachable_limit_s=0.2,
+        echo={"launcher": "verl"},
+    )
+    event = only_event(trigger)
+    assert event["status"] == "UNREACHABLE" and event["echo"] == {"launcher": "verl"}
+    assert f"Ray dashboard http://127.0.0.1:{port} unreachable" in event["message"]
+    assert "the job may still be running" in event["message"]
+
+
+def only_event(trigger) -> dict:
+    """Run the trigger to its end, as the triggerer does; it must fire exactly one event."""
+
+    async def collect():
+        return [event.payload async for event in trigger.run()]
+
+    [event] = asyncio.run(collect())
+    return event
