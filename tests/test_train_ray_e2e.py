@@ -36,9 +36,10 @@ RAY_PYTHON = ROOT / ".venv-verl" / "bin" / "python"
 TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"
 PAIRS = ROOT / "data" / "sample_export" / "pairs.jsonl"
 
-# The heavy live tests (a real model, airflow standalone, now Ray) share one worker and run
-# one after another: beside vLLM a live Airflow run misses its deadlines on 2 cores.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
+# One worker runs these one after another on one Ray head. Not in the `live` group: that
+# worker's chain (vLLM, llama.cpp, the browser) already sets the suite's length, and these
+# waits are deadlines of minutes, not seconds.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
 @pytest.fixture(scope="module")
