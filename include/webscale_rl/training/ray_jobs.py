@@ -12,13 +12,13 @@ no Ray either.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from webscale_rl.config import ConfigError
+from webscale_rl.training.venvs import venv_python
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
 SUBMIT_SCRIPT = Path(__file__).with_name("ray_submit.py")
@@ -27,18 +27,12 @@ DEFAULT_DASHBOARD_PORT = 8265
 
 def ray_python() -> Path:
     """The interpreter that has `ray` (the verl training venv unless WEBSCALE_RL_RAY_PYTHON)."""
-    configured = os.environ.get("WEBSCALE_RL_RAY_PYTHON", "").strip()
-    path = (
-        Path(configured)
-        if configured
-        else Path(__file__).resolve().parents[3] / ".venv-verl" / "bin" / "python"
+    return venv_python(
+        "WEBSCALE_RL_RAY_PYTHON",
+        ".venv-verl",
+        "verl-venv",
+        "ray[default] (the version your cluster runs)",
     )
-    if not path.exists():
-        raise ConfigError(
-            f"no Python with Ray at {path}: run `make verl-venv` (or set WEBSCALE_RL_RAY_PYTHON "
-            "to a python with ray[default] installed, the version your cluster runs)"
-        )
-    return path
 
 
 def dashboard_url(address: str) -> str:

@@ -28,6 +28,7 @@ from webscale_rl import gates, warehouse
 from webscale_rl.config import ConfigError, load_settings, run_folder_name
 from webscale_rl.training import ray_jobs, reward
 from webscale_rl.training.trl_grpo import MODEL_DIRNAME
+from webscale_rl.training.venvs import venv_python
 
 log = logging.getLogger(__name__)
 LAUNCHERS = ("none", "verl", "trl-cpu")
@@ -330,18 +331,9 @@ def _record_evals(run: dict, phase: str, evals: list[dict]) -> dict:
 
 def train_python() -> Path:
     """The training venv's interpreter (torch, transformers, trl live there, not in Airflow's)."""
-    configured = os.environ.get("WEBSCALE_RL_TRAIN_PYTHON", "").strip()
-    path = (
-        Path(configured)
-        if configured
-        else Path(__file__).resolve().parents[3] / ".venv-train" / "bin" / "python"
+    return venv_python(
+        "WEBSCALE_RL_TRAIN_PYTHON", ".venv-train", "train-venv", "requirements-train.txt"
     )
-    if not path.exists():
-        raise ConfigError(
-            f"training venv not found at {path}: run `make train-venv` (or set "
-            "WEBSCALE_RL_TRAIN_PYTHON to a python with requirements-train.txt installed)"
-        )
-    return path
 
 
 def train(run: dict) -> dict:
