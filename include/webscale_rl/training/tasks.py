@@ -72,10 +72,8 @@ class TrainParams:
 
     def ray_dashboard(self) -> str | None:
         """The Ray dashboard to submit to: the param, else WEBSCALE_RL_RAY_ADDRESS; None = no Ray."""
-        from webscale_rl.training.ray_jobs import dashboard_url
-
         address = self.ray_address.strip() or os.environ.get("WEBSCALE_RL_RAY_ADDRESS", "").strip()
-        return dashboard_url(address) if address else None
+        return ray_jobs.dashboard_url(address) if address else None
 
 
 def _now() -> datetime:
@@ -363,15 +361,12 @@ def train(run: dict) -> dict:
             return {"launcher": "verl", "trained": False, **result}
         spec = job.ray_spec(address, _submission_id(run), _job_metadata(run, "verl"))
         return {"launcher": "verl", "warnings": job.warnings, **submit_to_ray(run, spec)}
-    cmd = trl_command(p, data, out / "trl")
     if address is not None:
         # The trainer runs on the Ray head: the training venv's interpreter and `--out` are
         # paths on that node (a local head shares them; a remote one needs the same layout).
         # The job ships the data and the reward in its working_dir, as the verl job does.
         shutil.copyfile(Path(reward.__file__), data / "reward.py")
-        cmd[cmd.index("--train") + 1] = "train.parquet"
-        cmd[cmd.index("--val") + 1] = "val.parquet"
-        cmd += ["--reward-file", "reward.py"]
+        cmd = trl_command(p, Path("."), out / "trl", reward_file="reward.py")
         spec = ray_jobs.RayJobSpec(
             address=address,
             submission_id=_submission_id(run),
@@ -381,6 +376,7 @@ def train(run: dict) -> dict:
             metadata=_job_metadata(run, "trl-cpu"),
         )
         return {"launcher": "trl-cpu", **submit_to_ray(run, spec)}
+    cmd = trl_command(p, data, out / "trl")
     log.info("trl-cpu: %s", " ".join(cmd))
     started = time.monotonic()
     with subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
@@ -393,8 +389,12 @@ def train(run: dict) -> dict:
     return _trl_result(out, round(time.monotonic() - started, 1))
 
 
-def trl_command(p: TrainParams, data: Path, trl_out: Path) -> list[str]:
-    return [
+def trl_command(
+    p: TrainParams, data: Path, trl_out: Path, reward_file: str | None = None
+) -> list[str]:
+    """The trainer's command: `data` holds train/val.parquet ("." for a Ray job's working_dir);
+    `reward_file` loads the reward by path instead of the installed module."""
+    cmd = [
         str(train_python()),
         "-m",
         "webscale_rl.training.trl_grpo",
@@ -411,6 +411,7 @@ def trl_command(p: TrainParams, data: Path, trl_out: Path) -> list[str]:
         "--model-dir",
         str(load_settings().data_dir / "models" / MODEL_DIRNAME),
     ]
+    return cmd + (["--reward-file", reward_file] if reward_file else [])
 
 
 def _trl_result(out: Path, wall_s: float | None) -> dict:
@@ -508,7 +509,9 @@ def finish_ray_job(run: dict, submitted: dict, event: dict) -> dict:
             f"{event.get('message') or 'no message'}\n"
             f"--- the last lines of the job's log ---\n{event.get('log_tail') or '(empty)'}"
         )
-        _mark(run, "failed", message=error[:4000], metrics={"ray": ray})
+        # the verdict and the log's last lines, the part that says what went wrong
+        clipped = error if len(error) <= 4000 else f"{error[:600]}\n…\n{error[-3300:]}"
+        _mark(run, "failed", message=clipped, metrics={"ray": ray})
         raise RayJobFailed(error)
     log.info("Ray job %s SUCCEEDED: %s", sid, event.get("message"))
     if submitted["launcher"] == "trl-cpu":
