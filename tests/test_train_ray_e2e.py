@@ -36,9 +36,10 @@ RAY_PYTHON = ROOT / ".venv-verl" / "bin" / "python"
 TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"
 PAIRS = ROOT / "data" / "sample_export" / "pairs.jsonl"
 
-# One worker runs these one after another on one Ray head. Not in the `live` group: that
-# worker's chain (vLLM, llama.cpp, the browser) already sets the suite's length, and these
-# waits are deadlines of minutes, not seconds.
+# Meant for one worker and one Ray head (group `ray`, not `live`, whose chain of vLLM,
+# llama.cpp and browser tests already sets the suite's length). Under pytest 9.2 xdist's
+# groups have no effect (README, Quick start), so two workers may each start a head: each head
+# has its own ports and temp dir, and these waits are minutes, not seconds.
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
 
 
