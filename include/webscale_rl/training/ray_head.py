@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,13 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from webscale_rl.embedded_llm import free_port
 from webscale_rl.training.ray_jobs import ray_python
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class LocalRayHead:
@@ -46,9 +40,9 @@ class LocalRayHead:
         self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
         self.log_path = log_path or self.temp_dir / "head.log"
         # Ray's worker ports default to 10002-19999: the fixed ports sit outside that range.
-        self.ports = [_free_port() for _ in range(4)]
+        self.ports = [free_port() for _ in range(4)]
         while any(10002 <= p <= 19999 for p in self.ports) or len(set(self.ports)) < 4:
-            self.ports = [_free_port() for _ in range(4)]
+            self.ports = [free_port() for _ in range(4)]
         self.dashboard_port = self.ports[0]
         self.dashboard_url = f"http://127.0.0.1:{self.dashboard_port}"
         self.extra_env = env or {}

@@ -110,14 +110,6 @@ async def stop_job(client, address: str, submission_id: str) -> bool:
     return bool(resp.json().get("stopped"))
 
 
-def job_info_sync(address: str, submission_id: str, timeout_s: float = 10) -> dict:
-    import httpx
-
-    resp = httpx.get(f"{address}/api/jobs/{submission_id}", timeout=timeout_s)
-    resp.raise_for_status()
-    return resp.json()
-
-
 # --- reading the job's log ---------------------------------------------------------------
 
 

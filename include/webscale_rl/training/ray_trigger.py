@@ -30,7 +30,6 @@ class RayJobTrigger(BaseTrigger):
         poll_interval_s: float = 10.0,
         tail_lines: int = 40,
         unreachable_limit_s: float = 600.0,
-        stream_logs: bool = True,
         train_run_id: str | None = None,
         echo: dict | None = None,
     ):
@@ -40,7 +39,6 @@ class RayJobTrigger(BaseTrigger):
         self.poll_interval_s = poll_interval_s
         self.tail_lines = tail_lines
         self.unreachable_limit_s = unreachable_limit_s
-        self.stream_logs = stream_logs
         self.train_run_id = train_run_id
         # returned in the event as "echo": what the resumed task needs from before it
         # deferred (dag.test() resumes with the event alone, without the defer kwargs)
@@ -55,7 +53,6 @@ class RayJobTrigger(BaseTrigger):
                 "poll_interval_s": self.poll_interval_s,
                 "tail_lines": self.tail_lines,
                 "unreachable_limit_s": self.unreachable_limit_s,
-                "stream_logs": self.stream_logs,
                 "train_run_id": self.train_run_id,
                 "echo": self.echo,
             },
@@ -117,9 +114,8 @@ class RayJobTrigger(BaseTrigger):
                     self.log.info("ray job %s: %s", self.submission_id, status)
                     last_status = status
                 lines, seen = ray_jobs.new_lines(logs, seen)
-                if self.stream_logs:
-                    for line in lines:
-                        self.log.info("ray job | %s", line)
+                for line in lines:
+                    self.log.info("ray job | %s", line)
                 if status in ray_jobs.TERMINAL and not read_after_end:
                     # One more read: the driver's last lines may reach the log after Ray
                     # has recorded its exit, and they are the ones the task fails with.
