@@ -77,6 +77,31 @@ MANIFEST = {
         ],
         "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
     ),
+    # 100,000 levels of [[[…]]] in one record's meta: json.loads would raise RecursionError
+    # (the task failed and lost the file); the depth is checked before the parser recurses.
+    "deeply_nested.jsonl": Ingested(
+        ["ok-1", "ok-2"],
+        [(2, "too_deeply_nested", "nested deeper than 64 levels of arrays/objects")],
+    ),
+    # Valid JSON that Python or the warehouse cannot take: a 5,000-digit integer (int() refuses
+    # 4,300+), lone surrogates in meta, id and url (DuckDB stores UTF-8 only and refused the
+    # whole batch), one level past the nesting limit. Brackets inside the text never count,
+    # and an overflowing float is kept (as Infinity in meta).
+    "hostile_values.jsonl": Ingested(
+        ["ok-1", "nest-63", "brackets-in-text", "ok-2"],
+        [
+            (
+                2,
+                "number_too_long",
+                "Exceeds the limit (4300 digits) for integer string conversion: value has 5000 "
+                "digits",
+            ),
+            (3, "invalid_unicode", "unpaired surrogate in 'meta' at char 19"),
+            (4, "invalid_unicode", "unpaired surrogate in 'id' at char 3"),
+            (5, "invalid_unicode", "unpaired surrogate in 'url' at char 20"),
+            (6, "too_deeply_nested", "nested deeper than 64 levels of arrays/objects"),
+        ],
+    ),
     "duplicate_content.jsonl": Ingested(
         ["first"],
         [

@@ -344,6 +344,23 @@ def test_ingest_gate_stops_the_filter_on_a_mostly_broken_corpus(dag, hostile_dat
     )
 
 
+def test_one_deeply_nested_record_is_recorded_and_the_run_goes_on(dag, hostile_data_dir, fake_llm):
+    # A good record, one whose meta nests 100,000 levels deep, another good record: json.loads
+    # raised RecursionError, the task was retried into it and the run lost both good records.
+    run = dag.test(run_conf={"corpus": "hostile/deeply_nested.jsonl"})
+    s = states(run)
+    assert (s["ingest"], s["gate_ingest"], s["heuristic_filter"]) == ("success",) * 3
+    [ingest] = [ti for ti in run.get_task_instances() if ti.task_id == "ingest"]
+    assert ingest.try_number == 1, "a bad record is data, not a fault to retry"
+    assert query(hostile_data_dir, "SELECT source_id FROM documents ORDER BY source_line") == [
+        ("ok-1",),
+        ("ok-2",),
+    ]
+    assert query(hostile_data_dir, "SELECT line_no, reason FROM ingest_errors") == [
+        (2, "too_deeply_nested")
+    ]
+
+
 def test_unusable_file_fails_ingest_with_the_fix(dag, hostile_data_dir):
     run = dag.test(run_conf={"corpus": "hostile/wrong_schema.parquet"})
     s = states(run)

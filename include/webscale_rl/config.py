@@ -111,6 +111,14 @@ def resolve_corpus(corpus: str, settings: Settings, allow_empty: bool = False) -
         raise ConfigError(f"corpus '{corpus}' cannot be resolved: {exc.strerror or exc}") from None
 
 
+def _utf8_name(path: Path) -> bool:
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes come back from os as lone surrogates
+        return False
+    return True
+
+
 def _resolve(corpus: str, settings: Settings, allow_empty: bool) -> list[Path]:
     raw = Path(corpus).expanduser()
     pattern = raw if raw.is_absolute() else settings.data_dir / raw
@@ -158,6 +166,11 @@ def _resolve(corpus: str, settings: Settings, allow_empty: bool) -> list[Path]:
                 f"allowed roots ({roots_text})"
             )
         if _is_corpus_file(real):
+            if not _utf8_name(real):  # the warehouse keys rows by file name, in UTF-8
+                raise ConfigError(
+                    f"corpus '{corpus}' matches a file whose name is not valid UTF-8 "
+                    f"({ascii(str(real))}): rename it (e.g. `convmv -f latin1 -t utf-8`)"
+                )
             files.append(real)
     if not files and not allow_empty:
         raise ConfigError(

@@ -68,3 +68,15 @@ def test_missing_and_empty_corpus_messages(data_dir):
     _touch(data_dir / "docs" / "README.txt", "no corpus here")
     with pytest.raises(ConfigError, match="matched no corpus files"):
         resolve_corpus("docs", s)
+
+
+def test_a_corpus_file_whose_name_is_not_utf8_is_refused_naming_it(data_dir):
+    _touch(data_dir / "corpus" / "good.jsonl")
+    bad = data_dir / "corpus" / os.fsdecode(b"caf\xe9.jsonl")  # saved by a Latin-1 system
+    _touch(bad)
+    with pytest.raises(ConfigError) as refused:
+        resolve_corpus("corpus", load_settings())
+    assert str(refused.value) == (
+        f"corpus 'corpus' matches a file whose name is not valid UTF-8 "
+        f"({ascii(str(bad.resolve()))}): rename it (e.g. `convmv -f latin1 -t utf-8`)"
+    )

@@ -30,7 +30,7 @@ import httpx2
 import jsonschema
 import openai
 
-from webscale_rl import lease
+from webscale_rl import lease, untrusted_json
 from webscale_rl.errors import FatalError
 from webscale_rl.llm import ledger
 from webscale_rl.llm.settings import LLMSettings
@@ -196,11 +196,10 @@ def parse_reply(content: str | None, schema: dict) -> dict:
     if fenced:
         text = fenced.group(1)
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _InvalidReply(
-            "invalid_json", f"reply is not JSON: {exc.msg} at char {exc.pos}", content
-        ) from None
+        value = untrusted_json.loads(text)
+    except untrusted_json.UntrustedJSONError as exc:
+        why = "is not JSON" if exc.reason == "malformed_json" else f"is refused ({exc.reason})"
+        raise _InvalidReply("invalid_json", f"reply {why}: {exc.detail}"[:500], content) from None
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError as exc:  # "\\ud800" is valid JSON but no text: it cannot be stored

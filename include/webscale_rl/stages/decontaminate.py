@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ import numpy as np
 import pandas as pd
 from datasketch import MinHash
 
-from webscale_rl import lsh_index, warehouse
+from webscale_rl import lsh_index, untrusted_json, warehouse
 from webscale_rl.config import ConfigError, load_settings
 from webscale_rl.params import default as param_default
 from webscale_rl.params import spec as param_spec
@@ -91,10 +90,10 @@ def _read_records(path: Path) -> list[dict]:
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
+                records.append(untrusted_json.loads(line))
+            except untrusted_json.UntrustedJSONError as exc:
                 raise ConfigError(
-                    f"benchmark file {path} line {line_no} is not valid JSON ({exc.msg}); "
+                    f"benchmark file {path} line {line_no} is not valid JSON ({exc.detail}); "
                     "fix or remove the line"
                 ) from None
     return records

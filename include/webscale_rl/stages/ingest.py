@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from webscale_rl import warehouse
+from webscale_rl import untrusted_json, warehouse
 from webscale_rl.errors import FatalError
 from webscale_rl.params import spec as param_spec
 from webscale_rl.text import content_hash, dedup_key, normalize_text, tokenize
@@ -31,6 +31,9 @@ OVERSIZE_POLICIES = tuple(param_spec("oversize_policy").schema["enum"])
 # What to tell the user for each reason that can make a whole file unusable.
 FIXES = {
     "malformed_json": 'each line must be one JSON object, e.g. {"id": "1", "text": "..."}',
+    "too_deeply_nested": f"flatten the record's fields: at most {untrusted_json.MAX_DEPTH} "
+    "levels of nested arrays/objects",
+    "number_too_long": "write very long numbers as strings",
     "not_an_object": "each line must be a JSON object, not a list or a bare value",
     "invalid_utf8": "re-encode the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)",
     "missing_text": "every record needs a non-empty string field 'text'",
@@ -118,6 +121,13 @@ class FileTally:
         return self.offered - self.chosen
 
 
+def _storable(value) -> str | None:
+    """A record's id as text the warehouse takes: a lone surrogate is written as its escape."""
+    if value is None:
+        return None
+    return str(value).encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _short(text: str, limit: int = 200) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -148,13 +158,9 @@ def read_jsonl(path: Path) -> Iterator[Record]:
                     )
                     continue
                 try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    yield Record(
-                        line_no,
-                        error="malformed_json",
-                        detail=_short(f"{exc.msg}: column {exc.colno}"),
-                    )
+                    obj = untrusted_json.loads(line)
+                except untrusted_json.UntrustedJSONError as exc:
+                    yield Record(line_no, error=exc.reason, detail=_short(exc.detail))
                     continue
                 if not isinstance(obj, dict):
                     yield Record(line_no, error="not_an_object", detail=f"got {type(obj).__name__}")
@@ -217,22 +223,30 @@ def to_document(record: Record, limits: IngestLimits) -> tuple[dict | None, str 
     normalized = normalize_text(text)
     if not normalized:
         return None, "empty_text", "text is empty or whitespace only"
-    try:
-        normalized.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        return None, "invalid_unicode", f"unpaired surrogate at char {exc.start}"
     source_id = fields.get("id")
     url = fields.get("url")
+    stored = {
+        "text": normalized,
+        "source_id": None if source_id is None else str(source_id),
+        "url": url if isinstance(url, str) else None,
+        "meta": json.dumps(meta, ensure_ascii=False, default=str),
+    }
+    # JSON may spell a lone surrogate ("\ud800"); the warehouse stores UTF-8 only and
+    # would refuse the whole batch, so the record is refused here, naming the field.
+    for column, value in stored.items():
+        try:
+            if value is not None:
+                value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            field_name = {"text": "", "source_id": " in 'id'"}.get(column, f" in '{column}'")
+            return None, "invalid_unicode", f"unpaired surrogate{field_name} at char {exc.start}"
     return (
         {
             "doc_id": content_hash(normalized),
-            "source_id": None if source_id is None else str(source_id),
-            "url": url if isinstance(url, str) else None,
-            "text": normalized,
+            **stored,
             "n_chars": len(normalized),
             "n_tokens": len(tokenize(normalized)),
             "dedup_key": dedup_key(normalized),
-            "meta": json.dumps(meta, ensure_ascii=False, default=str),
         },
         None,
         None,
@@ -418,7 +432,7 @@ def ingest_files(
             records_read += 1
             tally.records += 1
             doc, reason, detail = to_document(record, limits)
-            source_id = None if record.fields.get("id") is None else str(record.fields.get("id"))
+            source_id = _storable(record.fields.get("id"))
             if doc is None:
                 record_error(path, tally, record, reason, detail, source_id)
                 continue
@@ -553,6 +567,9 @@ def _claim_pending(db_path: Path, run_id: str, files: list[Path]) -> int:
 
 ERROR_REASONS = (
     "malformed_json",
+    "too_deeply_nested",
+    "number_too_long",
+    "value_too_large",
     "not_an_object",
     "invalid_utf8",
     "invalid_unicode",

@@ -644,8 +644,9 @@ def _number_value(token: str) -> float | None:
     if _NUMBER.fullmatch(token):
         return float(token)
     m = _FRACTION.fullmatch(token)
-    if m and int(m.group(2)) != 0:
-        return int(m.group(1)) / int(m.group(2))
+    # float(), not int(): int() refuses 4,300+ digits, and a completion may hold them.
+    if m and float(m.group(2)) != 0:
+        return float(m.group(1)) / float(m.group(2))
     return None
 
 
@@ -730,11 +731,15 @@ _MONTHS = {
 
 
 def _parse_date(tokens: list[str]) -> tuple[int | None, int, int | None] | None:
+    # Length checks come before int(): it refuses 4,300+ digits, and a completion may hold them.
     def year(t: str) -> bool:
         return t.isdigit() and len(t) <= 4
 
     def day(t: str) -> bool:
-        return t.isdigit() and 1 <= int(t) <= 31
+        return t.isdigit() and len(t) <= 2 and 1 <= int(t) <= 31
+
+    def month(t: str) -> bool:
+        return t.isdigit() and len(t) <= 2 and 1 <= int(t) <= 12
 
     if len(tokens) == 3:
         a, b, c = tokens
@@ -742,15 +747,15 @@ def _parse_date(tokens: list[str]) -> tuple[int | None, int, int | None] | None:
             return int(c), _MONTHS[b], int(a)
         if a in _MONTHS and day(b) and year(c):
             return int(c), _MONTHS[a], int(b)
-        if len(a) == 4 and a.isdigit() and b.isdigit() and 1 <= int(b) <= 12 and day(c):
+        if len(a) == 4 and a.isdigit() and month(b) and day(c):
             return int(a), int(b), int(c)
     if len(tokens) == 2:
         a, b = tokens
         if a in _MONTHS and year(b) and len(b) >= 3:
             return int(b), _MONTHS[a], None
-        if a in _MONTHS and day(b) and len(b) <= 2:
+        if a in _MONTHS and day(b):
             return None, _MONTHS[a], int(b)
-        if day(a) and len(a) <= 2 and b in _MONTHS:
+        if day(a) and b in _MONTHS:
             return None, _MONTHS[b], int(a)
     return None
 
@@ -966,7 +971,7 @@ def _parse_verdict(response) -> tuple[bool | None, str]:
         return None, "invalid_reply: empty"
     try:
         data = json.loads(content)
-    except ValueError:
+    except (ValueError, RecursionError, MemoryError):  # a reply may nest [[[…]]] past the stack
         return None, f"invalid_reply: not JSON: {_short(repr(content), 80)}"
     if (
         not isinstance(data, dict)

@@ -493,3 +493,25 @@ def test_a_worker_killed_on_another_host_its_journal_is_adopted_and_no_answer_bo
         # Bought twice: only the replies that never reached host-a's journal (cut in flight).
         assert server.repeated_successes() == answered - journaled
         assert not journals[0].exists()
+
+
+@pytest.mark.parametrize(
+    ("reply", "detail"),
+    [
+        (
+            '{"reason": ' + "[" * 100_000 + "]" * 100_000 + "}",
+            "reply is refused (too_deeply_nested): nested deeper than 64 levels of arrays/objects",
+        ),
+        (
+            '{"reason": "ok", "qualified": ' + "1" * 5000 + "}",
+            "reply is refused (number_too_long): Exceeds the limit (4300 digits) for integer "
+            "string conversion: value has 5000 digits",
+        ),
+        ('{"reason": "ok", "qualified": }', "reply is not JSON: Expecting value: column 31"),
+    ],
+)
+def test_a_hostile_reply_is_an_invalid_reply_not_a_crash(reply, detail):
+    # json.loads raised RecursionError / ValueError for these, past the caller's except.
+    with pytest.raises(_InvalidReply) as refused:
+        parse_reply(reply, prompts.load("llm_filter").schema)
+    assert refused.value.kind == "invalid_json" and str(refused.value) == detail

@@ -185,3 +185,13 @@ def test_a_benchmark_file_with_a_byte_order_mark_keeps_its_first_item(tmp_path):
         ("q1", "How many apples are left?"),
         ("q2", "How many pears are left?"),
     ]
+
+
+def test_a_deeply_nested_benchmark_line_is_refused_with_file_and_line(tmp_path):
+    deep = '{"question": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    (tmp_path / "deep.jsonl").write_text('{"question": "fine"}\n' + deep + "\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"deep.jsonl line 2 is not valid JSON \(nested deeper than 64 levels",
+    ):
+        load_benchmarks(tmp_path, builtin=[])

@@ -439,3 +439,20 @@ def test_reward_module_loads_by_file_path_like_verl():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert module.compute_score("webscale_rl", "Answer: 1,864 m", "1864 metres", {}) == 1.0
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "1" * 5000 + "/3",
+        "3/" + "1" * 5000,
+        "1" * 5000 + " May 2020",
+        "May " + "1" * 5000,
+        "2020 " + "1" * 5000 + " 12",
+        "1" * 5000,
+    ],
+)
+def test_a_completion_with_thousands_of_digits_scores_instead_of_crashing(answer):
+    # int() refuses 4,300+ digits (ValueError): the reward raised and took the trainer down.
+    for truth in ("5/3", "12 May 2020", "May 12", "2020 05 12"):
+        assert compute_score("webscale_rl", f"<answer>{answer}</answer>", truth) == 0.0
