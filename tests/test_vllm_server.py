@@ -17,9 +17,16 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
+from support import long_checkout
 from webscale_rl import prompts
 from webscale_rl.answer_policy import AnswerPolicy
-from webscale_rl.embedded_vllm import EmbeddedVLLM, unavailable_reason
+from webscale_rl.embedded_vllm import (
+    DEFAULT_MODEL_DIR,
+    DEFAULT_PYTHON,
+    REPO_ROOT,
+    EmbeddedVLLM,
+    unavailable_reason,
+)
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings
 
 REASON = unavailable_reason()
@@ -39,9 +46,21 @@ DOC = json.loads((SAMPLE_DIR / "docs_stem.jsonl").open().readline())["text"]
 
 
 @pytest.fixture(scope="module")
-def vllm():
-    with EmbeddedVLLM(log_path=Path(tempfile.mkdtemp()) / "vllm.log") as server:
+def vllm(tmp_path_factory):
+    # Started as it is from a checkout at a 150+ character path (its venv, model and caches
+    # where that checkout keeps them): vLLM's IPC sockets in <checkout>/.cache/vllm/tmp broke
+    # the 107-byte socket-path limit there, and `make demo` with it.
+    checkout = long_checkout.make(tmp_path_factory.mktemp("checkout"))
+    with EmbeddedVLLM(
+        model_dir=checkout / DEFAULT_MODEL_DIR.relative_to(REPO_ROOT),
+        python=checkout / DEFAULT_PYTHON.relative_to(REPO_ROOT),
+        cache_dir=checkout / ".cache" / "vllm",
+        log_path=Path(tempfile.mkdtemp()) / "vllm.log",
+    ) as server:
+        sockets = server.socket_dir
+        assert len(str(server.cache_dir)) > 150 and len(str(sockets)) < 30
         yield server
+    assert not sockets.exists(), "the socket folder goes with the server"
 
 
 def client(server, tmp_path, dialect="json_schema", **changes) -> LLMClient:

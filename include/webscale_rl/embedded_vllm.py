@@ -21,6 +21,7 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+from webscale_rl import socket_dir
 from webscale_rl.embedded_llm import (
     MODEL_ALIAS,
     EmbeddedLLMError,
@@ -110,6 +111,7 @@ class EmbeddedVLLM:
         self.cache_dir = Path(cache_dir) if cache_dir else REPO_ROOT / ".cache" / "vllm"
         self.process: subprocess.Popen | None = None
         self.version: str | None = None
+        self.socket_dir: Path | None = None  # short and private, made by environment()
 
     model = MODEL_ALIAS
 
@@ -161,8 +163,8 @@ class EmbeddedVLLM:
 
     def environment(self) -> dict:
         cores = os.cpu_count() or 1
-        tmp = self.cache_dir / "tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
+        if self.socket_dir is None:
+            self.socket_dir = socket_dir.make("wsrl-vllm-")
         return {
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib),
@@ -170,7 +172,10 @@ class EmbeddedVLLM:
             "VLLM_CPU_OMP_THREADS_BIND": f"0-{cores - 1}",
             "VLLM_CACHE_ROOT": str(self.cache_dir),
             "TORCHINDUCTOR_CACHE_DIR": str(self.cache_dir / "inductor"),
-            "TMPDIR": str(tmp),
+            # The engine's ZMQ IPC sockets (and multiprocessing's) go here, never into the
+            # checkout: a socket path is at most 107 bytes, wherever the checkout lives.
+            "TMPDIR": str(self.socket_dir),
+            "VLLM_RPC_BASE_PATH": str(self.socket_dir),
             "HF_HUB_OFFLINE": "1",
             "VLLM_NO_USAGE_STATS": "1",
             "DO_NOT_TRACK": "1",
@@ -219,6 +224,8 @@ class EmbeddedVLLM:
 
     def stop(self) -> None:
         stop_process_group(self.process, grace_s=30)
+        socket_dir.remove(self.socket_dir)
+        self.socket_dir = None
 
     def __enter__(self) -> EmbeddedVLLM:
         return self.start()

@@ -28,13 +28,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import psutil
 
 from support.airflow_server import control_plane_healthy, free_port
+from webscale_rl import socket_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -96,8 +96,8 @@ class Postgres:
 
     def __init__(self):
         # Not under pytest's tmp_path: its folders are private to root, and the server runs as
-        # the postgres user.
-        self.root = Path(tempfile.mkdtemp(prefix="webscale-rl-pg-"))
+        # the postgres user. Its socket (-k) lives here too: a short path (107-byte limit).
+        self.root = socket_dir.make("wsrl-pg-")
         self.port = free_port()
         self.started = False
 

@@ -13,15 +13,14 @@ PATH starts with the venv's bin, so a job's `python3` is the venv's (the one wit
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
+from webscale_rl import socket_dir
 from webscale_rl.embedded_llm import free_port
 from webscale_rl.training.ray_jobs import ray_python
 
@@ -36,8 +35,8 @@ class LocalRayHead:
     ):
         self.num_cpus = num_cpus
         self.python = Path(python) if python else ray_python()
-        # Ray puts Unix sockets under the temp dir: keep its path short (107-byte limit).
-        self.temp_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
+        # Ray puts its Unix sockets under the temp dir: short and private (107-byte limit).
+        self.temp_dir = socket_dir.make("ray-")
         self.log_path = log_path or self.temp_dir / "head.log"
         # Ray's worker ports default to 10002-19999: the fixed ports sit outside that range.
         self.ports = [free_port() for _ in range(4)]
@@ -113,7 +112,7 @@ class LocalRayHead:
         if self._log:
             self._log.close()
             self._log = None
-        shutil.rmtree(self.temp_dir, ignore_errors=True)
+        socket_dir.remove(self.temp_dir)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
