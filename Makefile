@@ -111,8 +111,14 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,$(EMBEDDED_SERVER))
 
 ## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
 TEST_WORKERS ?= 2
+# Each test's start and end go to .test-timings.jsonl; the run fails if two tests of the
+# `live` group (real servers) overlapped in time.
+TEST_TIMINGS := $(ROOT)/.test-timings.jsonl
 test: airflow-db embedded-llm vllm browser verl-venv train-venv lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup --durations=25 -m "not distributed"
+	rm -f $(TEST_TIMINGS)
+	WEBSCALE_RL_TEST_TIMINGS=$(TEST_TIMINGS) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) \
+	  --dist loadgroup --durations=25 -m "not distributed"
+	$(BIN)/python scripts/test_overlap.py $(TEST_TIMINGS) --group live
 
 ## make test-distributed: the pipeline on a real CeleryExecutor deployment on this machine
 ## (PostgreSQL and Redis from Debian, scheduler, api-server, dag-processor, two Celery workers

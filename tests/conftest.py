@@ -49,6 +49,53 @@ if not _migrated.exists():
     _migrated.touch()
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config, items):
+    """Make `--dist loadgroup` group for real. pytest-xdist 3.8 tags a test of an
+    `xdist_group` by rewriting `item._nodeid` to `<nodeid>@<group>`; pytest 9 builds the
+    nodeid from `item._id` and never reads `_nodeid`, so the scheduler saw no group and
+    spread the live tests over both workers. The same tag, where pytest 9 reads it."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    from _pytest.nodeid import NodeId
+
+    for item in items:
+        groups = {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+        if groups and "@" not in item.nodeid:
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(groups))}")
+
+
+TIMINGS = os.environ.get("WEBSCALE_RL_TEST_TIMINGS")  # a JSONL file: start and end of each test
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With WEBSCALE_RL_TEST_TIMINGS set, each test's wall-clock start and end, worker and
+    xdist group go to that file: scripts/test_overlap.py reads it to show (or refute) that
+    the live tests never ran beside each other."""
+    if not TIMINGS:
+        return (yield)
+    import time
+
+    start = time.time()
+    try:
+        return (yield)
+    finally:
+        groups = sorted({str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args})
+        line = {
+            "nodeid": item.nodeid,
+            "worker": _WORKER or "main",
+            "groups": groups,
+            "start": start,
+            "end": time.time(),
+        }
+        with open(TIMINGS, "a") as out:  # one short append per test: lines never interleave
+            out.write(json.dumps(line) + "\n")
+
+
 @pytest.fixture
 def data_dir(tmp_path, monkeypatch) -> Path:
     """An empty data dir with its own warehouse, set through the product's env variables."""

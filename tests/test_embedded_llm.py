@@ -13,6 +13,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
+from support import reply_oracle
 from webscale_rl import prompts
 from webscale_rl.embedded_llm import MODEL_ALIAS, EmbeddedLLM, server_available
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings
@@ -76,12 +77,9 @@ def test_json_schema_dialect_is_refused_by_llama_cpp_and_the_error_says_which_di
         backoff_base_s=0.01,
     )
     [result] = LLMClient(settings, tmp_path / "w.duckdb", "r").run([request(DOC)]).values()
-    if result.ok:  # a newer llama-cpp-python that accepts it must still return schema-valid JSON
-        assert result.parsed["qualified"] in ("Y", "N")
-    else:
-        assert (
-            result.attempts == 2 and "json_object" in result.error and "llm_default" in result.error
-        )
+    # Pinned llama-cpp-python 0.3.36 refuses it; a bump that accepts it must change this test.
+    assert not result.ok and result.attempts == 2, (result.error_kind, result.raw)
+    assert "json_object" in result.error and "llm_default" in result.error
 
 
 def test_none_dialect_sends_no_response_format_and_still_validates_strictly(llm, tmp_path):
@@ -90,18 +88,14 @@ def test_none_dialect_sends_no_response_format_and_still_validates_strictly(llm,
         model=llm.model,
         structured_output="none",
         timeout_s=300,
-        max_invalid_retries=1,
+        max_invalid_retries=0,
     )
     [result] = (
         LLMClient(settings, tmp_path / "w.duckdb", "r").run([request(DOC, max_tokens=128)]).values()
     )
-    if result.ok:
-        assert set(result.parsed) == {"reason", "qualified"}
-    else:  # a 135M model without a grammar often writes prose: recorded with its raw text
-        assert (
-            result.error_kind in ("invalid_json", "schema_mismatch", "truncated")
-            and result.raw is not None
-        )
+    # A 135M model without a grammar often writes prose: whatever came back, the client's
+    # verdict is the one the raw text owes, and the text is kept.
+    reply_oracle.check(result, prompts.load("llm_filter").schema, max_tokens=128)
 
 
 def test_dag_end_to_end_on_a_few_documents_against_the_real_model(llm, tmp_path, monkeypatch):

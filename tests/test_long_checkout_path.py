@@ -19,7 +19,7 @@ import pytest
 from conftest import ROOT
 from support import long_checkout
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
 
 LIMIT = 107  # sizeof(sockaddr_un.sun_path) less the NUL
 

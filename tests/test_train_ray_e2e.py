@@ -36,11 +36,9 @@ RAY_PYTHON = ROOT / ".venv-verl" / "bin" / "python"
 TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"
 PAIRS = ROOT / "data" / "sample_export" / "pairs.jsonl"
 
-# Meant for one worker and one Ray head (group `ray`, not `live`, whose chain of vLLM,
-# llama.cpp and browser tests already sets the suite's length). Under pytest 9.2 xdist's
-# groups have no effect (README, Quick start), so two workers may each start a head: each head
-# has its own ports and temp dir, and these waits are minutes, not seconds.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]
+# Real servers (a Ray head, airflow standalone): the `live` group, which runs on one worker,
+# one test at a time (tests/conftest.py makes xdist's grouping work under pytest 9).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
 
 
 @pytest.fixture(scope="module")

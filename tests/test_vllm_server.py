@@ -17,7 +17,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
-from support import long_checkout
+from support import long_checkout, reply_oracle
 from webscale_rl import prompts
 from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.embedded_vllm import (
@@ -187,24 +187,21 @@ def test_json_object_dialect_constrains_the_syntax_not_the_schema(vllm, tmp_path
     )
     for request, schema in pairs:
         result = results[request.request_hash]
+        # The syntax is constrained: an object is opened at once, and one that finished is
+        # JSON (never invalid_json); whether it meets the schema is the client's call alone.
         assert result.raw and result.raw.lstrip().startswith("{"), result.raw
-        if result.ok:
-            jsonschema.validate(result.parsed, schema)
-        elif result.error_kind == "truncated":
-            assert result.completion_tokens == 256
-        else:
-            assert result.error_kind == "schema_mismatch", (result.error_kind, result.error)
+        kind = reply_oracle.check(result, schema, max_tokens=256)
+        assert kind != "invalid_json", result.raw
+        if kind is None or kind == "schema_mismatch":
             assert isinstance(json.loads(result.raw), dict)
 
 
 def test_none_dialect_sends_no_response_format_and_records_what_came_back(vllm, tmp_path):
     [(request, schema)] = stage_requests(vllm.model)[:1]
-    [result] = client(vllm, tmp_path, "none", max_invalid_retries=1).run([request]).values()
-    if result.ok:
-        jsonschema.validate(result.parsed, schema)
-    else:  # prose or a wrong shape from a 135M model without a grammar: kept with its text
-        assert result.error_kind in ("invalid_json", "schema_mismatch", "truncated")
-        assert result.raw and result.attempts == 2
+    [result] = client(vllm, tmp_path, "none", max_invalid_retries=0).run([request]).values()
+    # Prose or a wrong shape from a 135M model without a grammar: whatever came back, the
+    # client's verdict is the one the raw text owes, and the text is kept.
+    reply_oracle.check(result, schema, max_tokens=request.max_tokens)
     con = duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True)
     try:
         assert con.execute("SELECT status, raw IS NOT NULL FROM llm_calls").fetchall() == [

@@ -18,25 +18,36 @@ def query(path: Path, sql: str, params=None) -> list[tuple]:
         con.close()
 
 
-# What a run decided, minus what differs between equal runs (run ids, paths, timestamps).
-SNAPSHOT_SQL = {
-    "documents": "SELECT doc_id, source_line, source_id, n_tokens FROM documents",
-    "heuristic_filter": "SELECT doc_id, status, reason FROM heuristic_filter",
-    "near_dedup": "SELECT doc_id, status, reason, duplicate_of FROM near_dedup",
-    "llm_filter": "SELECT doc_id, status, reason, qualified, request_hash FROM llm_filter",
-    "classify": "SELECT doc_id, status, reason, domain, personas FROM classify",
-    "generate": "SELECT qa_id, doc_id, status, reason, question, answer, request_hash FROM generate",
-    "verify": "SELECT qa_id, status, reason, correct, leakage, request_hash FROM verify",
-    "decontaminate": "SELECT qa_id, status, reason, duplicate_of FROM decontaminate",
-    "learnability": "SELECT qa_id, status, reason, samples, passes, pass_rate FROM learnability",
-    "doc_outcomes": "SELECT doc_id, last_stage, outcome, reason FROM doc_outcomes",
-    "llm_calls": "SELECT request_hash, stage, status FROM llm_calls",
+# What a run decided, minus what differs between equal runs (run ids, paths, timestamps):
+# every registered stage's key, status and reason, and the columns below where a stage has
+# more decisions to compare. A stage added to the registry is in the snapshot at once.
+STAGE_DECISIONS = {
+    "near_dedup": "duplicate_of",
+    "llm_filter": "qualified, request_hash",
+    "classify": "domain, personas",
+    "generate": "doc_id, question, answer, request_hash",
+    "verify": "correct, leakage, request_hash",
+    "decontaminate": "duplicate_of",
+    "learnability": "samples, passes, pass_rate",
 }
+
+
+def snapshot_sql() -> dict[str, str]:
+    from webscale_rl.stages import registry
+
+    sql = {"documents": "SELECT doc_id, source_line, source_id, n_tokens FROM documents"}
+    for stage in registry.stages():
+        extra = STAGE_DECISIONS.get(stage.name)
+        columns = f"{stage.key}, status, reason" + (f", {extra}" if extra else "")
+        sql[stage.name] = f"SELECT {columns} FROM {stage.name}"
+    sql["doc_outcomes"] = "SELECT doc_id, last_stage, outcome, reason FROM doc_outcomes"
+    sql["llm_calls"] = "SELECT request_hash, stage, status FROM llm_calls"
+    return sql
 
 
 def snapshot(path: Path) -> dict[str, list[tuple]]:
     """Every stage table's decisions, sorted: equal snapshots mean equal results."""
-    return {table: sorted(query(path, sql), key=repr) for table, sql in SNAPSHOT_SQL.items()}
+    return {table: sorted(query(path, sql), key=repr) for table, sql in snapshot_sql().items()}
 
 
 def copy_airflow_db(db: Path, dest: Path) -> Path:

@@ -15,6 +15,7 @@ from conftest import HOSTILE_DIR, ROOT, SAMPLE_DIR
 from support.db import query
 from support.fake_llm import FakeLLM
 from webscale_rl import conservation
+from webscale_rl.stages import registry
 
 # One worker: the module's finished run is computed once.
 pytestmark = [pytest.mark.xdist_group("conservation"), pytest.mark.slow]
@@ -132,14 +133,7 @@ def test_a_document_missing_from_the_warehouse_breaks_the_ingest_and_outcome_cou
         WHERE source_file LIKE '%docs_stem.jsonl' ORDER BY doc_id LIMIT 1""")
         .fetchone()
     )
-    for table in (
-        "documents",
-        "heuristic_filter",
-        "near_dedup",
-        "llm_filter",
-        "classify",
-        "doc_minhash",
-    ):
+    for table in ("documents", *registry.names("doc"), "doc_minhash"):
         broken["con"].execute(f"DELETE FROM {table} WHERE doc_id = ?", [doc_id])
     found = violations(broken)
     assert found["new_documents_stored"] == [
