@@ -4,6 +4,8 @@ tests/test_embedded_llm.py)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from webscale_rl import embedded_server
@@ -63,9 +65,14 @@ def test_the_server_command_and_environment(tmp_path):
     env = server.environment()
     assert env["VLLM_CPU_OMP_THREADS_BIND"].startswith("0-")  # every core, not `auto`'s one
     assert env["HF_HUB_OFFLINE"] == "1" and env["VLLM_NO_USAGE_STATS"] == "1"
-    assert env["VLLM_CACHE_ROOT"].startswith(str(tmp_path)) and env["TMPDIR"].startswith(
-        str(tmp_path)
-    )
+    # Caches stay where the caller put them; the IPC sockets' temp dir is short and private
+    # (a socket path is at most 107 bytes), the same for vLLM's RPC base, gone on stop().
+    assert env["VLLM_CACHE_ROOT"].startswith(str(tmp_path))
+    sockets = Path(env["TMPDIR"])
+    assert env["VLLM_RPC_BASE_PATH"] == str(sockets) and not str(sockets).startswith(str(tmp_path))
+    assert len(str(sockets)) + 37 <= 107 and sockets.stat().st_mode & 0o777 == 0o700
+    server.stop()
+    assert not sockets.exists() and server.socket_dir is None
     conn = server.connection()
     assert conn["host"] == "http://127.0.0.1:8123/v1"
     assert conn["extra"]["structured_output"] == "json_schema"
