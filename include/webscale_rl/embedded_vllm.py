@@ -35,6 +35,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_PYTHON = REPO_ROOT / ".venv-vllm" / "bin" / "python"
 DEFAULT_MODEL_DIR = REPO_ROOT / ".models" / "smollm2-135m-instruct"
 DIALECT = "json_schema"
+VLLM_SOCKET_ROOM = 40  # bytes of the socket-path limit left for the names vLLM makes
 # In-flight requests the client keeps against this server, measured by
 # bench/vllm_concurrency.py on 2 AVX2 cores: 0.14 req/s at 4, 0.19 at 16, 0.16 at 64.
 BEST_CONCURRENCY = 16
@@ -164,7 +165,8 @@ class EmbeddedVLLM:
     def environment(self) -> dict:
         cores = os.cpu_count() or 1
         if self.socket_dir is None:
-            self.socket_dir = socket_dir.make("wsrl-vllm-")
+            # Names inside: <uuid4> (36), multiprocessing's pymp-*/listener-* (~32).
+            self.socket_dir = socket_dir.make("wsrl-vllm-", room=VLLM_SOCKET_ROOM)
         return {
             **os.environ,
             "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib),
