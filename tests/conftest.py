@@ -49,6 +49,16 @@ if not _migrated.exists():
     _migrated.touch()
 
 
+def xdist_groups(item) -> list[str]:
+    """The item's xdist group names, sorted, read as pytest-xdist reads them."""
+    return sorted(
+        {
+            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+            for mark in item.iter_markers("xdist_group")
+        }
+    )
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config, items):
     """Make `--dist loadgroup` group for real. pytest-xdist 3.8 tags a test of an
@@ -60,12 +70,9 @@ def pytest_collection_modifyitems(config, items):
     from _pytest.nodeid import NodeId
 
     for item in items:
-        groups = {
-            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-            for mark in item.iter_markers("xdist_group")
-        }
+        groups = xdist_groups(item)
         if groups and "@" not in item.nodeid:
-            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(sorted(groups))}")
+            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
 
 
 TIMINGS = os.environ.get("WEBSCALE_RL_TEST_TIMINGS")  # a JSONL file: start and end of each test
@@ -84,11 +91,10 @@ def pytest_runtest_protocol(item, nextitem):
     try:
         return (yield)
     finally:
-        groups = sorted({str(m.args[0]) for m in item.iter_markers("xdist_group") if m.args})
         line = {
             "nodeid": item.nodeid,
             "worker": _WORKER or "main",
-            "groups": groups,
+            "groups": xdist_groups(item),
             "start": start,
             "end": time.time(),
         }

@@ -18,10 +18,11 @@ import pytest
 
 from conftest import ROOT
 from support import long_checkout
+from webscale_rl import socket_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
 
-LIMIT = 107  # sizeof(sockaddr_un.sun_path) less the NUL
+LIMIT = socket_dir.SUN_PATH_MAX
 
 PROBE = """
 import json, os
