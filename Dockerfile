@@ -1,5 +1,5 @@
 # The Airflow image with this project's package and pinned stack installed.
-FROM apache/airflow:3.3.0-python3.11
+FROM apache/airflow:3.3.2-python3.11
 COPY --chown=airflow:root requirements.txt requirements.lock pyproject.toml README.md /opt/webscale_rl/
 COPY --chown=airflow:root include /opt/webscale_rl/include
 # The image ships its own Airflow: constrain to our lock but never reinstall Airflow itself.

@@ -109,7 +109,7 @@ demo: airflow-db $(if $(LLM_URL)$(SCRIPTED),,$(EMBEDDED_SERVER))
 	$(BIN)/python scripts/run_demo.py $(if $(LLM_URL),--llm-url $(LLM_URL)) $(if $(MODEL),--model $(MODEL)) \
 	  $(if $(GGUF),--gguf $(GGUF)) $(if $(SCRIPTED),--scripted) --conf '$(DEMO_CONF)'
 
-## make test: the whole test suite (unit, DAG integrity, end-to-end under dag.test()).
+## make test: every tier but `distributed` (unit, e2e, live); tiers: tests/support/tiers.py.
 TEST_WORKERS ?= 2
 # Each test's start and end go to .test-timings.jsonl; the run fails if two tests of the
 # `live` group (real servers) overlapped in time.
@@ -137,12 +137,11 @@ $(DIST_STAMP): $(STAMP) requirements-distributed.txt
 	touch $@
 
 test-distributed: airflow-db distributed
-	$(BIN)/python -m pytest -q -s -m distributed tests/distributed
+	$(BIN)/python -m pytest -q -s -m distributed
 
-## make test-fast: unit tests and the DAG integrity test (no DAG runs, no llama.cpp build, no
-## browser; `slow` tests and the end-to-end files in tests/ are left out): about a minute.
+## make test-fast: the `unit` tier (pure code: no subprocess, process or server): under a minute.
 test-fast: airflow-db lint
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" tests/webscale_rl tests/dags tests/plugins
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m unit
 
 ## make lint: ruff (pyflakes, pycodestyle, isort, bugbear, Airflow 3 rules) and ruff format --check.
 lint: $(STAMP)

@@ -49,57 +49,9 @@ if not _migrated.exists():
     _migrated.touch()
 
 
-def xdist_groups(item) -> list[str]:
-    """The item's xdist group names, sorted, read as pytest-xdist reads them."""
-    return sorted(
-        {
-            str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
-            for mark in item.iter_markers("xdist_group")
-        }
-    )
-
-
-@pytest.hookimpl(trylast=True)
-def pytest_collection_modifyitems(config, items):
-    """Make `--dist loadgroup` group for real. pytest-xdist 3.8 tags a test of an
-    `xdist_group` by rewriting `item._nodeid` to `<nodeid>@<group>`; pytest 9 builds the
-    nodeid from `item._id` and never reads `_nodeid`, so the scheduler saw no group and
-    spread the live tests over both workers. The same tag, where pytest 9 reads it."""
-    if not getattr(config.option, "loadgroup", False):
-        return
-    from _pytest.nodeid import NodeId
-
-    for item in items:
-        groups = xdist_groups(item)
-        if groups and "@" not in item.nodeid:
-            item._id = NodeId.parse(f"{item.nodeid}@{'_'.join(groups)}")
-
-
-TIMINGS = os.environ.get("WEBSCALE_RL_TEST_TIMINGS")  # a JSONL file: start and end of each test
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item, nextitem):
-    """With WEBSCALE_RL_TEST_TIMINGS set, each test's wall-clock start and end, worker and
-    xdist group go to that file: scripts/test_overlap.py reads it to show (or refute) that
-    the live tests never ran beside each other."""
-    if not TIMINGS:
-        return (yield)
-    import time
-
-    start = time.time()
-    try:
-        return (yield)
-    finally:
-        line = {
-            "nodeid": item.nodeid,
-            "worker": _WORKER or "main",
-            "groups": xdist_groups(item),
-            "start": start,
-            "end": time.time(),
-        }
-        with open(TIMINGS, "a") as out:  # one short append per test: lines never interleave
-            out.write(json.dumps(line) + "\n")
+# The tiers (unit, e2e, live, distributed), their enforcement and the live group's
+# scheduling live in one plugin.
+pytest_plugins = ["support.tiers", "pytester"]
 
 
 @pytest.fixture

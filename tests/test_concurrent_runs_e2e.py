@@ -17,10 +17,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from conftest import SAMPLE_DIR
 from support.db import copy_airflow_db, query
 from support.fake_llm import FakeLLM
 from webscale_rl import lease
+
+pytestmark = pytest.mark.e2e
 
 # 18 documents, in the default fused layout: 18 filter+classify calls (classify reads them
 # from the ledger), 18 generate calls, 17 verify calls (one document's pairs all fail the

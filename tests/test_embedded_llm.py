@@ -20,7 +20,7 @@ from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings
 
 # One worker runs the heavy live tests (a real model, airflow standalone) one after another.
 pytestmark = [
-    pytest.mark.xdist_group("live"),
+    pytest.mark.live,
     pytest.mark.skipif(
         not server_available(),
         reason="embedded LLM not built: run `make embedded-llm` (builds llama-cpp-python once, ~7 min); "

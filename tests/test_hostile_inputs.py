@@ -26,6 +26,8 @@ from webscale_rl.config import ConfigError
 from webscale_rl.conservation import count_records
 from webscale_rl.stages.ingest import IngestError
 
+pytestmark = pytest.mark.unit
+
 UNUSABLE = (
     "1 corpus file(s) had no usable record (details in table ingest_errors; the other files were "
     "ingested):\n  {path}: {n} x {reason} -> fix: {fix}"

@@ -33,6 +33,8 @@ from webscale_rl.config import ConfigError
 from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import registry
 
+pytestmark = pytest.mark.e2e
+
 MARK = f"OUTSIDE-{uuid.uuid4().hex[:12]}"  # the text of the document planted outside the roots
 ADVICE = (
     "; put the files under WEBSCALE_RL_DATA_DIR or add their folder to WEBSCALE_RL_ALLOWED_ROOTS"

@@ -20,7 +20,7 @@ from conftest import ROOT
 from support import long_checkout
 from webscale_rl import socket_dir
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
+pytestmark = pytest.mark.live
 
 LIMIT = socket_dir.SUN_PATH_MAX
 

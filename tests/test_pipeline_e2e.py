@@ -19,6 +19,8 @@ from webscale_rl import diversity
 from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.prompts import DOMAINS
 
+pytestmark = pytest.mark.e2e
+
 SAMPLE_DOCS = 76  # 74 JSONL records + 2 Parquet rows in data/sample
 
 

@@ -19,7 +19,7 @@ from webscale_rl import prompts
 from webscale_rl.text import normalize_text
 
 # One worker: the module's injected run is computed once.
-pytestmark = pytest.mark.xdist_group("prompt_injection")
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("prompt_injection")]
 
 NORMAL_IDS = ("sample-math-01", "sample-coding-01", "sample-tech-01", "sample-tech-03")
 INJECTION_DOCS = [

@@ -16,7 +16,7 @@ from support import toy_stage
 from support.db import query
 from webscale_rl.stages import registry
 
-pytestmark = pytest.mark.xdist_group("toy_stage")
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("toy_stage")]
 TOY = registry.Stage("toy_check", "doc", "kept by the toy check", "support.toy_stage")
 
 

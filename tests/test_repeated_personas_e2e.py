@@ -16,7 +16,7 @@ from airflow.dag_processing.dagbag import DagBag
 from conftest import ROOT
 from support.db import query
 
-pytestmark = pytest.mark.xdist_group("repeated_personas")
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("repeated_personas")]
 
 
 def repeat_first_persona(default: dict, request: dict) -> dict:

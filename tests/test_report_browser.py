@@ -18,7 +18,7 @@ from support.browser import BrowserMissing, chromium_driver, save_screenshot
 from webscale_rl.config import run_folder_name
 
 # Chromium is a real server process: the `live` group, one test at a time on one worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
+pytestmark = pytest.mark.live
 
 PLOTS = ("funnel", "domains", "answer_words", "tokens")
 

@@ -17,7 +17,7 @@ from support.browser import artifacts_dir
 from webscale_rl import landing
 
 # One worker runs the heavy live tests (a real model, airflow standalone) one after another.
-pytestmark = pytest.mark.xdist_group("live")
+pytestmark = pytest.mark.live
 
 TIMEOUT_S = 420
 

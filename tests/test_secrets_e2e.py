@@ -32,6 +32,8 @@ import pytest
 from support.db import copy_airflow_db, query
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings, LLMUnavailable
 
+pytestmark = pytest.mark.e2e
+
 CORPUS = "sample/docs_stem.jsonl"  # 18 documents; "logtrim" is in exactly one of them
 FAULTS = {
     "http_500": 0.1,

@@ -14,6 +14,8 @@ from airflow.dag_processing.dagbag import DagBag
 from conftest import ROOT
 from support.db import query
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def dags():

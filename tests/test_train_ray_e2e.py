@@ -37,8 +37,8 @@ TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"
 PAIRS = ROOT / "data" / "sample_export" / "pairs.jsonl"
 
 # Real servers (a Ray head, airflow standalone): the `live` group, which runs on one worker,
-# one test at a time (tests/conftest.py makes xdist's grouping work under pytest 9).
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("live")]
+# one test at a time (tests/support/tiers.py makes xdist's grouping work under pytest 9).
+pytestmark = pytest.mark.live
 
 
 @pytest.fixture(scope="module")

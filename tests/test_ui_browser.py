@@ -31,7 +31,7 @@ from support.browser import artifacts_dir, chromium_driver, save_screenshot
 from webscale_rl.config import run_folder_name
 
 # One worker runs the heavy live tests (a real model, airflow standalone) one after another.
-pytestmark = pytest.mark.xdist_group("live")
+pytestmark = pytest.mark.live
 
 DAG_ID = "webscale_rl"
 CORPUS = "sample/docs_stem.jsonl"

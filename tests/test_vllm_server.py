@@ -31,11 +31,10 @@ from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings
 
 REASON = unavailable_reason()
 pytestmark = [
-    pytest.mark.slow,
+    pytest.mark.live,
     # The worker that runs the other live tests (Airflow UI, scheduler, llama.cpp) runs these
     # too, one after another: vLLM's worker keeps both cores busy, and beside it the live
     # UI run missed its 6-minute deadline.
-    pytest.mark.xdist_group("live"),
     pytest.mark.skipif(
         REASON is not None,
         reason=f"vLLM cannot run here: {REASON}; `make test` runs `make vllm` itself",

@@ -21,10 +21,12 @@ def dagbag() -> DagBag:
     return DagBag(dag_folder=str(DAGS_DIR))
 
 
+@pytest.mark.unit
 def test_no_import_errors(dagbag):
     assert dagbag.import_errors == {}
 
 
+@pytest.mark.unit
 def test_webscale_rl_is_declared_as_agreed(dagbag):
     dag = dagbag.dags["webscale_rl"]
     assert [a.name for a in dag.schedule] == ["webscale_rl_new_documents"]  # data-aware, or manual
@@ -51,6 +53,7 @@ def test_webscale_rl_is_declared_as_agreed(dagbag):
     } <= ids
 
 
+@pytest.mark.unit
 def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dagbag):
     dag = dagbag.dags["webscale_rl"]
     chain = ["ingest", *registry.names()]
@@ -70,6 +73,7 @@ def test_every_stage_is_followed_by_its_gate_and_the_next_stage_waits_for_it(dag
     assert dag.get_task("export").outlets[0].name == "webscale_rl_export"
 
 
+@pytest.mark.e2e
 def test_warehouse_writers_can_be_routed_to_the_warehouse_host():
     env = dict(os.environ, WEBSCALE_RL_WAREHOUSE_QUEUE="warehouse")
     out = subprocess.run(
@@ -107,6 +111,7 @@ def test_warehouse_writers_can_be_routed_to_the_warehouse_host():
         assert queues[task_id] != "warehouse", task_id
 
 
+@pytest.mark.unit
 def test_llm_tasks_run_in_the_llm_pool(dagbag):
     dag = dagbag.dags["webscale_rl"]
     assert [s.name for s in registry.stages() if s.llm] == [
@@ -120,6 +125,7 @@ def test_llm_tasks_run_in_the_llm_pool(dagbag):
         assert dag.get_task(stage.name).pool == ("llm" if stage.llm else "default_pool")
 
 
+@pytest.mark.e2e
 def test_parsing_does_no_heavy_imports():
     """Parsing the DAG file must not import GX, DuckDB, pandas or datatrove (slow, and I/O)."""
     code = (
@@ -136,6 +142,7 @@ def test_parsing_does_no_heavy_imports():
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
 
 
+@pytest.mark.unit
 def test_training_dag_fires_on_the_export_asset(dagbag):
     dag = dagbag.dags["webscale_rl_train"]
     producer = dagbag.dags["webscale_rl"].get_task("export").outlets[0]
@@ -151,6 +158,7 @@ def test_training_dag_fires_on_the_export_asset(dagbag):
     assert dag.get_task("baseline_eval").pool == "llm"
 
 
+@pytest.mark.unit
 def test_ingestion_dag_is_scheduled_and_announces_new_documents(dagbag):
     dag = dagbag.dags["webscale_rl_ingest"]
     assert dag.schedule == "@daily" and dag.max_active_runs == 1 and dag.doc_md

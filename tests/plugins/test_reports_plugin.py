@@ -13,6 +13,8 @@ from support import pairs
 from webscale_rl import card, warehouse
 from webscale_rl.config import load_settings
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def client(data_dir):
@@ -93,7 +95,6 @@ def test_airflow_loads_the_plugin_with_its_app_and_nav_entries():
     assert views["Data quality (GX)"]["href"] == "webscale-rl/data-docs/index.html"
 
 
-@pytest.mark.slow
 def test_airflow_api_server_serves_the_reports_only_to_logged_in_readers(data_dir):
     """The real Airflow API app (what `airflow api-server` runs) mounts the plugin's app
     behind Airflow's login: every route refuses an anonymous caller (401) and a user

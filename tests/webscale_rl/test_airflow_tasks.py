@@ -8,6 +8,8 @@ from airflow.sdk.exceptions import AirflowFailException
 from webscale_rl import airflow_tasks, lease
 from webscale_rl.config import load_settings
 
+pytestmark = pytest.mark.unit
+
 
 def test_a_lost_lease_fails_the_task_without_a_retry(data_dir):
     # A real takeover: another run holds the warehouse lease, so this run's task finds it

@@ -12,6 +12,8 @@ from webscale_rl.answer_policy import CHARS_PER_WORD, AnswerPolicy
 from webscale_rl.params import RunParams
 from webscale_rl.stages import export, verify
 
+pytestmark = pytest.mark.unit
+
 DOC = "The Meridian Bridge opened in 1932 over the Kessel River and is 312 metres long."
 QUESTION = "Which river does the Meridian Bridge, opened in 1932, cross?"
 

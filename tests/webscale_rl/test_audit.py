@@ -12,6 +12,8 @@ import pytest
 from support import pairs
 from webscale_rl import audit, cli, warehouse
 
+pytestmark = pytest.mark.unit
+
 # Documents 0-5 are Math, 6-11 Coding. The answer says what a person would judge.
 PAIRS = (
     [

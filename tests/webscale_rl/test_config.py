@@ -7,6 +7,8 @@ import pytest
 
 from webscale_rl.config import ConfigError, load_settings, resolve_corpus
 
+pytestmark = pytest.mark.unit
+
 
 def _touch(path: Path, text: str = '{"text": "x"}\n') -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)

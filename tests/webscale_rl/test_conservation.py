@@ -18,7 +18,7 @@ from webscale_rl import conservation
 from webscale_rl.stages import registry
 
 # One worker: the module's finished run is computed once.
-pytestmark = [pytest.mark.xdist_group("conservation"), pytest.mark.slow]
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("conservation")]
 
 
 def make_corpus(data_dir):

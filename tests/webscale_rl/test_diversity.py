@@ -6,6 +6,8 @@ import pytest
 
 from webscale_rl import diversity
 
+pytestmark = pytest.mark.unit
+
 
 def test_distinct_n_counts_distinct_ngrams_over_all_ngrams():
     assert diversity.distinct_n(["a b c", "a b d"], 1) == 4 / 6

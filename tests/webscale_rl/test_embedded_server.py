@@ -18,6 +18,8 @@ from webscale_rl.embedded_vllm import (
     unavailable_reason,
 )
 
+pytestmark = pytest.mark.unit
+
 EPYC = "processor\t: 0\nflags\t\t: fpu sse2 avx fma avx2 bmi2\n\nprocessor\t: 1\nflags\t\t: fpu\n"
 
 

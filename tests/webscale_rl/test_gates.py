@@ -13,6 +13,8 @@ from webscale_rl import gates
 from webscale_rl.params import RunParams
 from webscale_rl.stages import common, heuristic_filter
 
+pytestmark = pytest.mark.unit
+
 
 def frame(statuses, reasons, doc_ids=None) -> pd.DataFrame:
     """The gate profile of a stage table holding these rows."""

@@ -11,6 +11,8 @@ from webscale_rl.injection import find_injections, has_injection, split_text
 from webscale_rl.stages import verify
 from webscale_rl.stages.verify import rule_check
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("text", "kind"),

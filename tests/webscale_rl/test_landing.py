@@ -12,6 +12,8 @@ from conftest import SAMPLE_DIR
 from webscale_rl import landing
 from webscale_rl.config import ConfigError
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def landing_dir(data_dir):

@@ -9,6 +9,8 @@ import pytest
 
 from webscale_rl import lease, warehouse
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def db(tmp_path, monkeypatch):

@@ -5,7 +5,11 @@ from __future__ import annotations
 import importlib.util
 import json
 
+import pytest
+
 from conftest import ROOT
+
+pytestmark = pytest.mark.unit
 
 spec = importlib.util.spec_from_file_location("test_overlap", ROOT / "scripts" / "test_overlap.py")
 test_overlap = importlib.util.module_from_spec(spec)

@@ -9,6 +9,8 @@ from conftest import ROOT
 from webscale_rl.config import ConfigError
 from webscale_rl.params import PARAMS, RunParams, markdown_table
 
+pytestmark = pytest.mark.unit
+
 
 def test_readme_params_table_is_the_generated_one():
     assert markdown_table() in (ROOT / "README.md").read_text(), (

@@ -8,6 +8,8 @@ import pytest
 from webscale_rl import prompts
 from webscale_rl.answer_policy import AnswerPolicy
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     "name",

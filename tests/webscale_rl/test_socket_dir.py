@@ -8,6 +8,8 @@ import pytest
 
 from webscale_rl import socket_dir
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.fixture
 def temp_dir_at(monkeypatch):

@@ -29,6 +29,7 @@ def staged(tmp_path, monkeypatch):
     return tmp_path / "shared-staging"
 
 
+@pytest.mark.e2e
 def test_shards_stage_parquet_and_the_commit_loads_it_once(tmp_path, staged):
     db = tmp_path / "w.duckdb"
     ingest_files(
@@ -66,7 +67,7 @@ def test_shards_stage_parquet_and_the_commit_loads_it_once(tmp_path, staged):
     assert count(db, "SELECT count(*) FROM llm_calls WHERE status = 'success'") == 18
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_dag_with_staged_writes_gives_the_same_result_as_direct_writes(
     sample_data_dir, fake_llm, staged
 ):
@@ -91,6 +92,7 @@ def test_dag_with_staged_writes_gives_the_same_result_as_direct_writes(
     )
 
 
+@pytest.mark.unit
 def test_a_shard_repeating_a_key_fails_at_once_naming_the_keys_and_writes_nothing(tmp_path):
     import pandas as pd
 
@@ -116,6 +118,7 @@ def test_a_shard_repeating_a_key_fails_at_once_naming_the_keys_and_writes_nothin
     assert count(db, "SELECT count(*) FROM generate") == 0
 
 
+@pytest.mark.unit
 def test_a_value_the_table_refuses_is_a_shard_write_error_too(tmp_path):
     import pandas as pd
 

@@ -1,4 +1,8 @@
+import pytest
+
 from webscale_rl.text import content_hash, dedup_key, normalize_text, tokenize, words
+
+pytestmark = pytest.mark.unit
 
 
 def test_normalize_text_unifies_newlines_spaces_and_unicode():

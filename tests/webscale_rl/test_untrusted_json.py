@@ -8,6 +8,8 @@ import pytest
 
 from webscale_rl.untrusted_json import MAX_DEPTH, UntrustedJSONError, loads, nesting_depth
 
+pytestmark = pytest.mark.unit
+
 
 def nested(levels: int) -> str:
     return '{"meta": ' + "[" * levels + "]" * levels + "}"

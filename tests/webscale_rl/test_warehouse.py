@@ -25,6 +25,7 @@ def _doc(i: int) -> dict:
     }
 
 
+@pytest.mark.unit
 def test_replace_rows_never_duplicates(tmp_path):
     db = tmp_path / "w.duckdb"
     rows = pd.DataFrame(
@@ -93,6 +94,7 @@ def _pairs(con, rows: list[tuple]) -> None:
     warehouse.replace_rows(con, "learnability", learn, key="qa_id")
 
 
+@pytest.mark.unit
 def test_doc_outcomes_has_one_row_per_document_through_every_stage(tmp_path):
     db = tmp_path / "w.duckdb"
     with warehouse.write(db) as con:
@@ -160,7 +162,7 @@ def _writer(db, worker: int, n: int) -> None:
             con.execute("INSERT INTO run_docs VALUES (?, ?)", [f"w{worker}", f"doc{i}"])
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_concurrent_writers_from_several_processes_all_land(tmp_path):
     db = tmp_path / "w.duckdb"
     ctx = mp.get_context("spawn")
@@ -176,6 +178,7 @@ def test_concurrent_writers_from_several_processes_all_land(tmp_path):
         ).fetchall() == [("w0", 25), ("w1", 25), ("w2", 25)]
 
 
+@pytest.mark.unit
 def test_failed_block_rolls_back(tmp_path):
     db = tmp_path / "w.duckdb"
     try:
@@ -196,6 +199,7 @@ def _cap_as_duckdb_prints_it(value: str) -> str:
         con.close()
 
 
+@pytest.mark.unit
 def test_every_connection_carries_the_memory_cap(tmp_path, monkeypatch):
     db = tmp_path / "w.duckdb"
     monkeypatch.delenv(warehouse.MEMORY_LIMIT_ENV, raising=False)
@@ -210,6 +214,7 @@ def test_every_connection_carries_the_memory_cap(tmp_path, monkeypatch):
     assert _cap_as_duckdb_prints_it("3GB") != default
 
 
+@pytest.mark.unit
 def test_a_bad_memory_cap_names_its_variable(tmp_path, monkeypatch):
     monkeypatch.setenv(warehouse.MEMORY_LIMIT_ENV, "lots")
     with pytest.raises(ValueError, match=warehouse.MEMORY_LIMIT_ENV):
@@ -217,6 +222,7 @@ def test_a_bad_memory_cap_names_its_variable(tmp_path, monkeypatch):
             pass
 
 
+@pytest.mark.unit
 def test_running_out_of_the_cap_says_which_variable_to_raise(tmp_path, monkeypatch):
     db = tmp_path / "w.duckdb"
     with warehouse.write(db):
@@ -236,6 +242,7 @@ def test_running_out_of_the_cap_says_which_variable_to_raise(tmp_path, monkeypat
         ).fetchone() == (0,)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("cap", "half"),
     [("512MB", "256000000B"), ("1GiB", "536870912B"), ("1.5 gb", "750000000B"), ("80%", "80%")],

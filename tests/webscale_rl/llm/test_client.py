@@ -21,6 +21,8 @@ from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings, LLMUnavailable
 from webscale_rl.llm import ledger as ledger_mod
 from webscale_rl.llm.client import _InvalidReply, parse_reply
 
+pytestmark = pytest.mark.e2e
+
 DOC = (
     "The Harbour Bridge opened in 1932 after eight years of work. Its steel arch spans 503 metres. "
     "About 160,000 vehicles cross it each day. It was designed by John Bradfield."

@@ -13,6 +13,7 @@ from webscale_rl.llm.settings import DIALECTS, LLMSettings
 from webscale_rl.provider import CONN_FIELDS, CONN_TYPE
 
 
+@pytest.mark.unit
 def test_airflow_discovers_the_connection_type_with_the_clients_fields():
     from airflow.providers_manager import ProvidersManager
 
@@ -33,6 +34,7 @@ def test_airflow_discovers_the_connection_type_with_the_clients_fields():
     assert CONN_FIELDS["structured_output"]["schema"]["enum"] == list(DIALECTS)
 
 
+@pytest.mark.unit
 def test_what_the_form_saves_is_what_the_client_reads():
     """The UI sends every field, unset ones as null; stage_models arrives as JSON text."""
     settings = LLMSettings.from_connection(
@@ -86,7 +88,7 @@ def api(monkeypatch, data_dir):
     return test
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_test_button_lists_the_served_models(api, fake_llm):
     result = api(fake_llm.base_url, model="fake-model", structured_output="json_schema")
     assert result == {"status": True, "message": "1 replica(s) answer, serving fake-model"}
@@ -95,7 +97,7 @@ def test_the_test_button_lists_the_served_models(api, fake_llm):
     assert warned["status"] is True and "['other-model'] are not among them" in warned["message"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_test_button_names_a_dead_url(api, fake_llm):
     dead = f"http://127.0.0.1:{free_port()}/v1"
     result = api(dead, model="fake-model")

@@ -6,8 +6,12 @@ import json
 import os
 import time
 
+import pytest
+
 from webscale_rl import warehouse
 from webscale_rl.llm import ledger
+
+pytestmark = pytest.mark.unit
 
 
 def _row(i: int) -> dict:

@@ -26,6 +26,7 @@ python_gc_objects_collected_total{generation="0"} 7.0
 """
 
 
+@pytest.mark.unit
 def test_parse_sums_label_sets_and_keeps_only_finite_known_counters():
     counters = server_metrics.parse_prometheus(TEXT)
     assert counters == {
@@ -35,6 +36,7 @@ def test_parse_sums_label_sets_and_keeps_only_finite_known_counters():
     }
 
 
+@pytest.mark.unit
 def test_metrics_url_is_at_the_server_root():
     assert server_metrics.metrics_url("http://h:8000/v1") == "http://h:8000/metrics"
     assert server_metrics.metrics_url("http://h:8000/v1/") == "http://h:8000/metrics"
@@ -45,6 +47,7 @@ def counters(**values) -> dict:
     return {f"vllm:{k}": float(v) for k, v in values.items()}
 
 
+@pytest.mark.unit
 def test_summary_is_the_difference_between_snapshots():
     start = counters(
         request_success_total=10,
@@ -76,6 +79,7 @@ def test_summary_is_the_difference_between_snapshots():
     assert s["mean_queue_s"] == 0.2 and not s["server_restarted"]
 
 
+@pytest.mark.unit
 def test_a_server_restart_counts_only_what_followed_it():
     s = server_metrics.summarize(
         counters(request_success_total=50, prompt_tokens_total=9000),
@@ -86,6 +90,7 @@ def test_a_server_restart_counts_only_what_followed_it():
     assert s["prefix_cache_hit_rate"] is None  # no queries counted: not a made-up 0 %
 
 
+@pytest.mark.e2e
 def test_scrape_reads_a_vllm_style_server_and_records_nothing_for_others(tmp_path):
     from webscale_rl import prompts
     from webscale_rl.llm import LLMRequest
@@ -128,6 +133,7 @@ def db(tmp_path):
     return path
 
 
+@pytest.mark.unit
 def test_snapshots_are_upserted_and_summarised_from_duckdb(db):
     t0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
     snap = {"server": "http://h/metrics", "version": "0.32.0"}
@@ -157,6 +163,7 @@ def test_snapshots_are_upserted_and_summarised_from_duckdb(db):
     assert s["requests"] == 10 and s["wall_s"] == 40.0 and s["version"] == "0.32.0"
 
 
+@pytest.mark.unit
 def test_run_summary_on_a_warehouse_that_never_saw_a_vllm_server(db):
     con = duckdb.connect(str(db), read_only=True)
     try:

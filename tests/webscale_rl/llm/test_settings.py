@@ -4,6 +4,8 @@ import pytest
 
 from webscale_rl.llm import LLMSettings
 
+pytestmark = pytest.mark.unit
+
 
 def test_json_connection_fields_with_full_url_and_extras():
     s = LLMSettings.from_connection(

@@ -40,7 +40,7 @@ from webscale_rl.llm import LLMSettings
 from webscale_rl.stages import classify, export, registry
 from webscale_rl.stages.ingest import ingest_files
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.e2e
 RUN = "any-reply"
 CORPUS = SAMPLE_DIR / "docs_stem.jsonl"
 DOCS = 3

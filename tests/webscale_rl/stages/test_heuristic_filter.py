@@ -15,6 +15,8 @@ from webscale_rl.stages import heuristic_filter as hf
 from webscale_rl.stages.ingest import ingest_files
 from webscale_rl.text import normalize_text
 
+pytestmark = pytest.mark.unit
+
 PROSE = (
     "The bridge opened to traffic in 1932 after six years of construction. It spans the river "
     "with a single steel arch of 503 metres, and at the time it was the widest long-span bridge "

@@ -13,6 +13,8 @@ from conftest import HOSTILE_DIR, SAMPLE_DIR
 from webscale_rl import warehouse
 from webscale_rl.stages.ingest import IngestError, ingest_files
 
+pytestmark = pytest.mark.unit
+
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 

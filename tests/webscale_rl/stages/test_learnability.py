@@ -24,6 +24,7 @@ RUN = "r"
 K = 4
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("passes", "band", "reason"),
     [
@@ -41,6 +42,7 @@ def test_band_reason(passes, band, reason):
     assert learnability.band_reason(passes, K, band) == reason
 
 
+@pytest.mark.unit
 def test_a_band_that_can_keep_nothing_is_refused():
     with pytest.raises(ConfigError, match="pass_samples >= 2"):
         RunParams.from_params({"pass_band": "sometimes_solved", "pass_samples": 1})
@@ -55,6 +57,7 @@ def _result(ok: bool, text: str | None = None, error_kind: str | None = None) ->
     )
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("result", "score"),
     [
@@ -111,6 +114,7 @@ def policy(truths: dict[str, str], base_seed: int = 1234):
     return reply, targets
 
 
+@pytest.mark.e2e
 def test_pass_rates_are_measured_banded_and_not_bought_twice(decontaminated):
     db, truths = decontaminated
     reply, targets = policy(truths)
@@ -149,6 +153,7 @@ def test_pass_rates_are_measured_banded_and_not_bought_twice(decontaminated):
     assert sorted(accepted) == sorted((t / K, K) for t in targets.values() if t < K)
 
 
+@pytest.mark.e2e
 def test_the_gate_catches_a_kept_pair_outside_the_band(decontaminated):
     db, truths = decontaminated
     reply, _ = policy(truths)
@@ -186,6 +191,7 @@ def _marker(question: str, others) -> str:
     raise AssertionError(f"no unique piece in {question!r}")
 
 
+@pytest.mark.e2e
 def test_an_answer_cut_at_max_tokens_is_a_sample_that_scored_zero(decontaminated):
     db, truths = decontaminated
     questions = list(truths)
@@ -209,6 +215,7 @@ def test_an_answer_cut_at_max_tokens_is_a_sample_that_scored_zero(decontaminated
     assert rows[questions[3]] == (3, "kept", None)
 
 
+@pytest.mark.e2e
 def test_a_sample_whose_call_failed_fails_its_pair_and_only_it_is_sent_again(decontaminated):
     db, truths = decontaminated
     questions = list(truths)
@@ -229,6 +236,7 @@ def test_a_sample_whose_call_failed_fails_its_pair_and_only_it_is_sent_again(dec
     assert _measured(db)[questions[3]] == (3, "kept", None)
 
 
+@pytest.mark.e2e
 def test_zero_samples_keeps_every_pair_unmeasured(decontaminated):
     db, truths = decontaminated
     with FakeLLM() as server:
@@ -252,6 +260,7 @@ def test_zero_samples_keeps_every_pair_unmeasured(decontaminated):
     ]
 
 
+@pytest.mark.e2e
 def test_a_warehouse_from_before_the_stage_keeps_its_accepted_pairs(decontaminated):
     db, truths = decontaminated
     with warehouse.write(db) as con:

@@ -19,6 +19,7 @@ from webscale_rl.stages.ingest import ingest_files
 from webscale_rl.stages.verify import rule_check
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("question", "answer", "reason"),
     [
@@ -45,6 +46,7 @@ def test_rule_checks(question, answer, reason):
 DOCUMENT = "Lithium-ion cells can fail by thermal runaway. The Meridian Bridge opened in 1932 over the Kessel River."
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("answer", "reason"),
     [
@@ -77,6 +79,7 @@ def warehouse_with_docs(tmp_path):
     return db
 
 
+@pytest.mark.e2e
 def test_stages_in_order_with_batched_generation_and_per_stage_models(warehouse_with_docs):
     db = warehouse_with_docs
     with FakeLLM() as server:
@@ -104,6 +107,7 @@ def test_stages_in_order_with_batched_generation_and_per_stage_models(warehouse_
     assert all(len(json.loads(p)) == 2 for (p,) in personas)
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize(
     ("layout", "stage"),
     # The fused layout asks for the domain in the filter's call: the document fails there.
@@ -136,6 +140,7 @@ def test_out_of_list_domain_is_a_recorded_failure_not_other(
     assert raw == "Sports"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("personas", "kept", "dropped"),
     [
@@ -155,6 +160,7 @@ def test_personas_are_distinct_ignoring_case_spacing_and_punctuation(personas, k
     assert classify.distinct_personas(personas) == (kept, dropped)
 
 
+@pytest.mark.e2e
 def test_fused_reply_invalid_for_its_schema_falls_back_to_one_call_per_item(warehouse_with_docs):
     """A fused generate reply with one overlong answer, and a fused verify reply with a
     verdict missing, are invalid for their schemas: their documents fall back to the

@@ -7,11 +7,15 @@ import json
 import random
 from datetime import UTC, datetime
 
+import pytest
+
 from conftest import SAMPLE_DIR
 from support import stages
 from support.db import query
 from webscale_rl.stages import near_dedup
 from webscale_rl.stages.ingest import ingest_files
+
+pytestmark = pytest.mark.unit
 
 WHEN = datetime(2026, 1, 1, tzinfo=UTC)
 

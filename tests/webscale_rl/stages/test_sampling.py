@@ -4,6 +4,8 @@ draw independently and a re-run sends the same request, which the ledger answers
 
 from __future__ import annotations
 
+import pytest
+
 from support.fake_llm import FakeLLM
 from webscale_rl import pipeline, prompts
 from webscale_rl.llm import LLMClient, LLMSettings
@@ -23,6 +25,7 @@ def request(s: LLMSettings, stage: str, text: str):
     )
 
 
+@pytest.mark.unit
 def test_defaults_sample_generation_and_keep_every_other_stage_greedy():
     s = settings()
     assert s.sampling_for("generate") == (1.0, 1.0, 1234)
@@ -32,6 +35,7 @@ def test_defaults_sample_generation_and_keep_every_other_stage_greedy():
     assert (greedy.temperature, greedy.seed) == (0.0, 1234)  # as before seeds were derived
 
 
+@pytest.mark.unit
 def test_a_sampled_requests_seed_comes_from_its_content():
     s = settings()
     a, a_again, b = (request(s, "generate", t) for t in ("Doc one.", "Doc one.", "Doc two."))
@@ -44,6 +48,7 @@ def test_a_sampled_requests_seed_comes_from_its_content():
     assert other.seed != a.seed and other.request_hash != a.request_hash
 
 
+@pytest.mark.unit
 def test_the_param_merges_over_the_defaults_stage_by_stage_and_key_by_key():
     s = settings(sampling={"generate": {"top_p": 0.9}, "verify": {"temperature": 0.3, "seed": 7}})
     assert s.sampling_for("generate") == (1.0, 0.9, 1234)  # temperature kept from the default
@@ -56,6 +61,7 @@ def test_the_param_merges_over_the_defaults_stage_by_stage_and_key_by_key():
     )
 
 
+@pytest.mark.e2e
 def test_the_server_receives_the_stage_sampling_and_a_rerun_is_answered_by_the_ledger(tmp_path):
     with FakeLLM() as server:
         base = LLMSettings(base_url=server.base_url, model=server.model)

@@ -13,6 +13,8 @@ from webscale_rl.training import ray_jobs
 from webscale_rl.training.ray_trigger import RayJobTrigger
 from webscale_rl.training.tasks import TrainParams
 
+pytestmark = pytest.mark.unit
+
 
 @pytest.mark.parametrize(
     ("given", "url"),

@@ -18,6 +18,8 @@ from webscale_rl.training.reward import (
     trl_reward,
 )
 
+pytestmark = pytest.mark.unit
+
 LONG_PARAGRAPH = (
     "The river rises in the northern hills and flows for many kilometres through farmland, "
     "small towns and a narrow gorge before it finally reaches the sea near the old harbour."

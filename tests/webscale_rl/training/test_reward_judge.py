@@ -16,6 +16,8 @@ from support.fake_llm import FakeLLM
 from webscale_rl.training import reward
 from webscale_rl.training.reward import compute_score, trl_reward
 
+pytestmark = pytest.mark.e2e
+
 QUESTION = "Who wrote the report on the Kessel River bridge?"
 KEYS = {"score", "decided_by", "judge_error"}
 

@@ -6,11 +6,14 @@ from __future__ import annotations
 import json
 
 import pyarrow.parquet as pq
+import pytest
 
 from conftest import ROOT
 from webscale_rl import gates
 from webscale_rl.stages.export import ANSWER_INSTRUCTION, VERL_SCHEMA, write_sample_export
 from webscale_rl.training import tasks
+
+pytestmark = pytest.mark.unit
 
 PAIRS = ROOT / "data" / "sample_export" / "pairs.jsonl"
 

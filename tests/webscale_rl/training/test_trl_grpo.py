@@ -35,6 +35,7 @@ def verl_row(question: str, answer: str, index: int = 0, split: str = "train") -
     }
 
 
+@pytest.mark.e2e
 def test_module_imports_without_torch():
     code = (
         "import sys, webscale_rl.training.trl_grpo; "
@@ -46,6 +47,7 @@ def test_module_imports_without_torch():
     assert out.strip() == "[]"
 
 
+@pytest.mark.unit
 def test_prompt_is_system_then_two_few_shot_turns_then_the_pairs_message():
     user = {"role": "user", "content": f"What is the boiling point?\n\n{ANSWER_INSTRUCTION}"}
     prompt = trl_grpo.build_prompt([user])
@@ -62,6 +64,7 @@ def test_prompt_is_system_then_two_few_shot_turns_then_the_pairs_message():
     assert prompt[-1] is not user  # copied, so the trainer's dataset never aliases the input
 
 
+@pytest.mark.unit
 def test_a_pairs_own_system_message_replaces_the_default():
     prompt = trl_grpo.build_prompt(
         [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "Q?"}]
@@ -71,6 +74,7 @@ def test_a_pairs_own_system_message_replaces_the_default():
     assert prompt[-1] == {"role": "user", "content": "Q?"}
 
 
+@pytest.mark.unit
 def test_prompt_must_end_with_a_user_message():
     with pytest.raises(ValueError, match="must end with a user message"):
         trl_grpo.build_prompt(
@@ -78,6 +82,7 @@ def test_prompt_must_end_with_a_user_message():
         )
 
 
+@pytest.mark.unit
 def test_few_shot_answers_score_one_under_the_project_reward():
     """The demonstrations show a format the reward reads: each assistant turn's "Answer:"
     line scores 1.0 against its own answer and 0.0 against another."""
@@ -89,6 +94,7 @@ def test_few_shot_answers_score_one_under_the_project_reward():
     assert "Answer: <answer>" in trl_grpo.SYSTEM_PROMPT and "Answer: <answer>" in ANSWER_INSTRUCTION
 
 
+@pytest.mark.unit
 def test_records_from_an_exported_parquet(tmp_path):
     path = tmp_path / "train.parquet"
     rows = [
@@ -110,6 +116,7 @@ def test_records_from_an_exported_parquet(tmp_path):
     assert trl_reward(completions, ground_truth=[r["ground_truth"] for r in records]) == [1.0, 0.0]
 
 
+@pytest.mark.unit
 def test_a_row_without_ground_truth_is_refused():
     row = verl_row("Q?", "x")
     row["reward_model"]["ground_truth"] = " "
@@ -117,6 +124,7 @@ def test_a_row_without_ground_truth_is_refused():
         trl_grpo.to_records([row])
 
 
+@pytest.mark.unit
 def test_tiny_val_adds_labelled_train_rows():
     val = [{"i": i} for i in range(3)]
     train = [{"i": 100 + i} for i in range(40)]
@@ -131,12 +139,14 @@ def test_tiny_val_adds_labelled_train_rows():
     assert list(trl_grpo.eval_sets([{"i": i} for i in range(16)], train, tiny=16)) == ["val"]
 
 
+@pytest.mark.unit
 def test_accuracy_counts_full_scores_only():
     assert trl_grpo.accuracy([1.0, 0.0, 1.0, 0.0]) == 0.5
     assert trl_grpo.accuracy([1.0, 1.0, 0.0]) == 0.6667
     assert trl_grpo.accuracy([]) is None
 
 
+@pytest.mark.unit
 def test_step_rewards_keeps_one_entry_per_step_and_skips_the_summary():
     history = [
         {
@@ -169,6 +179,7 @@ def test_step_rewards_keeps_one_entry_per_step_and_skips_the_summary():
     assert steps[0]["completion_mean_length"] is None
 
 
+@pytest.mark.unit
 def test_reward_line_format():
     assert trl_grpo.reward_line(3, 0.25) == "step 3 reward 0.2500"
     assert (
@@ -177,6 +188,7 @@ def test_reward_line_format():
     )
 
 
+@pytest.mark.unit
 def test_arguments_defaults_and_checks(tmp_path, monkeypatch):
     monkeypatch.setenv("WEBSCALE_RL_DATA_DIR", str(tmp_path))
     args = trl_grpo.parse_args(["--train", "t.parquet", "--val", "v.parquet", "--out", "o"])
@@ -194,10 +206,12 @@ def test_arguments_defaults_and_checks(tmp_path, monkeypatch):
         trl_grpo.parse_args(["--train", "t", "--val", "v", "--out", "o", "--batch-size", "6"])
 
 
+@pytest.mark.unit
 def test_peak_rss_is_a_positive_number_of_megabytes():
     assert 1 < trl_grpo.peak_rss_mb() < 1024 * 1024
 
 
+@pytest.mark.unit
 def test_the_reward_can_come_from_a_file_shipped_with_the_job(tmp_path):
     """A Ray job ships reward.py in its working_dir (--reward-file), as verl's job does."""
     import shutil

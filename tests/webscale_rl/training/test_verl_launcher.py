@@ -62,6 +62,7 @@ def export_dir(tmp_path):
     return folder
 
 
+@pytest.mark.unit
 def test_reference_run_defaults_mirror_the_method():
     o = verl_launcher.reference_overrides()
     assert o["algorithm.adv_estimator"] == "grpo"
@@ -86,6 +87,7 @@ def override_is_valid(key: str) -> bool:
     )
 
 
+@pytest.mark.unit
 def test_every_override_is_a_key_of_verls_config(export_dir, tmp_path):
     job = verl_launcher.prepare(
         export_dir, tmp_path / "job", judge_base_url="http://judge:8000/v1", judge_model="m"
@@ -101,6 +103,7 @@ def test_every_override_is_a_key_of_verls_config(export_dir, tmp_path):
     assert not has_key(VERL_CONFIG, "actor_rollout_ref.rollout.num_rollouts")
 
 
+@pytest.mark.unit
 def test_job_folder_holds_verl_format_data_and_a_loadable_reward(export_dir, tmp_path):
     job = verl_launcher.prepare(
         export_dir, tmp_path / "job", overrides={"trainer.n_gpus_per_node": 4}, experiment="run-7"
@@ -141,6 +144,7 @@ def test_job_folder_holds_verl_format_data_and_a_loadable_reward(export_dir, tmp
     assert job.overrides["trainer.experiment_name"] == "run-7"
 
 
+@pytest.mark.unit
 def test_without_a_cluster_the_exact_command_is_printed(export_dir, tmp_path):
     job = verl_launcher.prepare(export_dir, tmp_path / "job")
     result = verl_launcher.by_hand(job)
@@ -153,6 +157,7 @@ def test_without_a_cluster_the_exact_command_is_printed(export_dir, tmp_path):
     assert shlex.join(job.entrypoint) in (tmp_path / "job" / "run.sh").read_text()
 
 
+@pytest.mark.unit
 def test_an_export_smaller_than_one_train_batch_is_flagged(export_dir, tmp_path):
     """verl drops the last incomplete batch: 3 train rows under the reference batch of 256
     would train zero steps, which the launch result and the task log say."""
@@ -163,6 +168,7 @@ def test_an_export_smaller_than_one_train_batch_is_flagged(export_dir, tmp_path)
     assert small.warnings == [] and verl_launcher.by_hand(small)["warnings"] == []
 
 
+@pytest.mark.unit
 def test_the_ray_job_ships_the_folder_and_runs_the_entrypoint_in_it(export_dir, tmp_path):
     """What goes to Ray's job API (submitted for real in tests/test_train_ray_e2e.py)."""
     job = verl_launcher.prepare(export_dir, tmp_path / "job", module="recipe.dapo.main_dapo")
@@ -174,12 +180,14 @@ def test_the_ray_job_ships_the_folder_and_runs_the_entrypoint_in_it(export_dir, 
     assert spec.metadata == {"launcher": "verl"} and spec.env_vars == {}
 
 
+@pytest.mark.unit
 def test_a_module_that_is_not_a_dotted_name_is_refused(export_dir, tmp_path):
     for bad in ("", "verl.trainer.main_ppo; rm -rf /", "-m verl", "verl..x"):
         with pytest.raises(ConfigError, match="dotted Python module"):
             verl_launcher.prepare(export_dir, tmp_path / "job", module=bad)
 
 
+@pytest.mark.e2e
 def test_judge_settings_become_reward_kwargs_and_the_key_is_never_written(
     export_dir, tmp_path, monkeypatch
 ):
@@ -237,11 +245,13 @@ def test_judge_settings_become_reward_kwargs_and_the_key_is_never_written(
         server.stop()
 
 
+@pytest.mark.unit
 def test_without_judge_settings_there_are_no_reward_kwargs(export_dir, tmp_path):
     job = verl_launcher.prepare(export_dir, tmp_path / "job")
     assert not [key for key in job.overrides if "reward_kwargs" in key]
 
 
+@pytest.mark.unit
 def test_inconsistent_judge_settings_are_refused(export_dir, tmp_path):
     with pytest.raises(ValueError, match="judge_model"):
         verl_launcher.prepare(export_dir, tmp_path / "a", judge_base_url="http://judge/v1")

@@ -16,6 +16,8 @@ from conftest import ROOT
 from webscale_rl.stages.export import ANSWER_INSTRUCTION, DATA_SOURCE, write_sample_export
 from webscale_rl.training import verl_launcher
 
+pytestmark = pytest.mark.e2e
+
 VERL_PYTHON = ROOT / ".venv-verl" / "bin" / "python"
 TOKENIZER = ROOT / ".models" / "smollm2-135m-instruct"
 PAIRS = ROOT / "data" / "sample_export" / "pairs.jsonl"
