@@ -51,7 +51,7 @@ if not _migrated.exists():
 
 # The tiers (unit, e2e, live, distributed), their enforcement and the live group's
 # scheduling live in one plugin.
-pytest_plugins = ["support.tiers", "pytester"]
+pytest_plugins = ["support.tiers", "support.live_servers", "pytester"]
 
 
 @pytest.fixture

@@ -1,11 +1,14 @@
 """The embedded servers start from a checkout at a 150+ character path (issue: `make demo`
 failed beyond ~54 characters, vLLM's IPC sockets breaking the 107-byte Unix-socket limit).
 
-The package is imported from a real copy at such a path, so everything it derives from
-where it lives (REPO_ROOT, the venvs, vLLM's caches) is there; what holds sockets is not.
-llama.cpp's server and the local Ray head are started from that copy here; the real vLLM
-server is started the same way by tests/test_vllm_server.py's fixture (one vLLM start per
-suite)."""
+The package is imported from a real copy at such a path (the suite's `long_checkout_dir`),
+so everything it derives from where it lives (REPO_ROOT, the venvs, vLLM's caches) is
+there; what holds sockets is not. The suite's one vLLM server (tests/test_vllm_server.py)
+and one Ray head (tests/support/live_servers.py) are started as from that copy, and their
+socket paths are checked here and there. llama.cpp's server holds no Unix socket and takes
+nothing from the checkout (its interpreter, the installed model, a log under the temp dir),
+which the probe checks.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +17,9 @@ import os
 import subprocess
 import sys
 
+import httpx
 import pytest
 
-from conftest import ROOT
-from support import long_checkout
 from webscale_rl import socket_dir
 
 pytestmark = pytest.mark.live
@@ -42,35 +44,15 @@ out = {
 }
 server.stop()
 out["socket_dir_removed"] = not Path(env["TMPDIR"]).exists()
-print(json.dumps(out))
-"""
-
-SERVERS = """
-import json, os, urllib.request
-from pathlib import Path
 from webscale_rl.embedded_llm import EmbeddedLLM
-from webscale_rl.training.ray_head import LocalRayHead
-out = {}
-with EmbeddedLLM() as llm:
-    with urllib.request.urlopen(llm.base_url + "/models", timeout=30) as r:
-        out["llamacpp_models"] = [m["id"] for m in json.loads(r.read())["data"]]
-if os.environ.get("WITH_RAY") == "1":
-    with LocalRayHead(num_cpus=1) as head:
-        with urllib.request.urlopen(head.dashboard_url + "/api/version", timeout=30) as r:
-            out["ray_version"] = json.loads(r.read())["ray_version"]
-        out["ray_temp_dir"] = str(head.temp_dir)
-        out["ray_sockets"] = sorted(
-            str(p) for p in head.temp_dir.rglob("*") if p.is_socket()
-        )
-        out["ray_python"] = str(head.python)
-    out["ray_temp_dir_removed"] = not head.temp_dir.exists()
+out["llamacpp_log"] = str(EmbeddedLLM().log_path)
 print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
-def checkout(tmp_path_factory):
-    return long_checkout.make(tmp_path_factory.mktemp("checkout"))
+@pytest.fixture
+def checkout(long_checkout_dir):
+    return long_checkout_dir
 
 
 def run_from(checkout, script: str, **env) -> dict:
@@ -97,15 +79,13 @@ def test_the_package_lives_at_the_long_path_and_its_sockets_do_not(checkout):
     # vLLM names its IPC sockets <dir>/<uuid4>: 37 more bytes.
     assert got["tmpdir"] == got["rpc_base"] and len(got["tmpdir"].encode()) + 37 <= LIMIT
     assert got["mode"] == "0o700" and got["socket_dir_removed"]
+    assert not got["llamacpp_log"].startswith(str(checkout))
 
 
-def test_llamacpp_and_the_ray_head_start_from_the_long_checkout(checkout):
-    pytest.importorskip("llama_cpp", reason="run `make embedded-llm`")
-    with_ray = (ROOT / ".venv-verl" / "bin" / "ray").exists()
-    got = run_from(checkout, SERVERS, WITH_RAY="1" if with_ray else "0")
-    assert got["llamacpp_models"] == ["smollm2-135m-instruct"]
-    if with_ray:
-        assert got["ray_python"] == str(checkout / ".venv-verl" / "bin" / "python")
-        assert got["ray_version"] and got["ray_temp_dir_removed"]
-        assert got["ray_sockets"], "Ray's raylet and plasma sockets are under its temp dir"
-        assert max(len(s.encode()) for s in got["ray_sockets"]) <= LIMIT
+def test_the_suites_ray_head_runs_from_the_long_checkout_with_short_sockets(checkout, ray_head):
+    assert ray_head.python == checkout / ".venv-verl" / "bin" / "python"
+    version = httpx.get(f"{ray_head.dashboard_url}/api/version", timeout=30).json()
+    assert version["ray_version"]
+    sockets = [p for p in ray_head.temp_dir.rglob("*") if p.is_socket()]
+    assert sockets, "Ray's raylet and plasma sockets are under its temp dir"
+    assert max(len(str(p).encode()) for p in sockets) <= LIMIT

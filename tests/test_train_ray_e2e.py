@@ -41,13 +41,7 @@ PAIRS = ROOT / "data" / "sample_export" / "pairs.jsonl"
 pytestmark = pytest.mark.live
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    if not RAY_PYTHON.exists():
-        pytest.skip(f"no Ray: run `make verl-venv` (it creates {RAY_PYTHON})")
-    head = LocalRayHead(num_cpus=2, python=RAY_PYTHON).start()
-    yield head
-    head.stop()
+# `ray_head` is the suite's one Ray head (tests/support/live_servers.py).
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ import pytest
 from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
-from support import long_checkout, reply_oracle
+from support import reply_oracle
 from webscale_rl import prompts
 from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.embedded_vllm import (
@@ -45,11 +45,11 @@ DOC = json.loads((SAMPLE_DIR / "docs_stem.jsonl").open().readline())["text"]
 
 
 @pytest.fixture(scope="module")
-def vllm(tmp_path_factory):
+def vllm(long_checkout_dir):
     # Started as it is from a checkout at a 150+ character path (its venv, model and caches
     # where that checkout keeps them): vLLM's IPC sockets in <checkout>/.cache/vllm/tmp broke
     # the 107-byte socket-path limit there, and `make demo` with it.
-    checkout = long_checkout.make(tmp_path_factory.mktemp("checkout"))
+    checkout = long_checkout_dir
     with EmbeddedVLLM(
         model_dir=checkout / DEFAULT_MODEL_DIR.relative_to(REPO_ROOT),
         python=checkout / DEFAULT_PYTHON.relative_to(REPO_ROOT),
