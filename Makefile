@@ -143,10 +143,12 @@ test-distributed: airflow-db distributed
 test-fast: airflow-db lint
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m unit
 
-## make lint: ruff (pyflakes, pycodestyle, isort, bugbear, Airflow 3 rules) and ruff format --check.
+## make lint: ruff (pyflakes, pycodestyle, isort, bugbear, Airflow 3 rules), ruff format --check,
+## and the package's import contracts (lint-imports; [tool.importlinter] in pyproject.toml).
 lint: $(STAMP)
 	$(BIN)/ruff check include dags plugins tests bench scripts
 	$(BIN)/ruff format --check include dags plugins tests bench scripts
+	$(BIN)/lint-imports --no-logo --no-cache
 
 ## make up: Airflow UI on http://localhost:8080 (airflow standalone) with the embedded LLM
 ## behind llm_default (LLM_URL=..., GGUF=... or SCRIPTED=1 as for demo). Ctrl-C or `make down` stops it.

@@ -38,7 +38,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import dag, get_current_context, task
 
-from webscale_rl.airflow_tasks import call_pipeline, triggering_extras
+from webscale_rl.airflow_tasks import fatal_errors_fail_the_task, triggering_extras
 from webscale_rl.assets import EXPORT_ASSET, NEW_DOCUMENTS_ASSET
 from webscale_rl.params import airflow_params
 from webscale_rl.stages import registry  # stage metadata only: no pandas, DuckDB or LLM client
@@ -72,52 +72,80 @@ default_args = {
 def webscale_rl():
     @task(queue=WAREHOUSE_QUEUE)
     def start_run() -> dict:
+        from webscale_rl import pipeline
         from webscale_rl.landing import files_from_events
 
         context = get_current_context()
-        return call_pipeline(
-            "start_run",
-            dict(context["params"]),
-            context["run_id"],
-            context["dag_run"].start_date,
-            files_from_events(triggering_extras(context)),
-        )
+        with fatal_errors_fail_the_task():
+            return pipeline.start_run(
+                dict(context["params"]),
+                context["run_id"],
+                context["dag_run"].start_date,
+                files_from_events(triggering_extras(context)),
+            )
 
     @task(queue=WAREHOUSE_QUEUE)
     def ingest(run: dict) -> dict:
-        return call_pipeline("run_ingest", run)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.run_ingest(run)
 
     @task(queue=WAREHOUSE_QUEUE)
     def gate_ingest(run: dict) -> dict:
-        return call_pipeline("gate_ingest", run)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.gate_ingest(run)
 
     @task
     def plan_shards(run: dict) -> list[dict]:
-        return call_pipeline("plan_shards", run)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.plan_shards(run)
 
     @task(max_active_tis_per_dagrun=4)
     def stage_shard(run: dict, stage: str, shard: dict) -> dict:
-        return call_pipeline("run_stage", run, stage, shard)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.run_stage(run, stage, shard)
 
     @task(queue=WAREHOUSE_QUEUE)
     def stage_whole_run(run: dict, stage: str) -> dict:
-        return call_pipeline("run_stage", run, stage)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.run_stage(run, stage)
 
     @task(queue=WAREHOUSE_QUEUE)
     def gate_stage(run: dict, stage: str) -> dict:
-        return call_pipeline("gate_stage", run, stage)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.gate_stage(run, stage)
 
     @task(queue=WAREHOUSE_QUEUE)
     def gate_dataset(run: dict) -> dict:
-        return call_pipeline("gate_dataset", run)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.gate_dataset(run)
 
     @task(queue=WAREHOUSE_QUEUE)
     def check_conservation(run: dict) -> dict:
-        return call_pipeline("check_conservation", run)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.check_conservation(run)
 
     @task(outlets=[EXPORT_ASSET], queue=WAREHOUSE_QUEUE)
     def export(run: dict) -> dict:
-        result = call_pipeline("run_export", run)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            result = pipeline.run_export(run)
         # The Asset event names the export, so the training DAG it triggers trains on this one.
         get_current_context()["outlet_events"][EXPORT_ASSET].extra = {
             "path": result["path"],
@@ -128,11 +156,17 @@ def webscale_rl():
 
     @task(queue=WAREHOUSE_QUEUE)
     def dataset_card(run: dict) -> dict:
-        return call_pipeline("run_dataset_card", run)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.run_dataset_card(run)
 
     @task(queue=WAREHOUSE_QUEUE)
     def finalize_run(run: dict, ingested: dict, exported: dict, conserved: dict) -> dict:
-        return call_pipeline("finalize_run", run, ingested, exported, conserved)
+        from webscale_rl import pipeline
+
+        with fatal_errors_fail_the_task():
+            return pipeline.finalize_run(run, ingested, exported, conserved)
 
     run = start_run()
     ingested = ingest(run)

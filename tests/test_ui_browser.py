@@ -220,6 +220,10 @@ def _connection_form_and_test(driver, af: AirflowServer, server) -> None:
             "connection_id": conn_id,
             "conn_type": "webscale_rl_llm",
             "host": server.base_url,
+            # Airflow 3.3.2's list-row Test button sends port 0 for a connection without one
+            # and the API refuses that as "a different destination" (apache/airflow#73298,
+            # fixed after 3.3.2): the stored port is the Base URL's, so the button works.
+            "port": server.port,
             "password": "EMPTY",
             # The edit form lists the extras a connection holds: every field, set.
             "extra": json.dumps(

@@ -1,8 +1,11 @@
-"""What the DAG files' tasks share: calling the pipeline with errors a retry cannot fix
-failing the task at once, and the triggering Asset events. Light (Airflow's task SDK only),
-so DAG files may import it at parse time; the pipeline is imported when a task runs."""
+"""What the DAG files' tasks share: errors a retry cannot fix failing the task at once, and
+the triggering Asset events. Light (Airflow's task SDK only), so DAG files may import it at
+parse time; each task imports `webscale_rl.pipeline` when it runs and calls its function by
+name, so a reader (or a tool) can follow a task to its code."""
 
 from __future__ import annotations
+
+import contextlib
 
 
 def fail_fast(exc: Exception):
@@ -12,14 +15,15 @@ def fail_fast(exc: Exception):
     return AirflowFailException(str(exc))
 
 
-def call_pipeline(function: str, *args, **kwargs):
-    """`webscale_rl.pipeline.<function>(*args, **kwargs)` for a task: a FatalError fails the
-    task at once with its message (no Airflow retry); anything else may be retried."""
-    from webscale_rl import pipeline
+@contextlib.contextmanager
+def fatal_errors_fail_the_task():
+    """Around a task's call into the pipeline: a FatalError (bad params, unusable files, a
+    failed gate, a lost lease) fails the task at once with its message, no Airflow retry;
+    anything else may be retried."""
     from webscale_rl.errors import FatalError
 
     try:
-        return getattr(pipeline, function)(*args, **kwargs)
+        yield
     except FatalError as exc:
         raise fail_fast(exc) from exc
 

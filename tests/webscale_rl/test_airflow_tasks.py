@@ -1,11 +1,11 @@
-"""call_pipeline: an error a retry cannot fix fails the task at once (no Airflow retry)."""
+"""fatal_errors_fail_the_task: an error a retry cannot fix fails the task at once (no Airflow retry)."""
 
 from __future__ import annotations
 
 import pytest
 from airflow.sdk.exceptions import AirflowFailException
 
-from webscale_rl import airflow_tasks, lease
+from webscale_rl import airflow_tasks, lease, pipeline
 from webscale_rl.config import load_settings
 
 pytestmark = pytest.mark.unit
@@ -18,7 +18,6 @@ def test_a_lost_lease_fails_the_task_without_a_retry(data_dir):
     db.parent.mkdir(parents=True, exist_ok=True)
     lease.acquire(db, "the-other-run")
     with pytest.raises(AirflowFailException, match="lost the warehouse lease to run the-other-run"):
-        airflow_tasks.call_pipeline(
-            "finalize_run", {"run_id": "this-run", "files": [], "params": {}}, {}
-        )
+        with airflow_tasks.fatal_errors_fail_the_task():
+            pipeline.finalize_run({"run_id": "this-run", "files": [], "params": {}}, {})
     assert lease._read(lease.lease_path(db))[0]["run_id"] == "the-other-run"
