@@ -36,9 +36,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support import stages  # noqa: E402
-from support.fake_llm import spawn  # noqa: E402
 from webscale_rl.embedded_llm import wait_for_models  # noqa: E402
 from webscale_rl.llm import LLMSettings, server_metrics  # noqa: E402
+from webscale_rl.scripted_llm import spawn  # noqa: E402
 from webscale_rl.stages import registry  # noqa: E402
 from webscale_rl.stages.ingest import ingest_files  # noqa: E402
 

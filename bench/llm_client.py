@@ -25,14 +25,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import results  # noqa: E402
 
-from support.fake_llm import spawn  # noqa: E402
 from webscale_rl import prompts, warehouse  # noqa: E402
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings  # noqa: E402
+from webscale_rl.scripted_llm import spawn  # noqa: E402
 
 
 def make_requests(n: int, tag: str) -> list[LLMRequest]:

@@ -34,12 +34,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "tests"))
 
 import corpus  # noqa: E402
 import results  # noqa: E402
 
-from support.fake_llm import spawn  # noqa: E402
+from webscale_rl.scripted_llm import spawn  # noqa: E402
 
 TIME_RATIO_TARGET = 1.1  # 10x the documents in at most 11x the time
 RSS_RATIO_TARGET = 1.5  # "flat": 10x the documents in at most 1.5x the peak memory

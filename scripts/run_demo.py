@@ -2,7 +2,7 @@
 
 LLM endpoint, in order of preference:
   --llm-url URL (or LLM_URL): any OpenAI-compatible server (vLLM, llama.cpp, OpenAI...);
-  --scripted: the project's deterministic test server (tests/support/fake_llm.py), which is
+  --scripted: the project's deterministic scripted server (webscale_rl.scripted_llm), which is
       NOT a language model (fast; shows the mechanics);
   otherwise (the default) the embedded real model, SmolLM2-135M-Instruct, served by
       --backend (LLM_BACKEND) auto | vllm | llamacpp: auto is vLLM's CPU build (make vllm)
@@ -28,9 +28,8 @@ from webscale_rl.embedded_llm import wait_for_models
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT / "tests"))
 
-from support.fake_llm import spawn  # noqa: E402  (the scripted server, for --scripted)
+from webscale_rl.scripted_llm import spawn  # noqa: E402  (the scripted server, for --scripted)
 
 
 def main() -> int:

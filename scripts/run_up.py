@@ -19,7 +19,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-sys.path.insert(0, str(ROOT / "tests"))
 
 
 def stop_standalone(standalone: subprocess.Popen) -> None:
@@ -58,7 +57,7 @@ def main() -> int:
             },
         }
     elif os.environ.get("SCRIPTED"):
-        from support.fake_llm import FakeLLM
+        from webscale_rl.scripted_llm import FakeLLM
 
         llm = FakeLLM().start()
         conn = {

@@ -83,7 +83,7 @@ def fake_llm(monkeypatch):
     """The deterministic OpenAI-compatible test server, wired in as `llm_default` the
     standard way (AIRFLOW_CONN_LLM_DEFAULT), with fast retries for tests. It serves
     vLLM-style /metrics, so runs record the server's own account as they would on vLLM."""
-    from support.fake_llm import FakeLLM
+    from webscale_rl.scripted_llm import FakeLLM
 
     server = FakeLLM(model="fake-model", vllm_metrics=True).start()
     monkeypatch.setenv("AIRFLOW_CONN_LLM_DEFAULT", json.dumps(server.connection()))

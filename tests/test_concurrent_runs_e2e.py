@@ -21,8 +21,8 @@ import pytest
 
 from conftest import SAMPLE_DIR
 from support.db import copy_airflow_db, query
-from support.fake_llm import FakeLLM
 from webscale_rl import lease
+from webscale_rl.scripted_llm import FakeLLM
 
 pytestmark = pytest.mark.e2e
 

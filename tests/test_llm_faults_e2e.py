@@ -22,7 +22,7 @@ from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
 from support.db import query, snapshot
-from support.fake_llm import FAULT_KINDS, FakeLLM
+from webscale_rl.scripted_llm import FAULT_KINDS, FakeLLM
 from webscale_rl.stages import registry
 
 # One worker: the module's clean run is computed once.

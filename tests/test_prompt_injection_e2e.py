@@ -14,8 +14,9 @@ from airflow.dag_processing.dagbag import DagBag
 
 from conftest import ROOT, SAMPLE_DIR
 from support.db import query
-from support.fake_llm import FakeLLM, task_of
 from webscale_rl import prompts
+from webscale_rl.scripted_llm import FakeLLM
+from webscale_rl.scripted_llm.answers import task_of
 from webscale_rl.text import normalize_text
 
 # One worker: the module's injected run is computed once.

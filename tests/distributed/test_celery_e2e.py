@@ -27,7 +27,7 @@ import pytest
 from conftest import ROOT, SAMPLE_DIR
 from support.celery_cluster import CeleryCluster, missing_parts
 from support.db import query, snapshot
-from support.fake_llm import FakeLLM
+from webscale_rl.scripted_llm import FakeLLM
 
 pytestmark = [
     pytest.mark.distributed,

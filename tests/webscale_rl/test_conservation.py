@@ -13,8 +13,8 @@ from airflow.dag_processing.dagbag import DagBag
 
 from conftest import HOSTILE_DIR, ROOT, SAMPLE_DIR
 from support.db import query
-from support.fake_llm import FakeLLM
 from webscale_rl import conservation
+from webscale_rl.scripted_llm import FakeLLM
 from webscale_rl.stages import registry
 
 # One worker: the module's finished run is computed once.

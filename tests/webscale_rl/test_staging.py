@@ -13,9 +13,9 @@ from airflow.dag_processing.dagbag import DagBag
 from conftest import ROOT, SAMPLE_DIR
 from support import stages
 from support.db import query
-from support.fake_llm import FakeLLM
 from webscale_rl import staging, warehouse
 from webscale_rl.llm import LLMSettings
+from webscale_rl.scripted_llm import FakeLLM
 from webscale_rl.stages.ingest import ingest_files
 
 

@@ -15,11 +15,11 @@ import time
 import duckdb
 import pytest
 
-from support.fake_llm import FakeLLM
 from webscale_rl import prompts
 from webscale_rl.llm import LLMClient, LLMRequest, LLMSettings, LLMUnavailable
 from webscale_rl.llm import ledger as ledger_mod
 from webscale_rl.llm.client import _InvalidReply, parse_reply
+from webscale_rl.scripted_llm import FakeLLM
 
 pytestmark = pytest.mark.e2e
 

@@ -9,9 +9,9 @@ from datetime import UTC, datetime, timedelta
 import duckdb
 import pytest
 
-from support.fake_llm import FakeLLM
 from webscale_rl import warehouse
 from webscale_rl.llm import LLMClient, LLMSettings, server_metrics
+from webscale_rl.scripted_llm import FakeLLM
 
 TEXT = """# HELP vllm:prompt_tokens_total Number of prefill tokens processed.
 # TYPE vllm:prompt_tokens_total counter

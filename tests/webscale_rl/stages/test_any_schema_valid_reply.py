@@ -33,10 +33,10 @@ from hypothesis_jsonschema import from_schema
 
 from conftest import SAMPLE_DIR
 from support import gx_check, stages
-from support.fake_llm import FakeLLM
 from webscale_rl import conservation, gates, prompts, warehouse
 from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.llm import LLMSettings
+from webscale_rl.scripted_llm import FakeLLM
 from webscale_rl.stages import classify, export, registry
 from webscale_rl.stages.ingest import ingest_files
 

@@ -11,11 +11,11 @@ import pytest
 from conftest import SAMPLE_DIR
 from support import gx_check, stages
 from support.db import query
-from support.fake_llm import FakeLLM
 from webscale_rl import warehouse
 from webscale_rl.config import ConfigError
 from webscale_rl.llm import LLMResult, LLMSettings
 from webscale_rl.params import RunParams
+from webscale_rl.scripted_llm import FakeLLM
 from webscale_rl.stages import learnability
 from webscale_rl.stages.export import ANSWER_INSTRUCTION
 from webscale_rl.stages.ingest import ingest_files

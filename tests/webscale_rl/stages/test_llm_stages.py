@@ -11,9 +11,9 @@ import pytest
 from conftest import SAMPLE_DIR
 from support import stages
 from support.db import query
-from support.fake_llm import FakeLLM
 from webscale_rl.answer_policy import AnswerPolicy
 from webscale_rl.llm import LLMSettings
+from webscale_rl.scripted_llm import FakeLLM
 from webscale_rl.stages import classify
 from webscale_rl.stages.ingest import ingest_files
 from webscale_rl.stages.verify import rule_check
@@ -117,7 +117,7 @@ def test_out_of_list_domain_is_a_recorded_failure_not_other(
     warehouse_with_docs, monkeypatch, layout, stage
 ):
     db = warehouse_with_docs
-    import support.fake_llm as fake_module
+    import webscale_rl.scripted_llm.server as fake_module
 
     original = fake_module.answer_classify
     monkeypatch.setattr(

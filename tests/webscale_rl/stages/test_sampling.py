@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from support.fake_llm import FakeLLM
 from webscale_rl import pipeline, prompts
 from webscale_rl.llm import LLMClient, LLMSettings
 from webscale_rl.params import RunParams
+from webscale_rl.scripted_llm import FakeLLM
 from webscale_rl.stages import common
 
 BASE = LLMSettings(base_url="http://127.0.0.1:9/v1", seed=1234)

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from support.fake_llm import FakeLLM
+from webscale_rl.scripted_llm import FakeLLM
 from webscale_rl.training import reward
 from webscale_rl.training.reward import compute_score, trl_reward
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from support.fake_llm import FakeLLM
 from webscale_rl.config import ConfigError
+from webscale_rl.scripted_llm import FakeLLM
 from webscale_rl.stages.export import VERL_SCHEMA
 from webscale_rl.training import verl_launcher
 

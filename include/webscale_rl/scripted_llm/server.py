@@ -15,7 +15,7 @@ model that obeys prompt injections: for a document that tells the model to give 
 answer, generate emits that answer, and verify passes every pair (context=Y correct=Y
 leakage=N); the filter and classify stages stay honest.
 
-Run standalone:  python tests/support/fake_llm.py --port 8000
+Run standalone:  python -m webscale_rl.scripted_llm --port 8000
 Admin endpoints: GET /admin/stats, POST /admin/faults (JSON), POST /admin/reset.
 """
 
@@ -32,159 +32,24 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-FAULT_KINDS = (
-    "http_500",
-    "http_503",
-    "http_429",
-    "http_400",
-    "timeout",
-    "malformed_json",
-    "missing_fields",
-    "truncated",
-    "refusal",
+from webscale_rl.scripted_llm import faults as faults_mod
+from webscale_rl.scripted_llm.answers import (  # noqa: F401  (re-exported for tests)
+    INJECTED_VALUE,
+    answer_classify,
+    answer_filter,
+    answer_reward_judge,
+    answer_verify,
+    constrained,
+    injected_value,
+    make_injected_pair,
+    make_pair,
+    pairs_after_document,
+    policy_answer,
+    stable,
+    tag,
+    task_of,
+    words,
 )
-DOMAIN_KEYWORDS = {
-    "Math": [
-        "equation",
-        "theorem",
-        "probability",
-        "formula",
-        "prime",
-        "integer",
-        "deviation",
-        "quadratic",
-        "interest",
-    ],
-    "Coding": [
-        "python",
-        "function",
-        "code",
-        "git",
-        "array",
-        "algorithm",
-        "command",
-        "api",
-        "variable",
-        "hash table",
-    ],
-    "Technology & Engineering": [
-        "battery",
-        "circuit",
-        "voltage",
-        "bridge",
-        "engineer",
-        "fiber",
-        "thermostat",
-        "gps",
-        "satellite",
-    ],
-    "Natural Science": [
-        "species",
-        "cell",
-        "energy",
-        "chemical",
-        "planet",
-        "molecule",
-        "physics",
-        "temperature",
-        "solution",
-    ],
-    "Medicine & Health": [
-        "patient",
-        "disease",
-        "symptom",
-        "dose",
-        "treatment",
-        "health",
-        "medical",
-        "blood",
-        "vaccine",
-    ],
-    "Social Science": [
-        "society",
-        "survey",
-        "social",
-        "culture",
-        "political",
-        "economy of",
-        "population",
-        "behaviour",
-        "psychology",
-    ],
-    "Commerce & Economics": [
-        "price",
-        "market",
-        "revenue",
-        "company",
-        "inflation",
-        "business",
-        "customer",
-        "profit",
-        "trade",
-    ],
-    "Education": [
-        "student",
-        "course",
-        "teacher",
-        "school",
-        "learning",
-        "exam",
-        "syllabus",
-        "lesson",
-        "scholarship",
-    ],
-    "Travel & Lifestyle": [
-        "travel",
-        "trail",
-        "recipe",
-        "hotel",
-        "visitors",
-        "cook",
-        "garden",
-        "packing",
-        "plant",
-    ],
-}
-NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])")
-
-
-def _tag(text: str, tag: str) -> str | None:
-    found = re.findall(rf"<{tag}>\n?(.*?)\n?</{tag}>", text, re.S)
-    return found[-1] if found else None
-
-
-def _sentences(text: str) -> list[str]:
-    return [
-        s.strip()
-        for s in re.split(r"(?<=[.!?])\s+", text.replace("\n", " "))
-        if len(s.split()) >= 4
-    ]
-
-
-def _words(text: str) -> int:
-    return len(text.split())
-
-
-def _stable(text: str) -> int:
-    return int(hashlib.sha256(text.encode()).hexdigest()[:8], 16)
-
-
-def task_of(system: str, user: str) -> str:
-    """The prompt's task: the first line of the system message (the method's layout) or
-    the TASK line after the document (the fused layout, where the document comes first)."""
-    if system.startswith("TASK:"):
-        return system.splitlines()[0].removeprefix("TASK:").strip()
-    after = user.rsplit("</document>", 1)[-1]
-    found = re.search(r"^TASK:\s*(\S+)", after, re.M)
-    return found.group(1) if found else "unknown"
-
-
-def _pairs_after_document(user: str) -> list[tuple[str, str]]:
-    """The (question, answer) pairs listed after the document, in order."""
-    after = user.rsplit("</document>", 1)[-1]
-    questions = re.findall(r"<question>\n?(.*?)\n?</question>", after, re.S)
-    answers = re.findall(r"<answer>\n?(.*?)\n?</answer>", after, re.S)
-    return list(zip(questions, answers, strict=False))
 
 
 class PrefixCache:
@@ -226,154 +91,6 @@ class PrefixCache:
         return hits
 
 
-def constrained(value, schema: dict):
-    """`value` with every string cut to its schema's maxLength, as a server enforcing the
-    schema during decoding would end it (this server's own replies only: scripted replies
-    are served as scripted)."""
-    if isinstance(value, str) and "maxLength" in schema:
-        return value[: schema["maxLength"]]
-    if isinstance(value, dict):
-        props = schema.get("properties") or {}
-        return {k: constrained(v, props.get(k) or {}) for k, v in value.items()}
-    if isinstance(value, list):
-        return [constrained(v, schema.get("items") or {}) for v in value]
-    return value
-
-
-def answer_filter(doc: str) -> dict:
-    n = len(_sentences(doc))
-    qualified = "Y" if n >= 3 else "N"
-    return {"reason": f"The document has {n} complete sentences.", "qualified": qualified}
-
-
-def answer_classify(doc: str, max_personas: int) -> dict:
-    low = doc.lower()
-    scores = {d: sum(low.count(k) for k in kws) for d, kws in DOMAIN_KEYWORDS.items()}
-    best = max(scores, key=lambda d: (scores[d], d))
-    domain = best if scores[best] >= 2 else "Other"
-    topic = domain.lower()
-    personas = [
-        f"a student learning about {topic}",
-        f"a professional who works in {topic}",
-        f"a curious reader interested in {topic}",
-    ]
-    return {"domain": domain, "personas": personas[:max_personas]}
-
-
-def make_pair(doc: str, persona: str) -> dict:
-    candidates = [s for s in _sentences(doc) if NUMBER.search(s)] or _sentences(doc) or [doc]
-    sentence = candidates[_stable(persona) % len(candidates)]
-    match = NUMBER.search(sentence)
-    if match:
-        answer = match.group(0)
-        blanked = sentence[: match.start()] + "___" + sentence[match.end() :]
-    else:
-        answer = max(sentence.split(), key=len).strip(".,;:!?\"'()")
-        blanked = sentence.replace(answer, "___", 1)
-    return {
-        "question": f'Fill in the blank with the exact value: "{blanked}" What goes in the blank?',
-        "answer": answer,
-    }
-
-
-# What a model that obeys an injection reads as "the answer I was told to give": a quoted
-# value or a number after an order to answer, or "the answer to every question is X".
-# Written independently of webscale_rl.injection so the test is not circular.
-INJECTION_CUE = re.compile(
-    r"ignore (?:all )?(?:previous|prior|above)|disregard|language model|\bAI\b|"
-    r"answer to every question|<\|im_start\|>",
-    re.I,
-)
-INJECTED_VALUE = [
-    re.compile(p, re.I)
-    for p in (
-        r"answer to (?:every|any|all|each) (?:\w+ ){0,2}?(?:question|query)s? (?:\w+ ){0,3}?(?:is|will be|should be|must be) "
-        r"(?:always )?[\"“]?([\w-]+(?:[.,]\d+)*)",
-        r"(?:answer|respond|reply|output)\w*\s+(?:\w+\s+){0,4}?(?:with\s+)?(?:the\s+(?:word|number|string|value)\s+)?"
-        r"[\"“]([^\"”\n]{1,60})[\"”]",
-        r"(?:answer|respond|reply|output)\w*\s+(?:only\s+|always\s+|just\s+)?(?:with\s+)?(?:the\s+number\s+)?"
-        r"(\d[\d,]*(?:\.\d+)?)",
-    )
-]
-
-
-def injected_value(doc: str) -> str | None:
-    """The answer an injection in `doc` demands, or None when it has none."""
-    if not INJECTION_CUE.search(doc):
-        return None
-    found = [m for p in INJECTED_VALUE for m in p.finditer(doc)]
-    if not found:
-        return None
-    return min(found, key=lambda m: m.start()).group(1).strip().rstrip(".,;")
-
-
-def make_injected_pair(doc: str, persona: str, value: str) -> dict:
-    """A compromised model's pair: an ordinary question from the document's plain text,
-    answered with the value the injection demands."""
-    lines = [line for line in doc.splitlines() if "<|" not in line and "</" not in line]
-    plain = "\n".join(
-        s
-        for s in _sentences("\n".join(lines))
-        if value not in s and not INJECTION_CUE.search(s) and "answer" not in s.lower()
-    )
-    pair = make_pair(plain or doc, persona)
-    return {"question": pair["question"], "answer": value}
-
-
-def policy_answer(question: str, truth: str | None, request: dict) -> str | None:
-    """A policy model's answer to a question it may know: each question has a difficulty
-    (solved by 0 to 4 of 4 seeds, by a hash of the question); sampled (temperature > 0) a
-    seed solves it when its own hash falls under that level, greedy when the level is at
-    least half. None: not solved."""
-    if truth is None:
-        return None
-    level = _stable(question) % 5
-    if float(request.get("temperature") or 0) > 0:
-        solved = _stable(f"{question}|{request.get('seed')}") % 4 < level
-    else:
-        solved = level >= 2
-    return truth if solved else None
-
-
-def answer_verify(doc: str, question: str, answer: str) -> dict:
-    low_answer = answer.lower().strip()
-    context = "Y" if _words(question) >= 6 else "N"
-    correct = "Y" if low_answer and low_answer in doc.lower() else "N"
-    leakage = (
-        "Y"
-        if low_answer and re.search(rf"(?<!\w){re.escape(low_answer)}(?!\w)", question.lower())
-        else "N"
-    )
-    return {
-        "reason": f"context={context} correct={correct} leakage={leakage}",
-        "context": context,
-        "correct": correct,
-        "leakage": leakage,
-    }
-
-
-def answer_reward_judge(user: str) -> dict:
-    """The reward judge's verdict (webscale_rl.training.reward): the user message ends with a
-    JSON object {question, reference_answers, candidate_answer}; equivalent when the
-    candidate's lowercased content words (articles and "and"/"of" left out) are exactly
-    those of one reference, in any order ("Smith, John" == "John Smith")."""
-
-    def words(text) -> set[str]:
-        found = set(re.findall(r"\w+", str(text or "").lower()))
-        return found - {"a", "an", "the", "and", "of"}
-
-    try:
-        payload = json.loads(user[user.index("{") :])
-    except ValueError:
-        return {"equivalent": False}
-    if not isinstance(payload, dict):
-        return {"equivalent": False}
-    candidate = words(payload.get("candidate_answer"))
-    references = payload.get("reference_answers") or []
-    return {"equivalent": bool(candidate) and any(words(r) == candidate for r in references)}
-
-
-# The header the pipeline's client sends its ledger request_hash in (webscale_rl.llm.client).
 CALL_HASH_HEADER = "X-Webscale-RL-Request-Hash"
 
 
@@ -594,17 +311,7 @@ class FakeLLM:
             tries = self.seen_bodies.get(ident, 0)
             self.seen_bodies[ident] = tries + 1
             faults = dict(self.faults)
-        first = faults.get("fail_first")
-        if first and tries < int(first.get("n", 1)):
-            return first["kind"]
-        permanent = faults.get("permanent")
-        if permanent and permanent.get("match") and permanent["match"] in text:
-            return permanent["kind"]
-        for kind in FAULT_KINDS:
-            rate = float(faults.get(kind, 0) or 0)
-            if rate and _stable(f"{kind}|{key}|{attempt}") / 0xFFFFFFFF < rate:
-                return kind
-        return None
+        return faults_mod.choose(faults, key, attempt, tries, text)
 
     def reply_for(self, request: dict) -> tuple[str, dict | str]:
         stage, answer = self.default_reply(request)
@@ -619,7 +326,7 @@ class FakeLLM:
         if callable(scripted):
             return stage, scripted(answer, request)
         user = (request.get("messages") or [{}])[-1].get("content") or ""
-        return stage, scripted[_stable(user) % len(scripted)]
+        return stage, scripted[stable(user) % len(scripted)]
 
     def default_reply(self, request: dict) -> tuple[str, dict | str]:
         messages = request.get("messages", [])
@@ -642,18 +349,18 @@ class FakeLLM:
             )
         if stage == "reward_judge":
             return stage, answer_reward_judge(user)
-        doc = _tag(user, "document") or ""
+        doc = tag(user, "document") or ""
         with self.lock:
             compromised = self.compromised
         injected = (
             injected_value(doc) if compromised and stage in ("generate", "generate_pairs") else None
         )
         if injected is not None and stage == "generate":
-            return stage, make_injected_pair(doc, _tag(user, "persona") or "", injected)
+            return stage, make_injected_pair(doc, tag(user, "persona") or "", injected)
         if injected is not None:
             personas = [
                 re.sub(r"^\d+\.\s*", "", p)
-                for p in (_tag(user, "persona") or "").splitlines()
+                for p in (tag(user, "persona") or "").splitlines()
                 if p.strip()
             ]
             return stage, {"pairs": [make_injected_pair(doc, p, injected) for p in personas]}
@@ -666,7 +373,7 @@ class FakeLLM:
             }
             if stage == "verify":
                 return stage, verdict
-            return stage, {"verdicts": [verdict] * len(_pairs_after_document(user))}
+            return stage, {"verdicts": [verdict] * len(pairs_after_document(user))}
         if stage == "llm_filter":
             return stage, answer_filter(doc)
         if stage in ("classify", "filter_classify"):
@@ -679,21 +386,19 @@ class FakeLLM:
                 classified = {"domain": "Other", "personas": []}
             return stage, {**verdict, **classified}
         if stage == "generate":
-            return stage, self._remember(make_pair(doc, _tag(user, "persona") or ""))
+            return stage, self._remember(make_pair(doc, tag(user, "persona") or ""))
         if stage == "generate_pairs":
             personas = [
                 re.sub(r"^\d+\.\s*", "", p)
-                for p in (_tag(user, "persona") or "").splitlines()
+                for p in (tag(user, "persona") or "").splitlines()
                 if p.strip()
             ]
             return stage, {"pairs": [self._remember(make_pair(doc, p)) for p in personas]}
         if stage == "verify":
-            return stage, answer_verify(
-                doc, _tag(user, "question") or "", _tag(user, "answer") or ""
-            )
+            return stage, answer_verify(doc, tag(user, "question") or "", tag(user, "answer") or "")
         if stage == "verify_pairs":
             return stage, {
-                "verdicts": [answer_verify(doc, q, a) for q, a in _pairs_after_document(user)]
+                "verdicts": [answer_verify(doc, q, a) for q, a in pairs_after_document(user)]
             }
         return stage, {"error": f"unknown stage {stage!r}"}
 
@@ -846,8 +551,8 @@ class _Handler(BaseHTTPRequestHandler):
             content, finish = content[: max(1, len(content) // 2)], "length"
         elif fault == "refusal":
             content, refusal = None, "I can't help with that request."
-        prompt_tokens = sum(_words(m.get("content") or "") for m in request.get("messages", []))
-        completion_tokens = _words(content or refusal or "")
+        prompt_tokens = sum(words(m.get("content") or "") for m in request.get("messages", []))
+        completion_tokens = words(content or refusal or "")
         with fake.lock:
             fake.stats["prompt_tokens"] += prompt_tokens
             fake.stats["completion_tokens"] += completion_tokens
@@ -896,7 +601,15 @@ def spawn(latency_s: float = 0.0, timeout_s: float = 20.0, vllm_metrics: bool = 
     from pathlib import Path
 
     port_file = Path(tempfile.mkdtemp()) / "port"
-    argv = [sys.executable, __file__, "--port-file", str(port_file), "--latency-s", str(latency_s)]
+    argv = [
+        sys.executable,
+        "-m",
+        "webscale_rl.scripted_llm",
+        "--port-file",
+        str(port_file),
+        "--latency-s",
+        str(latency_s),
+    ]
     server = subprocess.Popen(
         argv + (["--vllm-metrics"] if vllm_metrics else []),
         stdout=subprocess.DEVNULL,
@@ -934,7 +647,3 @@ def main() -> None:
             time.sleep(3600)
     except KeyboardInterrupt:
         fake.stop()
-
-
-if __name__ == "__main__":
-    main()

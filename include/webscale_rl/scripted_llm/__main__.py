@@ -1,0 +1,3 @@
+from webscale_rl.scripted_llm.server import main
+
+main()
