@@ -114,8 +114,9 @@ DOMAIN_KEYWORDS = {
 NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?![\w])")
 
 
-def tag(text: str, tag: str) -> str | None:
-    found = re.findall(rf"<{tag}>\n?(.*?)\n?</{tag}>", text, re.S)
+def tag(text: str, name: str) -> str | None:
+    """The last <name>...</name> block in `text`, or None."""
+    found = re.findall(rf"<{name}>\n?(.*?)\n?</{name}>", text, re.S)
     return found[-1] if found else None
 
 

@@ -33,8 +33,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from webscale_rl.scripted_llm import faults as faults_mod
-from webscale_rl.scripted_llm.answers import (  # noqa: F401  (re-exported for tests)
-    INJECTED_VALUE,
+from webscale_rl.scripted_llm.answers import (
     answer_classify,
     answer_filter,
     answer_reward_judge,
